@@ -1,0 +1,179 @@
+"""Command line: parse arguments and call the library. No logic lives here.
+
+    lalmbench run ENCODER [TRAIN] [EVAL] [--model-args JSON] [--args JSON] [--output-dir DIR]
+    lalmbench demo [--output-dir DIR] [--data-only DIR]
+    lalmbench check ENCODER [--model-args JSON] [--device cpu|cuda] [--json]
+    lalmbench tasks [SUITE]
+    lalmbench download SUITE|TASK...
+    lalmbench bench [--quick] [--device cpu|cuda]
+    lalmbench report RUN_DIR
+    lalmbench leaderboard RUN_DIR... [--baselines]
+    lalmbench new-encoder DIR
+    lalmbench package DIR [--include-weights]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lalmbench import __version__
+
+RUN_EPILOG = """\
+TRAIN and EVAL are a built-in name (see `lalmbench tasks`) or a YAML file in the published XARES-LLM
+format. --args overrides any training field, for example:
+  --args '{"max_steps": 2000, "bf16": true, "decoder_model_name": "tiny-random"}'
+Training fields (defaults reproduce the official protocol):
+"""
+
+
+def _train_field_help() -> str:
+    import dataclasses
+
+    from lalmbench.config import TrainConfig
+
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name.startswith("_") or f.name == "train_data":
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else "..."
+        lines.append(f"  {f.name} (default {default!r})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lalmbench",
+        description="Score an audio encoder by the audio language model built on it "
+                    "(Interspeech 2026 Audio Encoder Capability Challenge protocol).")
+    parser.add_argument("--version", action="version", version=f"lalmbench {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train and evaluate an LALM on an encoder",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=RUN_EPILOG + _train_field_help())
+    run.add_argument("encoder", help="encoder .py file (one attribute ending in 'Encoder') or dotted path pkg.module.Class")
+    run.add_argument("train", nargs="?", default="task1", help="train config: built-in name or YAML file (default: task1)")
+    run.add_argument("eval", nargs="?", default=None, help="eval config: built-in name or YAML file (default: same name as TRAIN)")
+    run.add_argument("--model-args", default=None, metavar="JSON", help="keyword arguments for the encoder constructor, as JSON")
+    run.add_argument("--args", default=None, metavar="JSON", help="training field overrides, as JSON (see below)")
+    run.add_argument("--output-dir", default="lalmbench_runs", metavar="DIR", help="where run directories go (default: ./lalmbench_runs)")
+    run.add_argument("--force", action="store_true", help="recompute everything even if a finished run with the same identity exists")
+    run.add_argument("--no-download", action="store_true", help="never fetch missing shards; stop and list them instead")
+    run.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+
+    demo = commands.add_parser("demo", help="offline demo: synthetic tasks, LogMelEncoder, tiny-random decoder")
+    demo.add_argument("--output-dir", default="demo_output", metavar="DIR", help="where the demo writes data and results (default: ./demo_output)")
+    demo.add_argument("--data-only", default=None, metavar="DIR", help="only write the synthetic shards plus DIR/train.yaml and DIR/eval.yaml")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    demo.add_argument("--args", default=None, metavar="JSON", help="training field overrides, as JSON")
+
+    check = commands.add_parser("check", help="check an encoder against the challenge contract")
+    check.add_argument("encoder", help="encoder .py file or dotted path")
+    check.add_argument("--model-args", default=None, metavar="JSON", help="keyword arguments for the encoder constructor, as JSON")
+    check.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to run the checks on (default: cpu)")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    tasks = commands.add_parser("tasks", help="list the built-in tasks and suites")
+    tasks.add_argument("suite", nargs="?", default="all", help="suite or dataset name (default: all)")
+
+    download = commands.add_parser("download", help="fetch the shards of suites or tasks ahead of a run")
+    download.add_argument("targets", nargs="+", metavar="SUITE|TASK", help="suite names (task1, task2, all) or task names")
+    download.add_argument("--workers", type=int, default=4, help="parallel downloads (default: 4)")
+    download.add_argument("--split", choices=["train", "test", "both"], default="both", help="which shards to fetch (default: both)")
+
+    bench = commands.add_parser("bench", help="measure training and evaluation speed on the benchmark workload")
+    bench.add_argument("--quick", action="store_true", help="a short run that finishes in minutes on a CPU")
+    bench.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default: cuda when available)")
+    bench.add_argument("--output", default="bench.json", metavar="FILE", help="where to write the figures (default: bench.json)")
+
+    report = commands.add_parser("report", help="write an HTML report (and PNGs) for a run directory")
+    report.add_argument("run_dir", help="a run directory holding scores.tsv")
+
+    board = commands.add_parser("leaderboard", help="rank runs the way the challenge ranks them")
+    board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with scores.tsv)")
+    board.add_argument("--baselines", action="store_true", help="add the published Dasheng-base and Whisper-base rows")
+    board.add_argument("--output-dir", default=".", metavar="DIR", help="where leaderboard.csv and leaderboard.md go (default: .)")
+
+    scaffold = commands.add_parser("new-encoder", help="scaffold a submission repository for a new encoder")
+    scaffold.add_argument("directory", help="directory to create")
+    scaffold.add_argument("--name", default="MyEncoder", help="class name (must end in 'Encoder'; default: MyEncoder)")
+
+    package = commands.add_parser("package", help="check an encoder repository and write the submission ZIP")
+    package.add_argument("directory", help="the submission directory (as made by new-encoder)")
+    package.add_argument("--include-weights", action="store_true", help="put weight files into the ZIP")
+    package.add_argument("--output", default=None, metavar="ZIP", help="ZIP path (default: DIR.zip)")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from lalmbench.config import parse_json_arg
+
+    if args.command == "run":
+        from lalmbench.runner import run_command
+
+        return run_command(encoder=args.encoder, train=args.train, eval=args.eval,
+                           model_args=parse_json_arg(args.model_args, "--model-args"),
+                           overrides=parse_json_arg(args.args, "--args"), output_dir=args.output_dir,
+                           force=args.force, allow_download=not args.no_download, write_report=not args.no_report)
+    if args.command == "demo":
+        from lalmbench.demo import demo_command
+
+        return demo_command(output_dir=args.output_dir, data_only=args.data_only, seed=args.seed,
+                            overrides=parse_json_arg(args.args, "--args"))
+    if args.command == "check":
+        from lalmbench.encoders.check import check_command
+
+        return check_command(encoder=args.encoder, model_args=parse_json_arg(args.model_args, "--model-args"),
+                             device=args.device, as_json=args.json)
+    if args.command == "tasks":
+        from lalmbench.tasks.listing import tasks_command
+
+        return tasks_command(args.suite)
+    if args.command == "download":
+        from lalmbench.data.download import download_command
+
+        return download_command(args.targets, workers=args.workers, split=args.split)
+    if args.command == "bench":
+        from lalmbench.bench import bench_command
+
+        return bench_command(quick=args.quick, device=args.device, output=args.output)
+    if args.command == "report":
+        from lalmbench.report.html import report_command
+
+        return report_command(args.run_dir)
+    if args.command == "leaderboard":
+        from lalmbench.report.leaderboard import leaderboard_command
+
+        return leaderboard_command(args.run_dirs, baselines=args.baselines, output_dir=args.output_dir)
+    if args.command == "new-encoder":
+        from lalmbench.encoders.scaffold import new_encoder_command
+
+        return new_encoder_command(args.directory, class_name=args.name)
+    if args.command == "package":
+        from lalmbench.encoders.package import package_command
+
+        return package_command(args.directory, include_weights=args.include_weights, output=args.output)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lalmbench.errors import LalmbenchError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(dispatch(args) or 0)
+    except LalmbenchError as exc:
+        print(f"lalmbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lalmbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

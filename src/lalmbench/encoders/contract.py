@@ -1,0 +1,122 @@
+"""The encoder contract (PROTOCOL.md, "Encoder contract"), checked before any training.
+
+`validate_encoder` runs the official checker's checks and raises EncoderContractError naming the
+failed check, what was expected and what came back. `FrozenEncoder` wraps a valid encoder: eval mode,
+requires_grad False, no_grad, and the older one-tensor template adapted to (features, None).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from lalmbench.errors import EncoderContractError
+
+
+def _first_param_device(encoder: nn.Module) -> torch.device:
+    for tensor in list(encoder.parameters()) + list(encoder.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def forward_arity(encoder: nn.Module) -> int:
+    """Positional parameters of forward (without self): 2 for the current contract, 1 for the old one."""
+    params = [p for p in inspect.signature(encoder.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(params)
+
+
+def call_encoder(encoder: nn.Module, audio: torch.Tensor, mask: torch.Tensor | None):
+    """Call either contract style and return (features, feature_mask or None)."""
+    if forward_arity(encoder) >= 2:
+        return encoder(audio, mask)
+    return encoder(audio), None
+
+
+def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000) -> dict:
+    """Run the official checks on `encoder`; return facts found (output_dim, frames) or raise."""
+    if not isinstance(encoder, nn.Module):
+        raise EncoderContractError("nn.Module", "an instance of torch.nn.Module", type(encoder).__name__,
+                                   "subclass torch.nn.Module")
+    output_dim = getattr(encoder, "output_dim", None)
+    if not isinstance(output_dim, int) or isinstance(output_dim, bool) or output_dim < 1:
+        raise EncoderContractError("output_dim", "an int attribute output_dim >= 1 (the feature size D)",
+                                   repr(output_dim), "set self.output_dim = D in __init__")
+    arity = forward_arity(encoder)
+    if arity not in (1, 2):
+        raise EncoderContractError("forward signature", "forward(audio, audio_attention_mask)",
+                                   f"{arity} positional parameters", "define forward(self, audio, audio_attention_mask=None)")
+    if arity == 1:
+        for attribute in ("sampling_rate", "hop_size_in_ms"):
+            if not hasattr(encoder, attribute):
+                raise EncoderContractError(attribute, f"attribute {attribute} on a one-argument (older template) encoder",
+                                           "missing", f"set self.{attribute}, or take (audio, audio_attention_mask)")
+        rate = getattr(encoder, "sampling_rate")
+        if rate != 16_000:
+            raise EncoderContractError("sampling_rate", "16000", repr(rate), "resample inside the encoder or accept 16 kHz input")
+    device = _first_param_device(encoder)
+    audio = torch.randn(batch, samples, device=device)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            output = encoder(audio, None) if arity == 2 else encoder(audio)
+    except Exception as exc:
+        raise EncoderContractError("forward call", f"forward to run on randn({batch}, {samples})",
+                                   f"{type(exc).__name__}: {exc}", "run the encoder by hand on that input") from exc
+    finally:
+        encoder.train(was_training)
+    if arity == 2:
+        if not isinstance(output, (tuple, list)) or len(output) != 2:
+            got = f"{type(output).__name__}" + (f" of length {len(output)}" if isinstance(output, (tuple, list)) else "")
+            raise EncoderContractError("output tuple", "a 2-tuple (features, feature_mask)", got,
+                                       "return features, mask (mask may be None)")
+        features, mask = output
+    else:
+        features, mask = output, None
+    if not isinstance(features, torch.Tensor):
+        raise EncoderContractError("features type", "a torch.Tensor", type(features).__name__, "return a tensor")
+    if features.dim() != 3:
+        raise EncoderContractError("features dims", "3-D features [B, T', D]", f"shape {tuple(features.shape)}",
+                                   "return [batch, frames, dim]")
+    if features.shape[0] != batch:
+        raise EncoderContractError("batch size", f"batch dimension {batch}", f"{features.shape[0]}",
+                                   "keep the batch dimension first")
+    if features.shape[-1] != output_dim:
+        raise EncoderContractError("feature dim", f"last dimension == output_dim ({output_dim})",
+                                   f"{features.shape[-1]}", "set output_dim to the real feature size")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            got = f"shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise EncoderContractError("mask dims", "None or a 2-D mask [B, T']", got, "return a [batch, frames] mask or None")
+        if tuple(mask.shape) != tuple(features.shape[:2]):
+            raise EncoderContractError("mask frames", f"mask shape {tuple(features.shape[:2])} (batch, frames of the features)",
+                                       f"{tuple(mask.shape)}", "compute the mask on the output frame rate")
+    return {"output_dim": output_dim, "frames": int(features.shape[1]), "arity": arity}
+
+
+class FrozenEncoder(nn.Module):
+    """A frozen view of a user's encoder: eval mode, no gradients, always (features, mask)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.inner = encoder
+        self.output_dim = int(encoder.output_dim)
+        self.arity = forward_arity(encoder)
+        for parameter in self.inner.parameters():
+            parameter.requires_grad_(False)
+        self.inner.eval()
+
+    def train(self, mode: bool = True):  # the encoder never leaves eval mode
+        super().train(False)
+        self.inner.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None):
+        features, mask = call_encoder(self.inner, audio, audio_attention_mask)
+        if mask is None:
+            mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+        return features, mask.to(device=features.device).long()

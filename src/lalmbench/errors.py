@@ -1,0 +1,32 @@
+"""Exceptions a user can act on. Each message says what is wrong, with which value, and what to do."""
+
+
+class LalmbenchError(Exception):
+    """Base class: the CLI prints these without a traceback and exits with status 2."""
+
+
+class ConfigError(LalmbenchError):
+    """A train or eval configuration is invalid."""
+
+
+class EncoderContractError(LalmbenchError):
+    """An encoder does not satisfy the challenge contract (PROTOCOL.md, "Encoder contract")."""
+
+    def __init__(self, check: str, expected: str, got: str, fix: str = ""):
+        self.check, self.expected, self.got, self.fix = check, expected, got, fix
+        message = f"encoder check '{check}' failed: expected {expected}, got {got}"
+        if fix:
+            message += f". Fix: {fix}"
+        super().__init__(message)
+
+
+class DataError(LalmbenchError):
+    """Shards are missing, unreadable or too corrupt to train on."""
+
+
+class DecoderLoadError(LalmbenchError):
+    """The decoder model or its tokenizer cannot be loaded."""
+
+
+class EncoderRuntimeError(LalmbenchError):
+    """The encoder failed (exception, NaN/Inf, out of memory) on a specific example during a run."""

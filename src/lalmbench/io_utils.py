@@ -1,0 +1,118 @@
+"""Atomic file writes: a file is either absent, the old version, or the complete new version.
+
+Everything lalmbench writes that a later step reads back (scores, predictions, checkpoints, configs,
+downloads) goes through these helpers, so an interrupted write never looks complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from lalmbench.errors import LalmbenchError
+
+
+class OutputDirError(LalmbenchError):
+    """The output location cannot be written (read-only, no permission, disk full)."""
+
+
+def _explain_os_error(exc: OSError, path: Path) -> OutputDirError:
+    if exc.errno == errno.ENOSPC:
+        what = "the disk is full"
+        todo = "free some space or pass --output-dir on another disk"
+    elif exc.errno in (errno.EROFS,):
+        what = "the file system is read-only"
+        todo = "pass --output-dir pointing to a writable directory"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        what = "permission denied"
+        todo = "fix the directory permissions or pass --output-dir pointing to a writable directory"
+    else:
+        what = exc.strerror or str(exc)
+        todo = "check the path and try again"
+    return OutputDirError(f"cannot write {path}: {what}. Nothing existing was overwritten; {todo}.")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it is renamed onto `path` in one step."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _explain_os_error(exc, path) from exc
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise _explain_os_error(exc, path) from exc
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory under a temporary name, then rename it into place.
+
+    An existing directory of the same name is replaced only after the new one is complete.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise _explain_os_error(exc, path) from exc
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _explain_os_error(exc, path) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and prove it is writable, with a clear error otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".lalmbench-write-probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise _explain_os_error(exc, path) from exc
+    return path

@@ -1,0 +1,74 @@
+"""Accuracy (exact match of normalized strings) and mAP over ';'-separated label strings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lalmbench.metrics.normalize import normalize_text
+
+
+def accuracy(predictions: list[str], references: list[str]) -> float:
+    hits = sum(normalize_text(p) == normalize_text(r) for p, r in zip(predictions, references))
+    return hits / len(references)
+
+
+def _split_labels(text: str, separator: str) -> list[str]:
+    # Labels are compared after the same normalization as the whole string, trimmed around ';'.
+    return [label.strip() for label in normalize_text(text, keep_label_separator=True).split(separator)]
+
+
+def label_matrices(predictions: list[str], references: list[str], num_classes: int,
+                   separator: str = ";") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Binary indicator matrices (references, predictions) of width num_classes, and the label names.
+
+    The label vocabulary is the set of labels in the references (sorted; column order does not change
+    a macro average). Predicted labels outside it are ignored; unused columns stay all-zero.
+    """
+    reference_labels = [_split_labels(r, separator) for r in references]
+    vocabulary = sorted({label for labels in reference_labels for label in labels})
+    if len(vocabulary) > num_classes:
+        raise ValueError(f"mAP: the references use {len(vocabulary)} distinct labels but num_classes="
+                         f"{num_classes}; set metric_args num_classes to at least {len(vocabulary)}")
+    index = {label: i for i, label in enumerate(vocabulary)}
+    targets = np.zeros((len(references), num_classes), dtype=np.float32)
+    scores = np.zeros((len(predictions), num_classes), dtype=np.float32)
+    for row, labels in enumerate(reference_labels):
+        targets[row, [index[label] for label in labels]] = 1.0
+    for row, text in enumerate(predictions):
+        hits = [index[label] for label in _split_labels(text, separator) if label in index]
+        scores[row, hits] = 1.0
+    return targets, scores, vocabulary
+
+
+def mean_average_precision(predictions: list[str], references: list[str], num_classes: int,
+                           separator: str = ";") -> float:
+    """Macro average precision (scikit-learn) of binary predictions against binary references.
+
+    Columns no reference uses count as AP 0, as scikit-learn >= 1.9 does for them.
+    """
+    import warnings
+
+    from sklearn.metrics import average_precision_score
+
+    targets, scores, _ = label_matrices(predictions, references, num_classes, separator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "No positive class found" for unused columns
+        per_class = average_precision_score(targets, scores, average=None)
+    per_class = np.nan_to_num(np.atleast_1d(np.asarray(per_class, dtype=np.float64)), nan=0.0)
+    return float(per_class.mean())
+
+
+def average_precision_per_class(predictions: list[str], references: list[str], num_classes: int,
+                                separator: str = ";") -> dict[str, float]:
+    """AP of each label the references use (for reports)."""
+    import warnings
+
+    from sklearn.metrics import average_precision_score
+
+    targets, scores, vocabulary = label_matrices(predictions, references, num_classes, separator)
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for column, label in enumerate(vocabulary):
+            out[label] = float(average_precision_score(targets[:, column], scores[:, column]))
+    return out

@@ -1,0 +1,1 @@
+"""Built-in task definitions (package data) and the catalog that reads them."""
