@@ -1,0 +1,1 @@
+"""Data: shard listing and download, audio decoding, examples, the training mixture, batches."""
