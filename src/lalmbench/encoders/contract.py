@@ -21,6 +21,17 @@ def _first_param_device(encoder: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def first_param_device(encoder: nn.Module) -> torch.device:
+    """The device the official checker puts its test input on: that of the first parameter or buffer."""
+    return _first_param_device(encoder)
+
+
+# The checks `validate_encoder` runs, in order; EncoderContractError.check is one of these names.
+OFFICIAL_CHECKS = ("nn.Module", "output_dim", "forward signature", "sampling_rate", "hop_size_in_ms",
+                   "forward call", "output tuple", "features type", "features dims", "batch size", "feature dim",
+                   "mask dims", "mask frames")
+
+
 def forward_arity(encoder: nn.Module) -> int:
     """Positional parameters of forward (without self): 2 for the current contract, 1 for the old one."""
     params = [p for p in inspect.signature(encoder.forward).parameters.values()
@@ -35,8 +46,14 @@ def call_encoder(encoder: nn.Module, audio: torch.Tensor, mask: torch.Tensor | N
     return encoder(audio), None
 
 
-def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000) -> dict:
-    """Run the official checks on `encoder`; return facts found (output_dim, frames) or raise."""
+def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000, *,
+                     facts: dict | None = None) -> dict:
+    """Run the official checks on `encoder`; return facts found (output_dim, frames) or raise.
+
+    `facts`, when given, is filled as the checks go (arity, output type, shapes), so a caller that
+    reports every check can show what was measured even when a later check raises.
+    """
+    facts = {} if facts is None else facts
     if not isinstance(encoder, nn.Module):
         raise EncoderContractError("nn.Module", "an instance of torch.nn.Module", type(encoder).__name__,
                                    "subclass torch.nn.Module")
@@ -44,7 +61,9 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000) 
     if not isinstance(output_dim, int) or isinstance(output_dim, bool) or output_dim < 1:
         raise EncoderContractError("output_dim", "an int attribute output_dim >= 1 (the feature size D)",
                                    repr(output_dim), "set self.output_dim = D in __init__")
+    facts["output_dim"] = output_dim
     arity = forward_arity(encoder)
+    facts["arity"] = arity
     if arity not in (1, 2):
         raise EncoderContractError("forward signature", "forward(audio, audio_attention_mask)",
                                    f"{arity} positional parameters", "define forward(self, audio, audio_attention_mask=None)")
@@ -68,6 +87,7 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000) 
                                    f"{type(exc).__name__}: {exc}", "run the encoder by hand on that input") from exc
     finally:
         encoder.train(was_training)
+    facts["output_type"] = type(output).__name__ + (f" of length {len(output)}" if isinstance(output, (tuple, list)) else "")
     if arity == 2:
         if not isinstance(output, (tuple, list)) or len(output) != 2:
             got = f"{type(output).__name__}" + (f" of length {len(output)}" if isinstance(output, (tuple, list)) else "")
@@ -76,6 +96,9 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000) 
         features, mask = output
     else:
         features, mask = output, None
+    if isinstance(features, torch.Tensor):
+        facts["features_shape"] = tuple(features.shape)
+    facts["mask_shape"] = tuple(mask.shape) if isinstance(mask, torch.Tensor) else None
     if not isinstance(features, torch.Tensor):
         raise EncoderContractError("features type", "a torch.Tensor", type(features).__name__, "return a tensor")
     if features.dim() != 3:
@@ -94,6 +117,7 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000) 
         if tuple(mask.shape) != tuple(features.shape[:2]):
             raise EncoderContractError("mask frames", f"mask shape {tuple(features.shape[:2])} (batch, frames of the features)",
                                        f"{tuple(mask.shape)}", "compute the mask on the output frame rate")
+    facts.update({"output_dim": output_dim, "frames": int(features.shape[1]), "arity": arity})
     return {"output_dim": output_dim, "frames": int(features.shape[1]), "arity": arity}
 
 

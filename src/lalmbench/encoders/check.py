@@ -1,0 +1,616 @@
+"""`lalmbench check`: every check of the official encoder checkers, plus the ones that catch silent harm.
+
+Flow: load the class (file or dotted path) -> build it with --model-args -> move it to the device ->
+the official contract chain (`contract.validate_encoder`, which the training pipeline also runs) ->
+lalmbench's extra checks on real calls (finite, short/long input, padding, determinism, frame rate) ->
+cost (parameters, peak memory, time for a batch of 4 x 30 s) and a verdict against the Colab T4 budget.
+
+Mandatory checks decide the exit status (0 when all pass). Informational checks never fail a run; they
+warn, because what they catch (padding leaking into features, a frame rate that ignores the audio
+length) lowers scores without crashing anything. Each result carries the measured value and, when it
+did not pass, what to change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import textwrap
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from lalmbench.encoders.contract import OFFICIAL_CHECKS, call_encoder, forward_arity, validate_encoder
+from lalmbench.errors import EncoderContractError
+
+SAMPLE_RATE = 16_000
+# PROTOCOL.md, "Encoder contract": the submitted encoder must run in a Google Colab T4 runtime.
+BUDGET_GPU_BYTES = 16 * 1024 ** 3
+BUDGET_RAM_BYTES = 12 * 1024 ** 3
+
+PASS, FAIL, WARN, INFO, SKIP = "pass", "fail", "warn", "info", "skip"
+
+
+@dataclass
+class CheckOptions:
+    """Input sizes of the checks. The defaults are the official ones; tests shrink the costly parts."""
+
+    batch: int = 3
+    """Batch of the current checker's call: encoder(randn(batch, samples), None)."""
+    samples: int = 50_000
+    """Samples of that call (about 3.1 s at 16 kHz)."""
+    legacy_batch: int = 2
+    """Batch of the older one-argument template checker: encoder(randn(2, 50000))."""
+    short_seconds: float = 0.1
+    """The shortest clip an encoder must handle."""
+    long_seconds: float = 30.0
+    """The longest clip: the protocol crops training audio to 30 s."""
+    frame_rate_seconds: tuple[float, ...] = (1.0, 10.0, 30.0)
+    """Durations whose frames per second are reported (30 s reuses the long-input run)."""
+    padding_seconds: tuple[float, float] = (1.0, 1.7)
+    """The short clip and the longer clip it is padded to in the padding check."""
+    padding_rtol: float = 1e-3
+    """Relative tolerance of the padding and determinism comparisons (of the largest feature value)."""
+    padding_atol: float = 1e-4
+    """Absolute tolerance of those comparisons."""
+    timing_batch: int = 4
+    """Batch of the cost measurement."""
+    timing_seconds: float = 30.0
+    """Clip length of the cost measurement; the budget verdict is extrapolated when this is not 30."""
+    seed: int = 0
+    """Seed of the random test audio."""
+
+
+@dataclass
+class CheckResult:
+    name: str
+    mandatory: bool
+    status: str
+    value: str = ""
+    expected: str = ""
+    fix: str = ""
+    seconds: float = 0.0
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class CheckReport:
+    encoder: str
+    model_args: dict
+    device: str
+    results: list[CheckResult] = field(default_factory=list)
+    class_name: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every mandatory check passed (warnings and informational results do not count)."""
+        return not self.failed
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.mandatory and r.status == FAIL]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == WARN]
+
+    def get(self, name: str) -> CheckResult:
+        for result in self.results:
+            if result.name == name:
+                return result
+        raise KeyError(f"no check named {name!r}; checks: {[r.name for r in self.results]}")
+
+    def to_dict(self) -> dict:
+        from lalmbench import __version__
+
+        return {"lalmbench_version": __version__, "encoder": self.encoder, "class_name": self.class_name,
+                "model_args": self.model_args, "device": self.device, "ok": self.ok,
+                "failed": [r.name for r in self.failed], "warnings": [r.name for r in self.warnings],
+                "checks": [asdict(r) for r in self.results]}
+
+    def render_table(self, width: int = 140) -> str:
+        return render_table(self, width)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _seconds(samples: int) -> str:
+    return f"{samples / SAMPLE_RATE:g} s"
+
+
+def _audio(batch: int, samples: int, seed: int, device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, samples, generator=generator).to(device)
+
+
+def _call(model: nn.Module, audio: torch.Tensor, mask: torch.Tensor | None):
+    """Call the encoder frozen, as training does; return (features, mask or None)."""
+    with torch.no_grad():
+        features, feature_mask = call_encoder(model, audio, mask)
+    return features, feature_mask
+
+
+def _valid_frames(features: torch.Tensor, mask: torch.Tensor | None) -> list[int]:
+    if mask is None:
+        return [int(features.shape[1])] * int(features.shape[0])
+    return [int(v) for v in (mask != 0).sum(-1).tolist()]
+
+
+def _finite(features: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    if mask is None:
+        return bool(torch.isfinite(features).all())
+    valid = (mask != 0).unsqueeze(-1).expand_as(features)
+    return bool(torch.isfinite(features[valid]).all())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _gb(n: float) -> str:
+    if n >= 1024 ** 3 / 10:
+        return f"{n / 1024 ** 3:.2f} GB"
+    return f"{n / 1024 ** 2:.0f} MB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KB"
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _PeakRss:
+    """Peak resident memory above the level at start, sampled every 2 ms while the block runs.
+
+    torch's CPU allocations bypass tracemalloc, so process RSS is the measure; getrusage's lifetime
+    peak is used as well, which catches a spike the sampler missed when it set a new process peak.
+    """
+
+    def __enter__(self):
+        self.start = _rss_bytes()
+        self.start_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak = self.start or 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.002):
+            now = _rss_bytes()
+            if now is not None:
+                self.peak = max(self.peak, now)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        end_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        sampled = self.peak - self.start if self.start is not None else 0
+        self.delta = max(sampled, end_maxrss - self.start_maxrss if end_maxrss > self.start_maxrss else 0)
+        self.process_peak = max(self.peak, end_maxrss)
+        return False
+
+
+# ---------------------------------------------------------------- stage 1: load and build
+
+LOAD_ROWS = ("load", "class name", "constructor", "nn.Module")
+EXTRA_ROWS = ("finite output", "short input", "long input", "padding invariance", "deterministic",
+              "frame rate", "parameters", "peak memory", "speed", "T4 budget")
+MANDATORY_EXTRAS = {"finite output", "short input", "long input", "T4 budget"}
+
+
+def _load(encoder, model_args: dict, report: CheckReport):
+    """Rows load, class name, constructor, nn.Module; return the built encoder or None."""
+    from lalmbench.encoders.loading import load_encoder, resolve_encoder_class
+
+    add = report.results.append
+    if isinstance(encoder, nn.Module):
+        report.class_name = type(encoder).__name__
+        add(CheckResult("load", True, PASS, "an encoder instance was passed"))
+        add(CheckResult("class name", True, PASS, report.class_name))
+        add(CheckResult("constructor", True, PASS, "already built"))
+        return encoder
+    start = time.perf_counter()
+    is_file = encoder.endswith(".py") or os.path.isfile(encoder)
+    try:
+        cls = resolve_encoder_class(encoder)
+    except EncoderContractError as exc:
+        row = "class name" if exc.check == "class name" else "load"
+        if row == "class name":
+            add(CheckResult("load", True, PASS, f"{encoder} imports", seconds=time.perf_counter() - start))
+        add(CheckResult(row, True, FAIL, exc.got, exc.expected, exc.fix, time.perf_counter() - start))
+        return None
+    except Exception as exc:  # a dotted path whose module raised something other than ImportError
+        add(CheckResult("load", True, FAIL, f"{type(exc).__name__}: {exc}", "the encoder module to import",
+                        "fix the error in the module (import it in python to see the traceback)",
+                        time.perf_counter() - start))
+        return None
+    name = getattr(cls, "__name__", repr(cls))
+    report.class_name = name
+    add(CheckResult("load", True, PASS, "file" if is_file else "dotted path", seconds=time.perf_counter() - start))
+    if is_file or name.endswith("Encoder"):
+        add(CheckResult("class name", True, PASS, name))
+    else:
+        add(CheckResult("class name", True, WARN, name, "a name ending in 'Encoder'",
+                        "fine as a dotted path, but a submitted .py file needs exactly one attribute ending in 'Encoder'"))
+    start = time.perf_counter()
+    try:
+        model = load_encoder(encoder, model_args)
+    except EncoderContractError as exc:
+        seconds = time.perf_counter() - start
+        if exc.check == "nn.Module":
+            add(CheckResult("constructor", True, PASS, f"{name}(**{model_args})", seconds=seconds))
+            add(CheckResult("nn.Module", True, FAIL, exc.got, exc.expected, exc.fix))
+        else:
+            add(CheckResult("constructor", True, FAIL, exc.got, exc.expected, exc.fix, seconds))
+        return None
+    except Exception as exc:  # the user's constructor raised: missing package, offline download, ...
+        add(CheckResult("constructor", True, FAIL, f"{type(exc).__name__}: {exc}",
+                        f"{name}(**{model_args}) to build",
+                        "the constructor raised: install what the message names, or pass --model-args the "
+                        "constructor accepts (for weights that need a download, run once online)",
+                        time.perf_counter() - start))
+        return None
+    add(CheckResult("constructor", True, PASS, f"{name}(**{model_args})" if model_args else f"{name}()",
+                    seconds=time.perf_counter() - start))
+    return model
+
+
+# ---------------------------------------------------------------- stage 2: the official chain
+
+
+def _official_value(check: str, facts: dict, device: torch.device, batch: int, samples: int,
+                    model: nn.Module, seconds: float) -> str:
+    arity = facts.get("arity")
+    features = facts.get("features_shape")
+    mask = facts.get("mask_shape")
+    if check == "nn.Module":
+        return f"{type(model).__module__}.{type(model).__qualname__}"
+    if check == "output_dim":
+        return str(facts.get("output_dim"))
+    if check == "forward signature":
+        return "forward(audio, audio_attention_mask)" if arity == 2 else "forward(audio) (older template)"
+    if check in ("sampling_rate", "hop_size_in_ms"):
+        return repr(getattr(model, check, None))
+    if check == "forward call":
+        mask_arg = ", None" if arity == 2 else ""
+        return f"encoder(randn({batch}, {samples}){mask_arg}) on {device}: {seconds:.2f} s"
+    if check == "output tuple":
+        return facts.get("output_type", "") + ("" if arity == 2 else " (older template: one tensor)")
+    if check == "features type":
+        return "torch.Tensor"
+    if check == "features dims":
+        return f"shape {features}"
+    if check == "batch size":
+        return str(features[0]) if features else ""
+    if check == "feature dim":
+        return str(features[-1]) if features else ""
+    if check == "mask dims":
+        return "None" if mask is None else f"shape {mask}"
+    if check == "mask frames":
+        return "None: every frame counts as audio" if mask is None else f"{mask} matches the features"
+    return ""
+
+
+def _official(model: nn.Module, device: torch.device, options: CheckOptions, report: CheckReport) -> bool:
+    """Rows of the official chain (contract.OFFICIAL_CHECKS); True when all passed."""
+    arity = forward_arity(model) if isinstance(model, nn.Module) else 2
+    batch = options.legacy_batch if arity == 1 else options.batch
+    facts: dict = {}
+    start = time.perf_counter()
+    failure = None
+    try:
+        validate_encoder(model, batch=batch, samples=options.samples, facts=facts)
+    except EncoderContractError as exc:
+        failure = exc
+    seconds = time.perf_counter() - start
+    rows = [c for c in OFFICIAL_CHECKS if arity == 1 or c not in ("sampling_rate", "hop_size_in_ms")]
+    failed_at = None
+    for check in rows:
+        if failed_at is not None:
+            report.results.append(CheckResult(check, True, SKIP, f"not run: '{failed_at}' failed"))
+        elif failure is not None and failure.check == check:
+            failed_at = check
+            report.results.append(CheckResult(check, True, FAIL, failure.got, failure.expected, failure.fix,
+                                              seconds if check == "forward call" else 0.0))
+        else:
+            report.results.append(CheckResult(
+                check, True, PASS, _official_value(check, facts, device, batch, options.samples, model, seconds),
+                seconds=seconds if check == "forward call" else 0.0))
+    if failure is not None and failed_at is None:  # a check name this table does not know: show it anyway
+        report.results.append(CheckResult(failure.check, True, FAIL, failure.got, failure.expected, failure.fix))
+    return failure is None
+
+
+# ---------------------------------------------------------------- stage 3: lalmbench's checks
+
+
+def _run_row(report: CheckReport, name: str, fn) -> CheckResult:
+    """Run one extra check; an exception from the encoder is that check's failure (a warning if informational)."""
+    mandatory = name in MANDATORY_EXTRAS
+    start = time.perf_counter()
+    try:
+        result = fn()
+    except Exception as exc:
+        result = CheckResult(name, mandatory, FAIL if mandatory else WARN, f"{type(exc).__name__}: {exc}",
+                             fix="the encoder raised on this input; run it by hand on the input the check names")
+    result.name, result.mandatory = name, mandatory
+    result.seconds = time.perf_counter() - start
+    report.results.append(result)
+    return result
+
+
+def _extras(model: nn.Module, device: torch.device, options: CheckOptions, report: CheckReport) -> None:
+    arity = forward_arity(model)
+    seed = options.seed
+    close = lambda ref, other: float((ref - other).abs().max()) if ref.numel() else 0.0
+    limit = lambda ref: options.padding_atol + options.padding_rtol * (float(ref.abs().max()) if ref.numel() else 0.0)
+    state: dict = {}
+
+    def finite():
+        audio = _audio(options.batch, options.samples, seed, device)
+        features, mask = _call(model, audio, None)
+        state["repeat"] = (audio, features)
+        if not _finite(features, mask):
+            bad = int((~torch.isfinite(features)).sum())
+            return CheckResult("", True, FAIL, f"{bad} NaN/Inf values in features of randn({options.batch}, {options.samples})",
+                               "finite features", "look for log(0), division by a zero norm or overflow in half "
+                               "precision; add an epsilon (log(x + 1e-6)) or compute that step in float32")
+        return CheckResult("", True, PASS, "no NaN/Inf")
+
+    def clip(seconds: float, label: str):
+        samples = max(1, int(round(seconds * SAMPLE_RATE)))
+        features, mask = _call(model, _audio(1, samples, seed + 1, device), None)
+        frames = _valid_frames(features, mask)[0]
+        state[f"frames_{samples}"] = frames
+        if frames < 1:
+            return CheckResult("", True, FAIL, f"{label}: 0 valid frames", "at least one valid frame",
+                               "pad very short input up to the encoder's minimum window inside forward")
+        if not _finite(features, mask):
+            return CheckResult("", True, FAIL, f"{label}: NaN/Inf in features", "finite features",
+                               "guard the computation for this length (windows longer than the clip, empty statistics)")
+        return CheckResult("", True, PASS, f"{label}: {frames} frames, shape {tuple(features.shape)}")
+
+    def padding():
+        if arity == 1:
+            return CheckResult("", False, SKIP, "older one-argument template: no mask input",
+                               fix="take (audio, audio_attention_mask) and return a feature mask")
+        short_n = int(options.padding_seconds[0] * SAMPLE_RATE)
+        long_n = int(options.padding_seconds[1] * SAMPLE_RATE)
+        short = _audio(1, short_n, seed + 2, device)
+        longer = _audio(1, long_n, seed + 3, device)
+        alone, alone_mask = _call(model, short, None)
+        n_alone = _valid_frames(alone, alone_mask)[0]
+        audio = torch.zeros(2, long_n, device=device)
+        audio[0, :short_n] = short[0]
+        audio[1] = longer[0]
+        mask = torch.zeros(2, long_n, dtype=torch.long, device=device)
+        mask[0, :short_n] = 1
+        mask[1] = 1
+        batch, batch_mask = _call(model, audio, mask)
+        n_batch = _valid_frames(batch, batch_mask)[0]
+        label = f"{_seconds(short_n)} clip alone vs padded to {_seconds(long_n)}"
+        if batch_mask is None:
+            return CheckResult("", False, WARN, f"{label}: no feature mask, {n_batch} frames vs {n_alone}",
+                               "a feature mask marking the padded frames",
+                               "return a [B, T'] feature mask from audio_attention_mask; without it the LLM "
+                               "reads padding as audio")
+        if n_batch != n_alone:
+            return CheckResult("", False, WARN, f"{label}: mask marks {n_batch} valid frames, {n_alone} alone",
+                               f"{n_alone} valid frames in both",
+                               "compute the feature mask from the valid sample count (sum of audio_attention_mask) "
+                               "at the output frame rate")
+        n = min(n_alone, batch.shape[1], alone.shape[1])
+        diff = close(alone[0, :n].float(), batch[0, :n].float())
+        tolerance = limit(alone[0, :n].float())
+        if not math.isfinite(diff) or diff > tolerance:
+            return CheckResult("", False, WARN, f"{label}: valid frames differ by up to {diff:.3g}",
+                               f"difference <= {tolerance:.3g}",
+                               "padding leaks into the valid frames: use audio_attention_mask (mask attention, "
+                               "normalise over valid samples only, trim before pooling)")
+        return CheckResult("", False, PASS, f"{label}: {n} frames equal (max diff {diff:.2g}), masks agree")
+
+    def deterministic():
+        audio, first = state["repeat"]
+        second, _ = _call(model, audio, None)
+        if first.shape != second.shape:
+            return CheckResult("", False, WARN, f"shapes differ: {tuple(first.shape)} vs {tuple(second.shape)}",
+                               "the same output twice", "remove randomness from forward")
+        diff = close(first.float(), second.float())
+        if not math.isfinite(diff) or diff > limit(first.float()):
+            return CheckResult("", False, WARN, f"two calls differ by up to {diff:.3g}", "the same output twice",
+                               "remove randomness that eval() does not switch off (F.dropout(training=True), "
+                               "torch.rand in forward, random crops)")
+        return CheckResult("", False, PASS, f"max diff {diff:.2g}")
+
+    def frame_rate():
+        rates = {}
+        for seconds in options.frame_rate_seconds:
+            samples = int(round(seconds * SAMPLE_RATE))
+            frames = state.get(f"frames_{samples}")
+            if frames is None:
+                features, mask = _call(model, _audio(1, samples, seed + 1, device), None)
+                frames = _valid_frames(features, mask)[0]
+            rates[seconds] = frames / seconds
+        text = ", ".join(f"{s:g} s: {r:.1f}/s" for s, r in rates.items())
+        data = {"frames_per_second": {f"{s:g}": r for s, r in rates.items()}}
+        values = [r for r in rates.values() if r > 0]
+        if values and max(values) / min(values) > 1.25:
+            return CheckResult("", False, WARN, text, "frames in proportion to the audio length",
+                               "the frame count does not follow the audio length: trim fixed-length padding "
+                               "(e.g. Whisper's 30 s) and mark padded frames invalid", data=data)
+        return CheckResult("", False, INFO, text, data=data)
+
+    def parameters():
+        count = sum(p.numel() for p in model.parameters())
+        size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+        state["weight_bytes"] = size
+        return CheckResult("", False, INFO, f"{count:,} parameters, {_gb(size)} of weights and buffers",
+                           data={"parameters": count, "weight_bytes": size})
+
+    def cost():
+        samples = int(round(options.timing_seconds * SAMPLE_RATE))
+        audio = _audio(options.timing_batch, samples, seed + 4, device)
+        mask = torch.ones(options.timing_batch, samples, dtype=torch.long, device=device)
+        workload = f"batch {options.timing_batch} x {_seconds(samples)}"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            _sync(device)
+            start = time.perf_counter()
+            _call(model, audio, mask if arity == 2 else None)
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            peak = torch.cuda.max_memory_allocated(device)
+            state["memory"] = {"kind": "measured", "gpu_peak": peak, "activations": peak - before}
+            memory = f"{workload}: {_gb(peak)} CUDA peak allocated (weights + activations)"
+        else:
+            with _PeakRss() as rss:
+                start = time.perf_counter()
+                _call(model, audio, mask if arity == 2 else None)
+                elapsed = time.perf_counter() - start
+            state["memory"] = {"kind": "estimate", "activations": rss.delta, "process_peak": rss.process_peak}
+            memory = f"{workload}: +{_gb(rss.delta)} RSS (process peak {_gb(rss.process_peak)})"
+        audio_seconds = options.timing_batch * samples / SAMPLE_RATE
+        state["speed"] = CheckResult("speed", False, INFO,
+                                     f"{workload}: {elapsed:.2f} s ({audio_seconds / elapsed:.0f}x real time) on {device.type}",
+                                     data={"seconds": elapsed, "audio_seconds": audio_seconds})
+        return CheckResult("", False, INFO, memory, data=state["memory"])
+
+    def budget():
+        memory = state.get("memory")
+        if memory is None:
+            return CheckResult("", True, SKIP, "not measured (the memory check failed)")
+        scale = (4 * 30.0) / (options.timing_batch * options.timing_seconds)
+        weights = state.get("weight_bytes", 0)
+        if memory["kind"] == "measured":
+            gpu = weights + memory["activations"] * scale if scale != 1 else memory["gpu_peak"]
+            how = "measured on CUDA" + ("" if scale == 1 else f", activations scaled x{scale:g} to 4 x 30 s")
+            verdict = FAIL if scale == 1 and gpu > BUDGET_GPU_BYTES else (WARN if gpu > BUDGET_GPU_BYTES else PASS)
+        else:
+            gpu = weights + memory["activations"] * scale
+            how = "estimate from the CPU run (weights + RSS increase" + \
+                  ("" if scale == 1 else f" scaled x{scale:g} to 4 x 30 s") + "); run with --device cuda to measure"
+            verdict = WARN if gpu > BUDGET_GPU_BYTES else PASS
+        ram = weights * 2  # loading a checkpoint holds the state dict and the module at once
+        text = f"{how}: GPU ~{_gb(gpu)} of 16 GB, RAM for loading ~{_gb(ram)} of 12 GB"
+        if ram > BUDGET_RAM_BYTES and verdict == PASS:
+            verdict = WARN
+        fix = "" if verdict == PASS else ("reduce memory: run the encoder in half precision, process long audio "
+                                          "in chunks, or use a smaller model (Colab T4: 16 GB GPU, 12 GB RAM)")
+        return CheckResult("", True, verdict, text, "under the Colab T4 budget", fix,
+                           data={"kind": memory["kind"], "gpu_bytes": gpu, "ram_bytes": ram})
+
+    _run_row(report, "finite output", finite)
+    _run_row(report, "short input", lambda: clip(options.short_seconds, f"{options.short_seconds:g} s"))
+    _run_row(report, "long input", lambda: clip(options.long_seconds, f"{options.long_seconds:g} s"))
+    _run_row(report, "padding invariance", padding)
+    if "repeat" in state:
+        _run_row(report, "deterministic", deterministic)
+    else:
+        report.results.append(CheckResult("deterministic", False, SKIP, "not run: 'finite output' raised"))
+    _run_row(report, "frame rate", frame_rate)
+    _run_row(report, "parameters", parameters)
+    _run_row(report, "peak memory", cost)
+    speed = state.get("speed") or CheckResult("speed", False, SKIP, "not measured (the memory check failed)")
+    speed.seconds = report.results[-1].seconds
+    report.results.append(speed)
+    _run_row(report, "T4 budget", budget)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def run_checks(encoder: str | nn.Module, model_args: dict | None = None, device: str = "cpu",
+               options: CheckOptions | None = None) -> CheckReport:
+    """Run every check on `encoder` (a .py file, a dotted path or a built module); never raises for a bad encoder."""
+    options = options or CheckOptions()
+    model_args = dict(model_args or {})
+    name = encoder if isinstance(encoder, str) else f"<{type(encoder).__name__} instance>"
+    report = CheckReport(encoder=name, model_args=model_args, device=device)
+    model = _load(encoder, model_args, report)
+    if model is None or not isinstance(model, nn.Module):
+        _skip_missing(report, "the encoder could not be built")
+        return report
+    target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        report.results.append(CheckResult("device", True, FAIL, "CUDA is not available", "a CUDA device",
+                                          "run with --device cpu, or install a CUDA build of torch"))
+        _skip_missing(report, "no device")
+        return report
+    try:
+        model.to(target)
+    except Exception as exc:
+        report.results.append(CheckResult("device", True, FAIL, f"{type(exc).__name__}: {exc}",
+                                          f"the encoder to move to {device}", "make the module movable with .to()"))
+        _skip_missing(report, "no device")
+        return report
+    model.eval()
+    if not _official(model, target, options, report):
+        _skip_missing(report, "an official check failed")
+        return report
+    _extras(model, target, options, report)
+    return report
+
+
+def _skip_missing(report: CheckReport, reason: str) -> None:
+    seen = {r.name for r in report.results}
+    for name in LOAD_ROWS + tuple(c for c in OFFICIAL_CHECKS if c not in ("sampling_rate", "hop_size_in_ms")) + EXTRA_ROWS:
+        if name not in seen:
+            mandatory = name not in EXTRA_ROWS or name in MANDATORY_EXTRAS
+            report.results.append(CheckResult(name, mandatory, SKIP, f"not run: {reason}"))
+
+
+def render_table(report: CheckReport, width: int = 140) -> str:
+    """One table: check, mandatory or informational, result, measured value, what to fix."""
+    name_w, kind_w, status_w = 19, 4, 6
+    value_w = max(30, (width - name_w - kind_w - status_w - 8) // 2)
+    fix_w = max(30, width - name_w - kind_w - status_w - value_w - 8)
+    lines = [f"lalmbench check: {report.encoder}" + (f" ({report.class_name})" if report.class_name else "")
+             + f" on {report.device}" + (f", model args {json.dumps(report.model_args)}" if report.model_args else "")]
+    header = f"{'check':<{name_w}}  {'kind':<{kind_w}}  {'result':<{status_w}}  {'value':<{value_w}}  fix"
+    lines += [header, "-" * min(width, len(header) + fix_w)]
+    for r in report.results:
+        fix = r.fix if r.status in (FAIL, WARN) else ""
+        if fix and r.expected and r.status == FAIL:
+            fix = f"expected {r.expected}. {fix}"
+        value_lines = textwrap.wrap(r.value, value_w) or [""]
+        fix_lines = textwrap.wrap(fix, fix_w) or [""]
+        for i in range(max(len(value_lines), len(fix_lines))):
+            first = i == 0
+            lines.append(f"{r.name if first else '':<{name_w}}  {('must' if r.mandatory else 'info') if first else '':<{kind_w}}  "
+                         f"{r.status.upper() if first else '':<{status_w}}  "
+                         f"{value_lines[i] if i < len(value_lines) else '':<{value_w}}  "
+                         f"{fix_lines[i] if i < len(fix_lines) else ''}".rstrip())
+    mandatory = [r for r in report.results if r.mandatory]
+    lines.append("")
+    lines.append("kind: 'must' checks decide the exit status; 'info' checks only measure or warn.")
+    if report.ok:
+        lines.append(f"RESULT: PASS: all {len(mandatory)} mandatory checks passed"
+                     + (f"; {len(report.warnings)} warning(s): {', '.join(r.name for r in report.warnings)}"
+                        if report.warnings else ""))
+    else:
+        lines.append(f"RESULT: FAIL: {len(report.failed)} mandatory check(s) failed: "
+                     f"{', '.join(r.name for r in report.failed)}")
+    return "\n".join(lines)
+
+
+def check_command(encoder: str, model_args: dict | None = None, device: str = "cpu", as_json: bool = False,
+                  options: CheckOptions | None = None) -> int:
+    """`lalmbench check`: print the table (or JSON); 0 when every mandatory check passed, 1 otherwise."""
+    report = run_checks(encoder, model_args, device=device, options=options)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.render_table())
+    return 0 if report.ok else 1
