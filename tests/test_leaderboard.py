@@ -1,0 +1,153 @@
+"""Leaderboard: per-task min-max normalization, track means and ranks, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from lalmbench.errors import LalmbenchError
+from lalmbench.report import leaderboard
+from lalmbench.report.baselines import PUBLISHED_BASELINES, TRACK_A_TASKS, TRACK_B_TASKS, task_key, track_of
+
+METRICS = {"esc-50": "Accuracy", "gtzan": "Accuracy", "clotho": "FENSE", "librispeech": "iWER",
+           "synth_tones": "Accuracy", "mystery": "BLEU"}
+
+
+def make_run(root: Path, encoder: str, scores: dict[str, float], train_config: str = "task1",
+             completed: bool = True, summary: bool = True) -> Path:
+    run_dir = root / train_config / encoder
+    run_dir.mkdir(parents=True)
+    rows = ["Task\tscore\tweight"] + [f"eval_{task}\t{value}\t1" for task, value in scores.items()]
+    overall = sum(scores.values()) / len(scores)
+    rows.append(f"Overall\t{overall}\t{len(scores)}")
+    (run_dir / "scores.tsv").write_text("\n".join(rows) + "\n")
+    if summary:
+        tasks = {f"eval_{task}": {"metric": METRICS[task], "metric_args": {}, "score": value, "weight": 1,
+                                  "num_examples": 10} for task, value in scores.items()}
+        (run_dir / "run_summary.json").write_text(json.dumps(
+            {"encoder_name": encoder, "train_config": train_config, "tasks": tasks, "overall": overall}))
+    if completed:
+        (run_dir / "COMPLETED").write_text("{}")
+    return run_dir
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    return [make_run(tmp_path, "EncA", {"esc-50": 0.80, "gtzan": 0.50, "clotho": 0.20}),
+            make_run(tmp_path, "EncB", {"esc-50": 0.60, "gtzan": 0.70, "clotho": 0.30}),
+            make_run(tmp_path, "EncC", {"esc-50": 0.40, "gtzan": 0.60, "clotho": 0.30})]
+
+
+def _by_name(board):
+    return {entry.name: i for i, entry in enumerate(board.entries)}
+
+
+def test_hand_computed_ranking(three_runs):
+    board = leaderboard.leaderboard_table([str(p) for p in three_runs])
+    index = _by_name(board)
+    # esc-50: min 0.40, max 0.80 -> A (0.80-0.40)/0.40 = 1, B 0.20/0.40 = 0.5, C 0
+    # gtzan:  min 0.50, max 0.70 -> A 0, B 1, C 0.10/0.20 = 0.5
+    # clotho: min 0.20, max 0.30 -> A 0, B 1, C 1
+    expected = {"EncA": {"esc-50": 1.0, "gtzan": 0.0, "clotho": 0.0},
+                "EncB": {"esc-50": 0.5, "gtzan": 1.0, "clotho": 1.0},
+                "EncC": {"esc-50": 0.0, "gtzan": 0.5, "clotho": 1.0}}
+    for name, tasks in expected.items():
+        assert board.normalized[index[name]] == pytest.approx(tasks)
+    assert board.tracks == {"A": ["esc-50", "gtzan"], "B": ["clotho"]}
+    # Track A means: A (1+0)/2 = 0.5, B (0.5+1)/2 = 0.75, C (0+0.5)/2 = 0.25 -> B 1st, A 2nd, C 3rd.
+    track_a = {name: board.results[i]["A"] for name, i in index.items()}
+    assert {n: r.score for n, r in track_a.items()} == pytest.approx({"EncA": 0.5, "EncB": 0.75, "EncC": 0.25})
+    assert {n: r.rank for n, r in track_a.items()} == {"EncB": 1, "EncA": 2, "EncC": 3}
+    # Track B: B and C tie at 1.0 and share rank 1; A (0.0) is 3rd.
+    assert {n: board.results[i]["B"].rank for n, i in index.items()} == {"EncB": 1, "EncC": 1, "EncA": 3}
+    assert [board.entries[i].name for i in board.ranked("A")] == ["EncB", "EncA", "EncC"]
+
+
+def test_all_runs_tie_gives_one(tmp_path):
+    runs = [make_run(tmp_path, name, {"esc-50": 0.5}) for name in ("EncA", "EncB")]
+    board = leaderboard.leaderboard_table([str(p) for p in runs])
+    assert [n["esc-50"] for n in board.normalized] == [leaderboard.TIE_SCORE, leaderboard.TIE_SCORE] == [1.0, 1.0]
+    assert [r["A"].rank for r in board.results] == [1, 1]
+
+
+def test_missing_task_is_flagged_not_dropped(three_runs, tmp_path):
+    partial = make_run(tmp_path, "EncD", {"esc-50": 0.80, "clotho": 0.25})
+    board = leaderboard.leaderboard_table([str(p) for p in three_runs] + [str(partial)])
+    index = _by_name(board)
+    result = board.results[index["EncD"]]["A"]
+    # esc-50 is still normalized over 0.40..0.80: EncD 1.0; it has no gtzan, so its Track A mean is 1.0.
+    assert result.score == pytest.approx(1.0) and result.missing == ["gtzan"] and result.tasks_present == 1
+    assert result.rank == 1
+    markdown = leaderboard.to_markdown(board)
+    assert "EncD *" in markdown and "missing" in markdown and "Track A misses gtzan" in markdown
+
+
+def test_baselines_match_prefixed_task_names(tmp_path):
+    run = make_run(tmp_path, "Mine", {"esc-50": 0.755})
+    board = leaderboard.leaderboard_table([str(run)], baselines=True)
+    index = _by_name(board)
+    assert set(index) == {"Mine", "Dasheng-base (published)", "Whisper-base (published)"}
+    # esc-50: Dasheng 0.755 (max), Whisper 0.635 (min): Mine 1.0 like Dasheng, Whisper 0.
+    assert board.normalized[index["Mine"]]["esc-50"] == pytest.approx(1.0)
+    assert board.normalized[index["Whisper-base (published)"]]["esc-50"] == pytest.approx(0.0)
+    assert board.tracks["A"] == sorted(TRACK_A_TASKS) and board.tracks["B"] == sorted(TRACK_B_TASKS)
+    mine = board.results[index["Mine"]]
+    assert mine["A"].tasks_present == 1 and len(mine["A"].missing) == 14
+    assert mine["B"].rank is None and mine["B"].score is None  # no task2 task: not ranked in Track B
+
+
+def test_baseline_data_matches_protocol():
+    assert PUBLISHED_BASELINES["Dasheng-base"]["voxceleb1"] == 0.974
+    assert PUBLISHED_BASELINES["Whisper-base"]["mecat"] == 0.624
+    for scores in PUBLISHED_BASELINES.values():
+        assert set(scores) == set(TRACK_A_TASKS) | set(TRACK_B_TASKS)
+    assert task_key("eval_ESC-50") == task_key("esc-50") == "esc-50"
+    assert track_of("eval_clotho") == "B" and track_of("eval_synth", "mAP") == "A" and track_of("x", "BLEU") is None
+
+
+def test_tracks_for_custom_tasks_follow_the_metric(tmp_path):
+    runs = [make_run(tmp_path, "EncA", {"synth_tones": 0.9, "mystery": 0.1}),
+            make_run(tmp_path, "EncB", {"synth_tones": 0.3, "mystery": 0.2})]
+    board = leaderboard.leaderboard_table([str(p) for p in runs])
+    assert board.tracks["A"] == ["synth_tones"] and board.other_tasks == ["mystery"]
+    assert "Tasks in no track" in leaderboard.to_markdown(board)
+
+
+def test_names_from_summary_or_directory_and_disambiguated(tmp_path):
+    first = make_run(tmp_path, "Enc", {"esc-50": 0.5}, train_config="task1")
+    second = make_run(tmp_path, "Enc", {"esc-50": 0.6}, train_config="esc50_only", completed=False)
+    bare = make_run(tmp_path, "dir_named", {"esc-50": 0.7}, summary=False)
+    board = leaderboard.leaderboard_table([str(first), str(second), str(bare)])
+    names = [entry.name for entry in board.entries]
+    assert names[2] == "dir_named"
+    assert names[0] != names[1] and names[0].startswith("Enc [") and str(first) in names[0]
+    assert "run not marked COMPLETED" in board.entries[1].notes
+
+
+def test_command_writes_csv_and_markdown(three_runs, tmp_path, capsys):
+    out = tmp_path / "board"
+    # A parent directory stands for every run below it.
+    assert leaderboard.leaderboard_command([str(tmp_path / "task1")], baselines=False, output_dir=str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "Track A" in printed and "EncB" in printed
+    rows = list(csv.DictReader(open(out / "leaderboard.csv")))
+    assert [row["encoder"] for row in rows] == ["EncB", "EncA", "EncC"]
+    assert rows[0]["track_A_rank"] == "1" and float(rows[0]["track_A_score"]) == pytest.approx(0.75)
+    assert float(rows[1]["esc-50_raw"]) == 0.8 and float(rows[2]["gtzan_normalized"]) == pytest.approx(0.5)
+    markdown = (out / "leaderboard.md").read_text()
+    assert markdown.startswith("# Leaderboard") and "| 1 | EncB | 0.750 | 2/2 |" in markdown
+
+
+def test_errors_name_the_path(tmp_path):
+    with pytest.raises(LalmbenchError, match="no scores.tsv"):
+        leaderboard.leaderboard_table([str(tmp_path / "nothing")])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "scores.tsv").write_text("a,b\n1,2\n")
+    with pytest.raises(LalmbenchError, match="not a lalmbench scores file"):
+        leaderboard.leaderboard_table([str(bad)])
+    with pytest.raises(LalmbenchError, match="no runs"):
+        leaderboard.build_leaderboard([])
