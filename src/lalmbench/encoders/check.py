@@ -567,6 +567,7 @@ def _skip_missing(report: CheckReport, reason: str) -> None:
     seen = {r.name for r in report.results}
     for name in LOAD_ROWS + tuple(c for c in OFFICIAL_CHECKS if c not in ("sampling_rate", "hop_size_in_ms")) + EXTRA_ROWS:
         if name not in seen:
+            seen.add(name)
             mandatory = name not in EXTRA_ROWS or name in MANDATORY_EXTRAS
             report.results.append(CheckResult(name, mandatory, SKIP, f"not run: {reason}"))
 
