@@ -74,11 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to run the checks on (default: cpu)")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    tasks = commands.add_parser("tasks", help="list the built-in tasks and suites")
+    tasks = commands.add_parser(
+        "tasks", help="list the built-in tasks and suites", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Suites: task1 (17 classification datasets), task2 (5 open-ended), all (22). Every dataset\n"
+               "name (esc-50, fsd50k, librispeech, ...) is also a train and eval config. Two tasks are not in\n"
+               "the published configs: librispeech-gender (LibriSpeech shards, target from the speaker\n"
+               "metadata field `gender;sex`: first present wins) and nsynth-pitch (NSynth shards, field `pitch`).")
     tasks.add_argument("suite", nargs="?", default="all", help="suite or dataset name (default: all)")
 
-    download = commands.add_parser("download", help="fetch the shards of suites or tasks ahead of a run")
-    download.add_argument("targets", nargs="+", metavar="SUITE|TASK", help="suite names (task1, task2, all) or task names")
+    download = commands.add_parser(
+        "download", help="fetch the shards of suites or tasks ahead of a run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Files go to $LALMBENCH_DATA_HOME (else $XARES_DATA_HOME, else ./xares_data) with the hub's layout.\n"
+               "Environment: HF_ENDPOINT (mirror, default https://huggingface.co), HF_TOKEN (gated/private\n"
+               "repos), HF_HUB_OFFLINE=1 (never download). Interrupted downloads resume; run it again.")
+    download.add_argument("targets", nargs="+", metavar="SUITE|TASK",
+                          help="suite names (task1, task2, all), task names, or train/eval YAML files")
     download.add_argument("--workers", type=int, default=4, help="parallel downloads (default: 4)")
     download.add_argument("--split", choices=["train", "test", "both"], default="both", help="which shards to fetch (default: both)")
 
