@@ -18,7 +18,6 @@ hub host only), HF_HUB_OFFLINE=1 (never download; missing files are an error tha
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import http.client
@@ -41,6 +40,11 @@ from lalmbench import __version__
 from lalmbench.config import DatasetSpec
 from lalmbench.data.shards import data_home, hub_relative_paths
 from lalmbench.errors import ConfigError, DataError
+
+try:  # POSIX: serialize processes that fetch the same file (e.g. several runs sharing a data home)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process lock
+    fcntl = None
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 META_DIR = ".lalmbench-meta"
@@ -180,6 +184,9 @@ def find_missing(specs: list[DatasetSpec], home: str | os.PathLike | None = None
 
 class _Fatal(DataError):
     """An error retrying cannot fix (not found, too many redirects)."""
+
+
+_STOPPED = "stopped after another download failed or the user interrupted"
 
 
 class _AuthError(_Fatal):
@@ -356,17 +363,18 @@ def _fetch_one(remote: RemoteFile, home: Path, progress: _Progress, stop: thread
     lock_path = home / META_DIR / f"{remote.path}.lock"  # kept: unlinking a lock file races with waiters
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process fetching the same file: wait for it
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process fetching the same file: wait for it
         if dest.exists() and _read_meta(home, remote.path) and existing_file_problem(home, remote) is None:
             progress.file_done()  # it fetched the file while we waited
             return 0
         for attempt in range(MAX_ATTEMPTS):
             if stop.is_set():
-                raise _Fatal("stopped after another download failed")
+                raise _Fatal(_STOPPED)
             if attempt:
                 time.sleep(min(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1), 30.0))
             try:
-                result = _transfer(url, part, remote, progress)
+                result = _transfer(url, part, remote, progress, stop)
             except _Retryable as exc:
                 last_error = str(exc)
                 continue
@@ -387,7 +395,7 @@ def _fetch_one(remote: RemoteFile, home: Path, progress: _Progress, stop: thread
                     + (" (the partial file is kept)" if part.exists() else ""))
 
 
-def _transfer(url: str, part: Path, remote: RemoteFile, progress: _Progress) -> dict:
+def _transfer(url: str, part: Path, remote: RemoteFile, progress: _Progress, stop: threading.Event) -> dict:
     """One HTTP attempt: append to `part` from its current size. Raises _Retryable on transient failures."""
     offset = part.stat().st_size if part.exists() else 0
     try:
@@ -432,6 +440,8 @@ def _transfer(url: str, part: Path, remote: RemoteFile, progress: _Progress) -> 
                     block = response.read(CHUNK_BYTES)
                     if not block:
                         break
+                    if stop.is_set():  # keep what we have: the next run resumes from here
+                        raise _Fatal(_STOPPED)
                     out.write(block)
                     received += len(block)
                     if hasher is not None:
@@ -481,20 +491,22 @@ def download_files(files: list[RemoteFile], home: str | os.PathLike | None = Non
             stop.set()
             raise
 
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="lalmbench-download")
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="lalmbench-download") as pool:
-            futures = [(remote, pool.submit(task, remote)) for remote in files]
-            for remote, future in futures:
-                try:
-                    stats.bytes_downloaded += future.result()
-                    stats.files_downloaded += 1
-                except DataError as exc:
-                    if "stopped after another download failed" not in str(exc):
-                        errors.append(str(exc))
-    except KeyboardInterrupt:
+        futures = [pool.submit(task, remote) for remote in files]
+        for future in futures:
+            try:
+                stats.bytes_downloaded += future.result()
+                stats.files_downloaded += 1
+            except DataError as exc:
+                if _STOPPED not in str(exc):
+                    errors.append(str(exc))
+    except BaseException:  # Ctrl-C: stop the workers at their next chunk; partial files stay for resuming
         stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
+        pool.shutdown(wait=True)
         bar.close()
     stats.seconds = time.monotonic() - started
     stats.failures = errors
