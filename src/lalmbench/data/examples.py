@@ -1,0 +1,234 @@
+"""WebDataset shards -> records -> examples (one per target text), with bad data counted.
+
+A shard is a tar (optionally gzip) whose members are `<key>.<ext>`; members sharing a key form one
+record: one audio member (wav, flac, mp3, ogg, opus) and one `.json`. The target text comes from the
+JSON field named by the dataset's `key` (`a;b;c`: first present wins, then captions, caption, text).
+A list gives one example per text; a number becomes its string.
+
+Problems never pass silently: a record without audio or JSON, an unreadable audio header, a missing
+target field, corrupt text, or a truncated/corrupt tar is skipped and counted per dataset in
+`BadDataCounter`; above `max_bad_fraction` of a dataset the run stops (DataError) naming the dataset,
+the shards and an example of each problem.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from lalmbench.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, probe_duration
+from lalmbench.errors import DataError
+
+DEFAULT_TEXT_KEYS = ("captions", "caption", "text")
+
+
+@dataclass
+class Record:
+    """One tar record: the audio bytes and the parsed JSON, with where it came from."""
+
+    shard: str
+    key: str
+    audio: bytes | None
+    audio_ext: str | None
+    meta: dict | None
+    problem: str | None = None  # why the record is unusable, None when fine
+
+
+@dataclass(frozen=True)
+class ExampleRef:
+    """Where an example comes from: enough to read it again from its shard (for resume)."""
+
+    dataset: str
+    shard: str
+    key: str
+    text_index: int
+    epoch: int = 0
+
+
+@dataclass
+class Example:
+    ref: ExampleRef
+    audio: bytes
+    text: str
+    seconds: float
+    token_count: int = 0
+
+
+@dataclass
+class BadDataCounter:
+    """Per-dataset counts of skipped examples by reason, with one sample message per reason."""
+
+    seen: Counter = field(default_factory=Counter)
+    bad: dict = field(default_factory=lambda: defaultdict(Counter))
+    samples: dict = field(default_factory=lambda: defaultdict(dict))
+    shards: dict = field(default_factory=lambda: defaultdict(set))
+
+    def count_seen(self, dataset: str, n: int = 1) -> None:
+        self.seen[dataset] += n
+
+    def count_bad(self, dataset: str, reason: str, shard: str, detail: str) -> None:
+        self.bad[dataset][reason] += 1
+        self.samples[dataset].setdefault(reason, detail)
+        self.shards[dataset].add(shard)
+
+    def bad_total(self, dataset: str) -> int:
+        return sum(self.bad[dataset].values())
+
+    def check(self, dataset: str, max_fraction: float) -> None:
+        seen, bad = self.seen[dataset], self.bad_total(dataset)
+        if seen and bad / seen > max_fraction:
+            reasons = "; ".join(f"{reason}: {count} (e.g. {self.samples[dataset][reason]})"
+                                for reason, count in self.bad[dataset].items())
+            shards = ", ".join(sorted(Path(s).name for s in self.shards[dataset])[:10])
+            raise DataError(
+                f"dataset {dataset}: {bad} of {seen} examples ({bad / seen:.1%}) are unusable, above the "
+                f"limit of {max_fraction:.1%}. {reasons}. Shards: {shards}. Re-download the shards "
+                f"(delete them and run `lalmbench download`), fix the key in the task config, or raise "
+                f"max_bad_fraction with --args.")
+
+    def as_dict(self) -> dict:
+        return {name: {"examples_seen": self.seen[name], "skipped": dict(self.bad.get(name, {})),
+                       "skipped_total": self.bad_total(name), "samples": dict(self.samples.get(name, {}))}
+                for name in sorted(set(self.seen) | set(self.bad))}
+
+    def merge(self, other: "BadDataCounter") -> None:
+        self.seen.update(other.seen)
+        for name, counts in other.bad.items():
+            self.bad[name].update(counts)
+            for reason, detail in other.samples[name].items():
+                self.samples[name].setdefault(reason, detail)
+            self.shards[name] |= other.shards[name]
+
+
+def _split_member_name(name: str) -> tuple[str, str]:
+    # WebDataset convention: the key is the path up to the first dot of the file name.
+    directory, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    key = f"{directory}/{stem}" if directory else stem
+    return key, ext.lower() if dot else ""
+
+
+def _finish_record(shard: str, key: str, members: dict[str, bytes]) -> Record:
+    audio_ext = next((ext for ext in AUDIO_EXTENSIONS if ext in members), None)
+    raw_json = members.get("json")
+    meta, problem = None, None
+    if raw_json is not None:
+        try:
+            meta = json.loads(raw_json.decode("utf-8"))
+            if not isinstance(meta, dict):
+                problem, meta = f"json is a {type(meta).__name__}, not an object", None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problem = f"bad json: {exc}"
+    else:
+        problem = f"no .json member (members: {sorted(members)})"
+    if audio_ext is None and problem is None:
+        problem = f"no audio member (members: {sorted(members)}; expected one of {AUDIO_EXTENSIONS})"
+    return Record(shard, key, members.get(audio_ext) if audio_ext else None, audio_ext, meta, problem)
+
+
+def iter_records(shard: str | Path) -> Iterator[Record]:
+    """Records of one shard in tar order. A truncated or corrupt tar ends with a problem record."""
+    shard = str(shard)
+    current_key, members = None, {}
+    try:
+        with tarfile.open(shard, mode="r|*") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                key, ext = _split_member_name(member.name)
+                if key.startswith("__") or not ext:
+                    continue
+                if current_key is not None and key != current_key:
+                    yield _finish_record(shard, current_key, members)
+                    members = {}
+                current_key = key
+                handle = archive.extractfile(member)
+                members[ext] = handle.read() if handle is not None else b""
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        if current_key is not None and members:
+            yield _finish_record(shard, current_key, members)
+        yield Record(shard, current_key or "<start>", None, None, None,
+                     problem=f"truncated or corrupt shard after key {current_key!r}: {type(exc).__name__}: {exc}")
+        return
+    if current_key is not None:
+        yield _finish_record(shard, current_key, members)
+
+
+def _as_texts(value) -> list[str] | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return [value] if value.strip() else None
+    if isinstance(value, (int, float)):
+        return [str(value)]
+    if isinstance(value, list):
+        texts = [str(v) for v in value if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip()]
+        return texts or None
+    return None
+
+
+def select_texts(meta: dict, key: str | None) -> list[str] | None:
+    """The target texts of a record: the first of the `;`-separated keys present, then the defaults."""
+    keys = [k for k in (key or "").split(";") if k] + list(DEFAULT_TEXT_KEYS)
+    for name in keys:
+        texts = _as_texts(meta.get(name))
+        if texts:
+            return texts
+    return None
+
+
+def looks_corrupted(text: str) -> bool:
+    """The published pipeline's heuristic: stacked combining marks, mostly symbols, or a few chars repeated."""
+    if not text:
+        return False
+    combining = sum(1 for ch in text if 0x0300 < ord(ch) < 0x0370)
+    alnum = sum(1 for ch in text if ch.isalnum())
+    if combining > 3 or (len(text) - alnum) / len(text) > 0.5:
+        return True
+    return len(text) > 10 and len(set(text)) < 4
+
+
+def iter_examples(dataset: str, shard: str | Path, key: str | None, counter: BadDataCounter,
+                  epoch: int = 0, start_record: int = 0, start_text: int = 0
+                  ) -> Iterator[tuple[int, int, Example]]:
+    """Examples of one shard, as (record index, text index, example); bad ones are counted and skipped.
+
+    Records before `start_record` (and texts before `start_text` in that record) are skipped without
+    being counted again, so a resumed stream counts each example once.
+    """
+    for record_index, record in enumerate(iter_records(shard)):
+        if record_index < start_record:
+            continue
+        if record.problem is not None:
+            counter.count_seen(dataset)
+            reason = "corrupt shard" if record.problem.startswith("truncated") else "bad record"
+            counter.count_bad(dataset, reason, str(shard), f"{Path(shard).name}:{record.key}: {record.problem}")
+            continue
+        texts = select_texts(record.meta, key)
+        first_text = start_text if record_index == start_record else 0
+        if texts is None:
+            counter.count_seen(dataset)
+            counter.count_bad(dataset, "missing key", str(shard),
+                              f"{Path(shard).name}:{record.key} has no field {key!r} (nor {list(DEFAULT_TEXT_KEYS)}); "
+                              f"its JSON keys are {sorted(record.meta)}")
+            continue
+        try:
+            seconds = probe_duration(record.audio)
+        except AudioDecodeError as exc:
+            counter.count_seen(dataset)
+            counter.count_bad(dataset, "undecodable audio", str(shard), f"{Path(shard).name}:{record.key}: {exc}")
+            continue
+        for text_index, text in enumerate(texts):
+            if text_index < first_text:
+                continue
+            counter.count_seen(dataset)
+            if looks_corrupted(text):
+                counter.count_bad(dataset, "corrupt text", str(shard), f"{Path(shard).name}:{record.key}: {text[:40]!r}")
+                continue
+            ref = ExampleRef(dataset, str(shard), record.key, text_index, epoch)
+            yield record_index, text_index, Example(ref, record.audio, text, seconds)

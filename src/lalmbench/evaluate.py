@@ -1,0 +1,118 @@
+"""Evaluation: greedy answers for every test example, exactly once, scored by the task's metric.
+
+Examples are read in shard order and numbered; with several ranks each takes the numbers equal to its
+rank modulo the world size, and the answers are gathered back in the original order. Within chunks of
+`SORT_CHUNK` examples the batches are formed longest-first (less padding); that changes nothing in the
+answers, since each row is decoded independently. An example whose audio and prompt equal the previous
+one's (several reference captions of one clip) reuses that answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lalmbench import metrics
+from lalmbench.config import EvalTaskConfig, TrainConfig
+from lalmbench.data.batches import BatchMaker
+from lalmbench.data.examples import BadDataCounter, Example, iter_examples
+from lalmbench.distributed import DistInfo, gather_objects
+
+log = logging.getLogger("lalmbench")
+SORT_CHUNK = 256
+
+
+@dataclass
+class TaskResult:
+    name: str
+    metric: str
+    score: float
+    predictions: list[tuple[str, str, str]]  # (prediction, reference, key)
+    seconds: float
+
+
+def _numbered_examples(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo):
+    number = 0
+    for shard in shards:
+        for _, _, example in iter_examples(task.name, shard, task.data.key, counter):
+            if number % dist.world == dist.rank:
+                yield number, example
+            number += 1
+
+
+def _chunks(numbered, size: int):
+    chunk = []
+    for item in numbered:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: TrainConfig, tokenize, dist: DistInfo,
+                  counter: BadDataCounter, batch_size: int | None = None, workers: int = 0,
+                  show_progress: bool = True) -> TaskResult:
+    started = time.perf_counter()
+    batch_size = batch_size or config.eval_batch_size or task.batch_size
+    maker = BatchMaker(tokenize, counter, config.sample_rate, config.eval_crop_audio_length, None,
+                       workers=workers, add_eos=False)
+    answers: dict[int, tuple[str, str, str]] = {}
+    model.eval()
+    progress = None
+    if show_progress and dist.is_main:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(desc=task.name, unit="ex", dynamic_ncols=True)
+
+    def groups():
+        for chunk in _chunks(_numbered_examples(task, shards, counter, dist), SORT_CHUNK):
+            unique: dict[tuple, list[int]] = {}
+            first: dict[tuple, tuple[int, Example]] = {}
+            for number, example in chunk:
+                identity = (example.ref.shard, example.ref.key)
+                unique.setdefault(identity, []).append(number)
+                first.setdefault(identity, (number, example))
+                answers_ref[number] = (example.text, example.ref.key)
+            ordered = sorted(first.values(), key=lambda item: -item[1].seconds)
+            for start in range(0, len(ordered), batch_size):
+                part = ordered[start:start + batch_size]
+                yield [e for _, e in part], [unique[(e.ref.shard, e.ref.key)] for _, e in part]
+
+    answers_ref: dict[int, tuple[str, str]] = {}
+    try:
+        with torch.no_grad(), torch.autocast(model.projector.weight.device.type, dtype=torch.bfloat16,
+                                             enabled=config.bf16):
+            for batch, numbers_per_row in maker.iterate(groups()):
+                if batch is None:
+                    continue
+                kept = {ref: numbers for ref, numbers in zip(batch["refs"], numbers_per_row)}
+                texts = model.decode(model.generate(batch, config.max_new_tokens, config.repetition_penalty))
+                for ref, prediction in zip(batch["refs"], texts):
+                    for number in kept[ref]:
+                        reference, key = answers_ref[number]
+                        answers[number] = (prediction, reference, key)
+                if progress is not None:
+                    progress.update(sum(len(n) for n in numbers_per_row))
+    finally:
+        maker.close()
+        if progress is not None:
+            progress.close()
+    merged: dict[int, tuple[str, str, str]] = {}
+    for part in gather_objects(dist, answers):
+        merged.update(part)
+    predictions = [merged[n] for n in sorted(merged)]
+    if not predictions:
+        from lalmbench.errors import DataError
+
+        raise DataError(f"{task.name}: no usable test example in {len(shards)} shard(s); "
+                        f"bad data: {counter.as_dict().get(task.name)}")
+    counter.check(task.name, config.max_bad_fraction)
+    score = metrics.compute(task.metric, [p for p, _, _ in predictions], [r for _, r, _ in predictions],
+                            **task.metric_args)
+    return TaskResult(task.name, task.metric, score, predictions, time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""The audio LLM: frozen encoder -> Linear projector -> causal LM decoder with LoRA."""

@@ -1,0 +1,171 @@
+"""AudioLLM: frozen encoder -> Linear projector -> causal LM decoder with LoRA (PROTOCOL.md, "Model").
+
+Sequence per example: [projected audio frames, prompt tokens, target tokens, EOS]; loss only on the
+target tokens and EOS. Each row is packed: its valid audio frames (feature mask 1) followed directly by
+its text, padding only at the end (training) or the start (generation), with positions counted over
+valid tokens only. Attention ignores padded keys either way, so this computes what the published
+layout (all frames, mask in the middle) computes, while a clip's outputs no longer depend on how much
+padding its batch mates forced on it.
+
+Loss logits are computed only where a label exists when `target_logits_only` is set (the default):
+the vocabulary projection over hundreds of audio frames is most of the memory, and skipping rows
+whose loss is ignored changes nothing else.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lalmbench.encoders.contract import FrozenEncoder
+
+IGNORE = -100
+
+
+def add_lora(decoder, r: int = 8, alpha: int = 32, dropout: float = 0.1):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
+                        target_modules="all-linear", inference_mode=False)
+    return get_peft_model(decoder, config)
+
+
+class AudioLLM(nn.Module):
+    def __init__(self, encoder: FrozenEncoder, decoder, tokenizer, target_logits_only: bool = True):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.eos_id = int(tokenizer.eos_token_id)
+        hidden = decoder.get_input_embeddings().embedding_dim
+        self.projector = nn.Linear(encoder.output_dim, hidden)
+        self.target_logits_only = target_logits_only
+        self.feature_hook = None  # optional callable(batch) -> (features, mask) (feature cache)
+
+    # -- pieces -------------------------------------------------------------------------------------------
+    @property
+    def _base(self):
+        """The decoder's transformer body (no LM head) and its LM head."""
+        causal_lm = self.decoder.get_base_model() if hasattr(self.decoder, "get_base_model") else self.decoder
+        return causal_lm.base_model, causal_lm.get_output_embeddings()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_parameters())
+        missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+        if missing:
+            raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[:3]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+
+    def audio_embeddings(self, batch: dict) -> list[torch.Tensor]:
+        """Projected valid audio frames of each example: a list of [frames_i, hidden]."""
+        device = self.projector.weight.device
+        if self.feature_hook is not None:
+            features, mask = self.feature_hook(batch)
+        else:
+            features, mask = self.encoder(batch["audio"].to(device), batch["audio_mask"].to(device))
+        features = features.to(device=device, dtype=self.projector.weight.dtype)
+        projected = self.projector(features)
+        mask = mask.to(device).bool()
+        return [projected[row][mask[row]] for row in range(projected.shape[0])]
+
+    def _text_embeddings(self, ids: list[int]) -> torch.Tensor:
+        embed = self.decoder.get_input_embeddings()
+        return embed(torch.tensor(ids, dtype=torch.long, device=embed.weight.device))
+
+    # -- training -------------------------------------------------------------------------------------------
+    def build_training_inputs(self, batch: dict):
+        audio = self.audio_embeddings(batch)
+        rows, labels = [], []
+        for frames, prompt, target in zip(audio, batch["prompt_ids"], batch["target_ids"]):
+            text = self._text_embeddings(list(prompt) + list(target))
+            rows.append(torch.cat([frames, text.to(frames.dtype)], dim=0))
+            labels.append([IGNORE] * (frames.shape[0] + len(prompt)) + list(target))
+        longest = max(r.shape[0] for r in rows)
+        hidden = rows[0].shape[1]
+        device = rows[0].device
+        embeds = rows[0].new_zeros(len(rows), longest, hidden)
+        attention = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+        label_tensor = torch.full((len(rows), longest), IGNORE, dtype=torch.long, device=device)
+        for i, (row, lab) in enumerate(zip(rows, labels)):
+            embeds[i, : row.shape[0]] = row
+            attention[i, : row.shape[0]] = 1
+            label_tensor[i, : len(lab)] = torch.tensor(lab, dtype=torch.long, device=device)
+        return embeds, attention, label_tensor
+
+    def loss_terms(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """(sum of token losses, number of target tokens) for a batch: the caller normalizes."""
+        embeds, attention, labels = self.build_training_inputs(batch)
+        body, head = self._base
+        positions = torch.arange(embeds.shape[1], device=embeds.device)[None].expand(embeds.shape[0], -1)
+        hidden = body(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
+                      use_cache=False).last_hidden_state
+        shifted = labels[:, 1:]
+        if self.target_logits_only:
+            keep = shifted != IGNORE
+            logits = head(hidden[:, :-1][keep]).float()
+            loss_sum = F.cross_entropy(logits, shifted[keep], reduction="sum")
+        else:
+            logits = head(hidden).float()
+            loss_sum = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                                       ignore_index=IGNORE, reduction="sum")
+        return loss_sum, int((shifted != IGNORE).sum())
+
+    def forward(self, batch: dict, normalizer: float | None = None) -> torch.Tensor:
+        loss_sum, count = self.loss_terms(batch)
+        return loss_sum / (normalizer if normalizer is not None else max(count, 1))
+
+    # -- generation -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 150, repetition_penalty: float = 1.05) -> list[list[int]]:
+        """Greedy decoding with a KV cache; each row stops at EOS and finished rows leave the batch."""
+        audio = self.audio_embeddings(batch)
+        rows = [torch.cat([frames, self._text_embeddings(list(prompt)).to(frames.dtype)], dim=0)
+                for frames, prompt in zip(audio, batch["prompt_ids"])]
+        count, longest, hidden = len(rows), max(r.shape[0] for r in rows), rows[0].shape[1]
+        device = rows[0].device
+        embeds = rows[0].new_zeros(count, longest, hidden)
+        attention = torch.zeros(count, longest, dtype=torch.long, device=device)
+        for i, row in enumerate(rows):  # left padding: every row's last token is at the end
+            embeds[i, longest - row.shape[0]:] = row
+            attention[i, longest - row.shape[0]:] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        body, head = self._base
+        embed = self.decoder.get_input_embeddings()
+        out = body(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True)
+        cache, logits = out.past_key_values, head(out.last_hidden_state[:, -1]).float()
+        generated: list[list[int]] = [[] for _ in range(count)]
+        active = torch.arange(count, device=device)
+        seen = torch.zeros(count, logits.shape[-1], dtype=torch.bool, device=device)
+        next_position = positions[:, -1] + 1
+        for step in range(max_new_tokens):
+            if repetition_penalty != 1.0 and step > 0:
+                penalized = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
+                logits = torch.where(seen, penalized, logits)
+            tokens = logits.argmax(-1)
+            finished = tokens == self.eos_id
+            for row, token, done in zip(active.tolist(), tokens.tolist(), finished.tolist()):
+                if not done:
+                    generated[row].append(token)
+            if step == max_new_tokens - 1 or bool(finished.all()):
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                active, tokens, attention = active[keep], tokens[keep], attention[keep]
+                seen, next_position = seen[keep], next_position[keep]
+            seen[torch.arange(len(tokens), device=device), tokens] = True
+            attention = torch.cat([attention, attention.new_ones(len(tokens), 1)], dim=1)
+            out = body(inputs_embeds=embed(tokens)[:, None], attention_mask=attention,
+                       position_ids=next_position[:, None], past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, head(out.last_hidden_state[:, -1]).float()
+            next_position = next_position + 1
+        return generated
+
+    def decode(self, token_lists: list[list[int]]) -> list[str]:
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_lists]

@@ -1,0 +1,345 @@
+"""The main run, top to bottom: setup, train, evaluate, report.
+
+    configs -> encoder (loaded, validated, frozen) -> run directory (keyed by the run identity)
+    -> data (fetched, resolved) -> decoder + LoRA + projector -> train (or resume, or reuse)
+    -> evaluate every test set (or reuse cached scores) -> scores.tsv, predictions, summary, report
+
+The run identity hashes what the trained weights depend on: the encoder (file content or module and
+class) and its arguments, the decoder, the training config and the lalmbench version. A finished run
+with the same identity is reused (and says so); a different identity never reuses anything. Scores are
+cached per test set under a key that adds the test set's own config.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lalmbench import __version__
+from lalmbench.config import EvalTaskConfig, TrainConfig, dump_yaml, load_eval_configs, load_train_config
+from lalmbench.data.batches import BatchMaker
+from lalmbench.data.examples import BadDataCounter
+from lalmbench.data.mixture import TrainStream
+from lalmbench.data.shards import data_home, resolve_shards
+from lalmbench.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
+from lalmbench.encoders.loading import encoder_display_name, encoder_identity, load_encoder
+from lalmbench.errors import ConfigError
+from lalmbench.evaluate import evaluate_task
+from lalmbench.io_utils import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
+from lalmbench.model.audio_llm import AudioLLM, add_lora
+from lalmbench.model.decoder import load_decoder
+from lalmbench.train import Trainer, batch_plan, configure_determinism, find_resume_checkpoint
+
+log = logging.getLogger("lalmbench")
+COMPLETED = "COMPLETED"
+TRAINING_COMPLETE = "training_complete.json"
+FINAL_WEIGHTS = "final_weights.pt"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    scores: dict[str, float]
+    overall: float
+    rows: list[dict] = field(default_factory=list)
+    reused_training: bool = False
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def setup_logging(run_dir: Path | None, is_main: bool) -> None:
+    logger = logging.getLogger("lalmbench")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if getattr(handler, "_lalmbench", False):
+            logger.removeHandler(handler)
+            handler.close()
+    if not is_main:
+        return
+    formatter = logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(formatter)
+    console._lalmbench = True
+    logger.addHandler(console)
+    if run_dir is not None:
+        file_handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+        file_handler.setFormatter(formatter)
+        file_handler._lalmbench = True
+        logger.addHandler(file_handler)
+
+
+def choose_run_dir(output_dir: Path, config_name: str, encoder_name: str, identity_hash: str, force: bool) -> Path:
+    """`<output>/<config>/<encoder>`, unless it holds another identity's run: then `<encoder>-<hash8>`."""
+    base = output_dir / Path(config_name).name / encoder_name
+    candidates = [base, base.with_name(f"{encoder_name}-{identity_hash[:8]}")]
+    for candidate in candidates:
+        marker = candidate / "run_identity.json"
+        if not candidate.exists() or not any(candidate.iterdir()):
+            return candidate
+        if marker.is_file() and json.loads(marker.read_text()).get("hash") == identity_hash:
+            if force:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                kept = candidate.with_name(f"{candidate.name}.replaced-{stamp}")
+                candidate.rename(kept)
+                log.info("--force: the previous run was moved to %s (nothing deleted)", kept)
+            return candidate
+        if candidate == base:
+            log.info("%s holds a run with another identity; this run goes to %s", base, candidates[1])
+    raise ConfigError(f"{candidates[1]} exists and belongs to another run; move it away or pass --output-dir")
+
+
+class Tokenizing:
+    """(prompt ids, target ids [+ EOS]) per dataset name, with prompt ids cached."""
+
+    def __init__(self, tokenizer, prompts: dict[str, str]):
+        self.tokenizer, self.prompts = tokenizer, prompts
+        self._prompt_ids: dict[str, list[int]] = {}
+
+    def prompt_ids(self, dataset: str) -> list[int]:
+        if dataset not in self._prompt_ids:
+            prompt = self.prompts.get(dataset, "")
+            self._prompt_ids[dataset] = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        return self._prompt_ids[dataset]
+
+    def __call__(self, dataset: str, text: str, add_eos: bool) -> tuple[list[int], list[int]]:
+        target = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if add_eos:
+            target = target + [self.tokenizer.eos_token_id]
+        return self.prompt_ids(dataset), target
+
+    def count(self, dataset: str, text: str) -> int:
+        return len(self.prompt_ids(dataset)) + len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+
+
+def _fetch_data(specs, config: TrainConfig, allow_download: bool, dist: DistInfo) -> None:
+    if not any(spec.repo_id for spec in specs):
+        return
+    from lalmbench.data.download import ensure_downloaded
+
+    if dist.is_main:
+        ensure_downloaded(specs, home=config.data_home, allow_download=allow_download)
+    barrier(dist)
+
+
+def _preflight_metrics(tasks: list[EvalTaskConfig]) -> None:
+    caption_metrics = sorted({t.metric for t in tasks if t.metric in ("FENSE", "DATE")})
+    if caption_metrics:
+        from lalmbench.metrics.captions import caption_models_preflight
+
+        caption_models_preflight(caption_metrics)
+
+
+def _pick_device(config: TrainConfig, dist: DistInfo) -> torch.device:
+    if config.device:
+        device = torch.device(config.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", dist.local_rank if dist.enabled else 0)
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and not dist.enabled and torch.cuda.device_count() > 1:
+        log.warning("%d GPUs found; this run uses one. To use all of them: torchrun --nproc-per-node %d -m "
+                    "lalmbench run ... (or accelerate launch -m lalmbench run ...)", torch.cuda.device_count(),
+                    torch.cuda.device_count())
+    return device
+
+
+def write_scores(run_dir: Path, rows: list[dict]) -> float:
+    total_weight = sum(r["weight"] for r in rows)
+    overall = sum(r["score"] * r["weight"] for r in rows) / total_weight if total_weight else float("nan")
+    lines = ["Task\tscore\tweight"] + [f"{r['task']}\t{r['score']:.6f}\t{r['weight']:g}" for r in rows]
+    lines.append(f"Overall\t{overall:.6f}\t{total_weight:g}")
+    atomic_write_text(run_dir / "scores.tsv", "\n".join(lines) + "\n")
+    return overall
+
+
+def write_predictions(path: Path, predictions: list[tuple[str, str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["prediction", "reference", "key"])
+    writer.writerows(predictions)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def format_table(rows: list[dict], overall: float, extra: dict[str, dict[str, str]] | None = None) -> str:
+    extra = extra or {}
+    extra_cols = sorted({k for v in extra.values() for k in v})
+    header = ["Task", "metric", "score", "weight"] + extra_cols
+    body = [[r["task"], r["metric"], f"{r['score']:.4f}", f"{r['weight']:g}"] +
+            [extra.get(r["task"], {}).get(c, "") for c in extra_cols] for r in rows]
+    body.append(["Overall", "", f"{overall:.4f}", f"{sum(r['weight'] for r in rows):g}"] + [""] * len(extra_cols))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def run(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,
+        overrides: dict | None = None, output_dir: str | Path = "lalmbench_runs", force: bool = False,
+        allow_download: bool = True, write_report: bool = True, show_progress: bool = True,
+        extra_columns: dict | None = None) -> RunResult:
+    started = time.perf_counter()
+    overrides = dict(overrides or {})
+    config = load_train_config(train, overrides)
+    if eval is None:
+        if Path(train).is_file():
+            raise ConfigError(f"TRAIN is a file ({train}); also name the EVAL config (a built-in name or YAML file)")
+        eval = train
+    tasks = load_eval_configs(eval)
+    dist = init_distributed(config.device)
+    setup_logging(None, dist.is_main)
+    configure_determinism(config)
+
+    # -- encoder: loaded and validated before anything else is spent --------------------------------------------
+    encoder_module = load_encoder(encoder, model_args)
+    validate_encoder(encoder_module)
+    encoder_name = encoder_display_name(encoder)
+
+    identity = {"lalmbench": __version__, **encoder_identity(encoder, model_args),
+                "decoder": config.decoder_model_name, "train": config.identity_dict()}
+    identity_hash = _hash(identity)
+    output_dir = check_writable_dir(output_dir)
+    run_dir = None
+    if dist.is_main:
+        run_dir = choose_run_dir(Path(output_dir), config.config_name, encoder_name, identity_hash, force)
+        check_writable_dir(run_dir)
+        atomic_write_json(run_dir / "run_identity.json", {"hash": identity_hash, "identity": identity})
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(config.to_dict()))
+        atomic_write_text(run_dir / "eval_config.yaml", dump_yaml({t.name: t.to_dict() for t in tasks}))
+    run_dir = Path(broadcast_object(dist, str(run_dir) if run_dir else None))
+    setup_logging(run_dir, dist.is_main)
+    log.info("lalmbench %s: encoder %s, train %s, eval %s, run directory %s", __version__, encoder, train, eval, run_dir)
+
+    # -- data and metrics preflight: fail now, not after hours of training ------------------------------------
+    specs = list(config.train_data.values())
+    _fetch_data(specs + [t.data for t in tasks], config, allow_download, dist)
+    _preflight_metrics(tasks)
+    home = data_home(config.data_home)
+    train_shards = {s.name: resolve_shards(s, home) for s in specs}
+    eval_shards = {t.name: resolve_shards(t.data, home) for t in tasks}
+
+    # -- model ------------------------------------------------------------------------------------------------------
+    device = _pick_device(config, dist)
+    decoder, tokenizer = load_decoder(config.decoder_model_name, seed=config.seed)
+    torch.manual_seed(config.seed)
+    decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
+    model = AudioLLM(FrozenEncoder(encoder_module), decoder, tokenizer, config.target_logits_only).to(device)
+    counter = BadDataCounter()
+    tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}})
+
+    if config.feature_cache != "off":
+        from lalmbench.model.feature_cache import attach_feature_cache
+
+        attach_feature_cache(model, config, identity["encoder"], identity["model_args"], run_dir)
+
+    # -- train (or resume, or reuse) ----------------------------------------------------------------------------
+    complete_marker = run_dir / TRAINING_COMPLETE
+    reused = False
+    train_seconds = 0.0
+    if complete_marker.is_file() and json.loads(complete_marker.read_text()).get("identity") == identity_hash:
+        model.load_trainable_state_dict(torch.load(run_dir / FINAL_WEIGHTS, map_location=device))
+        reused = True
+        log.info("reusing the finished training of this run identity (%s); pass --force to train again",
+                 identity_hash[:12])
+    else:
+        _, micro_batch, _ = batch_plan(config, dist.world)
+        stream = TrainStream(specs, train_shards, micro_batch, config.seed, tokenizing.count, counter, rank=dist.rank,
+                             world=dist.world, shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
+                             crop_seconds=config.crop_audio_length, max_bad_fraction=config.max_bad_fraction)
+        maker = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, stream.crop_fraction,
+                           workers=config.num_workers)
+        trainer = Trainer(model, config, run_dir, dist, device, stream, maker, counter, identity_hash,
+                          show_progress=show_progress)
+        log.info("global batch %d = %d process(es) x %d example(s) x %d accumulation step(s)",
+                 trainer.global_batch, dist.world, trainer.micro_batch, trainer.accumulation)
+        checkpoint = find_resume_checkpoint(run_dir, identity_hash)
+        if checkpoint is not None:
+            trainer.load_checkpoint(checkpoint)
+        try:
+            state = trainer.train()
+        finally:
+            maker.close()
+        train_seconds = state.elapsed
+        if dist.is_main:
+            with atomic_path(run_dir / FINAL_WEIGHTS) as tmp:
+                torch.save(model.trainable_state_dict(), tmp)
+            atomic_write_json(complete_marker, {"identity": identity_hash, "steps": state.step,
+                                                "train_seconds": state.elapsed,
+                                                "global_batch_size": trainer.global_batch,
+                                                "world_size": dist.world})
+        barrier(dist)
+
+    # -- evaluate -----------------------------------------------------------------------------------------------------
+    eval_started = time.perf_counter()
+    rows, task_summaries = [], {}
+    for task in tasks:
+        eval_key = _hash({"run": identity_hash, "task": task.to_dict(), "batch": config.eval_batch_size,
+                          "eval_crop": config.eval_crop_audio_length})
+        cache_file = run_dir / "scores" / f"{task.name}.json"
+        cached = json.loads(cache_file.read_text()) if cache_file.is_file() else None
+        if cached and cached.get("key") == eval_key and not force and (run_dir / f"predictions_{task.name}.csv").is_file():
+            log.info("%s: reusing the cached score %.4f (same run identity and test config)", task.name, cached["score"])
+            score, count = cached["score"], cached["num_examples"]
+        else:
+            result = evaluate_task(model, task, eval_shards[task.name], config, tokenizing, dist, counter,
+                                   workers=min(task.num_workers, config.num_workers) if config.num_workers else 0,
+                                   show_progress=show_progress)
+            score, count = result.score, len(result.predictions)
+            if dist.is_main:
+                write_predictions(run_dir / f"predictions_{task.name}.csv", result.predictions)
+                atomic_write_json(cache_file, {"key": eval_key, "score": score, "metric": task.metric,
+                                               "num_examples": count, "seconds": result.seconds})
+            log.info("%s [%s]: %.4f (%d examples, %.1f s)", task.name, task.metric, score, count, result.seconds)
+        rows.append({"task": task.name, "metric": task.metric, "score": float(score), "weight": task.weight})
+        task_summaries[task.name] = {"metric": task.metric, "metric_args": task.metric_args, "score": float(score),
+                                     "weight": task.weight, "num_examples": count}
+    eval_seconds = time.perf_counter() - eval_started
+
+    overall = float("nan")
+    if dist.is_main:
+        overall = write_scores(run_dir, rows)
+        summary = {"lalmbench_version": __version__, "encoder": encoder, "encoder_name": encoder_name,
+                   "model_args": model_args or {}, "decoder": config.decoder_model_name,
+                   "train_config": config.config_name, "eval_config": eval, "identity": identity_hash,
+                   "steps": config.max_steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                   "total_seconds": time.perf_counter() - started, "reused_training": reused,
+                   "world_size": dist.world, "bad_data": counter.as_dict(), "tasks": task_summaries,
+                   "overall": overall, "device": str(device)}
+        atomic_write_json(run_dir / "run_summary.json", summary)
+        atomic_write_json(run_dir / COMPLETED, {"identity": identity_hash, "overall": overall,
+                                               "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        skipped = {name: entry["skipped_total"] for name, entry in counter.as_dict().items() if entry["skipped_total"]}
+        if skipped:
+            log.warning("skipped unusable examples per dataset: %s (details in run_summary.json)", skipped)
+        print(format_table(rows, overall, extra_columns))
+        print(f"\nResults in {run_dir}")
+        if write_report:
+            try:
+                from lalmbench.report.html import write_report as make_report
+
+                report = make_report(run_dir)
+                print(f"Report: {report}")
+            except ImportError as exc:
+                log.warning("report skipped (%s); install lalmbench[report] for it", exc)
+            except Exception as exc:  # a report problem must not hide finished scores
+                log.warning("report failed: %s: %s (scores are in %s)", type(exc).__name__, exc, run_dir)
+    barrier(dist)
+    return RunResult(run_dir, {r["task"]: r["score"] for r in rows}, overall, rows, reused)
+
+
+def run_command(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,
+                overrides: dict | None = None, output_dir: str = "lalmbench_runs", force: bool = False,
+                allow_download: bool = True, write_report: bool = True) -> int:
+    run(encoder, train, eval, model_args, overrides, output_dir, force, allow_download, write_report)
+    return 0

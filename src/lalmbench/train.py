@@ -1,0 +1,348 @@
+"""The training loop: AdamW, warm-up + linear decay, clipping, checkpoints and resume.
+
+One optimizer step consumes the global batch (4 by default): `accumulation` micro-batches on each of
+`world` ranks. The loss of a step is the mean over every target token of the global batch, the same
+number one process computes on the whole batch, so scores stay comparable across world sizes.
+
+Checkpoints are directories `checkpoint-<step>` in the run directory, built under a temporary name and
+renamed into place, each ending with a `checkpoint.json` marker: trainable weights (LoRA + projector),
+optimizer, scheduler, RNG states and every rank's data position. Resuming from one continues the exact
+run: in deterministic mode the final weights equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from lalmbench.config import TrainConfig
+from lalmbench.data.examples import BadDataCounter, ExampleRef
+from lalmbench.distributed import DistInfo, all_sum, barrier, broadcast_object, gather_objects
+from lalmbench.errors import ConfigError, EncoderRuntimeError
+from lalmbench.io_utils import atomic_directory, atomic_write_json, atomic_write_text
+
+log = logging.getLogger("lalmbench")
+
+CHECKPOINT_MARKER = "checkpoint.json"
+TRAIN_LOG_HEADER = ["step", "loss", "learning_rate", "grad_norm", "elapsed_seconds"]
+
+
+class EncoderFailure(RuntimeError):
+    """Raised inside a step when the encoder fails on a batch; carries the batch for the message."""
+
+    def __init__(self, reason: str, batch: dict, rows: list[int] | None = None, sample_rate: int = 16_000):
+        self.reason = reason
+        lengths = batch["audio_mask"].sum(-1).tolist()
+        rows = rows if rows is not None else list(range(len(lengths)))
+        self.details = [f"{batch['refs'][r].shard} key {batch['refs'][r].key} ({lengths[r] / sample_rate:.2f} s)"
+                        for r in rows]
+        super().__init__(f"{reason}: " + "; ".join(self.details))
+
+
+def configure_determinism(config: TrainConfig) -> None:
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    if config.torch_num_threads:
+        torch.set_num_threads(config.torch_num_threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+    allow_tf32 = bool(config.tf32) and not config.deterministic
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+def batch_plan(config: TrainConfig, world: int) -> tuple[int, int, int]:
+    """(global batch, per-device micro-batch, accumulation steps) for `world` ranks."""
+    global_batch = config.global_batch_size or config.per_device_train_batch_size
+    if global_batch % world:
+        raise ConfigError(
+            f"the global batch of {global_batch} cannot be split over {world} processes. Keep the protocol's "
+            f"batch with a world size dividing it, or choose a larger global batch on purpose with "
+            f"--args '{{\"global_batch_size\": {world * math.ceil(global_batch / world)}}}' (recorded in the run).")
+    per_rank = global_batch // world
+    micro = min(per_rank, config.per_device_train_batch_size)
+    while per_rank % micro:
+        micro -= 1
+    return global_batch, micro, per_rank // micro
+
+
+def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return factor
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig):
+    # As the published (Hugging Face Trainer) setup: no weight decay on biases and norm weights.
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(config.warmup_steps, config.max_steps))
+    return optimizer, scheduler
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.random.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.random.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _json_safe(obj):
+    if isinstance(obj, ExampleRef):
+        return obj.__dict__
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (marker present), oldest first."""
+    found = []
+    for path in run_dir.glob("checkpoint-*"):
+        suffix = path.name.split("-", 1)[1]
+        if suffix.isdigit() and (path / CHECKPOINT_MARKER).is_file():
+            found.append((int(suffix), path))
+    return sorted(found)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    elapsed: float = 0.0
+    losses: list = field(default_factory=list)
+
+
+class Trainer:
+    """Runs optimizer steps over a stream of (micro-batch, data snapshot) pairs on one rank."""
+
+    def __init__(self, model, config: TrainConfig, run_dir: Path, dist_info: DistInfo, device: torch.device,
+                 stream, batch_maker, counter: BadDataCounter, identity: str, show_progress: bool = True):
+        self.model, self.config, self.run_dir = model, config, Path(run_dir)
+        self.dist, self.device = dist_info, device
+        self.stream, self.batch_maker, self.counter = stream, batch_maker, counter
+        self.identity = identity
+        self.show_progress = show_progress and dist_info.is_main
+        self.global_batch, self.micro_batch, self.accumulation = batch_plan(config, dist_info.world)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer, self.scheduler = make_optimizer(model, config)
+        self.ddp_model = model
+        if dist_info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=False)
+        self.state = TrainState()
+        self._snapshot = None  # data position after the last consumed micro-batch
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path | None:
+        step = self.state.step
+        data_states = gather_objects(self.dist, {"stream": _json_safe(self._snapshot),
+                                                 "bad_data": self.counter.as_dict()})
+        path = self.run_dir / f"checkpoint-{step}"
+        if self.dist.is_main:
+            with atomic_directory(path) as tmp:
+                torch.save(self.model.trainable_state_dict(), tmp / "trainable.pt")
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                torch.save(_rng_state(), tmp / "rng.pt")
+                (tmp / "data_state.json").write_text(json.dumps({"ranks": data_states}))
+                (tmp / CHECKPOINT_MARKER).write_text(json.dumps({
+                    "step": step, "elapsed_seconds": self.state.elapsed, "identity": self.identity,
+                    "world_size": self.dist.world, "global_batch_size": self.global_batch}, indent=2))
+            self._prune_checkpoints()
+            log.info("saved %s", path)
+        barrier(self.dist)
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        complete = list_checkpoints(self.run_dir)
+        for _, old in complete[: max(0, len(complete) - self.config.save_total_limit)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        marker = json.loads((path / CHECKPOINT_MARKER).read_text())
+        if marker.get("global_batch_size", self.global_batch) != self.global_batch:
+            raise ConfigError(f"{path} was trained with a global batch of {marker['global_batch_size']}, this run "
+                              f"uses {self.global_batch}; resume with the same global batch or start anew with --force")
+        self.model.load_trainable_state_dict(torch.load(path / "trainable.pt", map_location=self.device))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt"))
+        data = json.loads((path / "data_state.json").read_text())["ranks"]
+        saved_world = marker.get("world_size", 1)
+        if saved_world == self.dist.world:
+            mine = data[self.dist.rank]
+            self.stream.load_state_dict(mine["stream"])
+            self.counter.merge(_counter_from_dict(mine["bad_data"]))
+            _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+        else:
+            # Another world size: data positions are per rank and cannot be carried over; the data order
+            # restarts from a seed derived from the step (weights, optimizer and schedule continue).
+            log.warning("resuming a %d-process checkpoint with %d processes: data order is re-seeded at step %d",
+                        saved_world, self.dist.world, marker["step"])
+            self.stream.reseed(marker["step"])
+        self.state.step = int(marker["step"])
+        self.state.elapsed = float(marker.get("elapsed_seconds", 0.0))
+        self._truncate_train_log(self.state.step)
+        log.info("resumed from %s (step %d of %d)", path, self.state.step, self.config.max_steps)
+
+    def _truncate_train_log(self, step: int) -> None:
+        path = self.run_dir / "train_log.csv"
+        if not self.dist.is_main or not path.is_file():
+            return
+        with open(path, newline="") as handle:
+            rows = [row for row in csv.reader(handle)]
+        kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= step]
+        atomic_write_text(path, "".join(",".join(row) + "\n" for row in kept))
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def _micro_batches(self) -> Iterator[dict]:
+        def groups():
+            while True:
+                examples = self.stream.next_batch()
+                yield examples, self.stream.snapshot()
+        for batch, snapshot in self.batch_maker.iterate(groups()):
+            if batch is None:
+                continue
+            yield batch, snapshot
+
+    def _step(self, micro_batches: list[dict]) -> tuple[float, float]:
+        tokens = sum(len(t) for b in micro_batches for t in b["target_ids"])
+        total_tokens = all_sum(self.dist, tokens, self.device)
+        # DDP averages gradients over ranks; scaling by world makes the result the global token mean.
+        normalizer = total_tokens / self.dist.world
+        loss_value = 0.0
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        for index, batch in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            sync = self.ddp_model.no_sync() if (self.dist.enabled and not last) else _null()
+            with sync, autocast:
+                loss = self.ddp_model(batch, normalizer=normalizer)
+            loss.backward()
+            loss_value += float(loss.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return all_sum(self.dist, loss_value, self.device) / self.dist.world, float(grad_norm)
+
+    def train(self) -> TrainState:
+        config = self.config
+        log_path = self.run_dir / "train_log.csv"
+        if self.dist.is_main and not log_path.is_file():
+            atomic_write_text(log_path, ",".join(TRAIN_LOG_HEADER) + "\n")
+        log_file = open(log_path, "a", newline="") if self.dist.is_main else None
+        progress = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=config.max_steps, initial=self.state.step, desc="train", unit="step",
+                            dynamic_ncols=True)
+        self.model.train()
+        self._snapshot = self._snapshot or self.stream.snapshot()
+        micro = self._micro_batches()
+        start = time.perf_counter() - self.state.elapsed
+        try:
+            while self.state.step < config.max_steps:
+                batches, snapshot = [], None
+                for _ in range(self.accumulation):
+                    batch, snapshot = next(micro)
+                    batches.append(batch)
+                try:
+                    loss, grad_norm = self._step(batches)
+                except EncoderFailure as failure:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.save_checkpoint()
+                    raise EncoderRuntimeError(
+                        f"the encoder failed at step {self.state.step + 1}: {failure}. A checkpoint of step "
+                        f"{self.state.step} was saved; fix the encoder (or remove the clip) and rerun the same "
+                        f"command to resume.") from failure
+                self._snapshot = snapshot
+                self.state.step += 1
+                self.state.elapsed = time.perf_counter() - start
+                lr = self.scheduler.get_last_lr()[0]
+                if log_file is not None:
+                    log_file.write(f"{self.state.step},{loss:.8f},{lr:.10g},{grad_norm:.6g},{self.state.elapsed:.3f}\n")
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if self.dist.is_main and self.state.step % config.logging_steps == 0:
+                    log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g", self.state.step, config.max_steps,
+                             loss, lr, grad_norm)
+                if self.state.step % config.save_steps == 0 or self.state.step == config.max_steps:
+                    if log_file is not None:
+                        log_file.flush()
+                        os.fsync(log_file.fileno())
+                    self.save_checkpoint()
+        finally:
+            if log_file is not None:
+                log_file.close()
+            if progress is not None:
+                progress.close()
+        return self.state
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _counter_from_dict(data: dict) -> BadDataCounter:
+    counter = BadDataCounter()
+    for name, entry in data.items():
+        counter.seen[name] = entry.get("examples_seen", 0)
+        for reason, count in entry.get("skipped", {}).items():
+            counter.bad[name][reason] = count
+        counter.samples[name].update(entry.get("samples", {}))
+    return counter
+
+
+def find_resume_checkpoint(run_dir: Path, identity: str) -> Path | None:
+    """Newest complete checkpoint of this run identity, or None."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        marker = json.loads((path / CHECKPOINT_MARKER).read_text())
+        if marker.get("identity") == identity:
+            return path
+        log.warning("ignoring %s: it belongs to another run identity", path)
+    return None
