@@ -149,3 +149,21 @@ def test_report_renders_in_headless_chromium(tmp_path):
     subprocess.run(command, check=True, capture_output=True, timeout=60)
     data = shot.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 50_000  # a blank page compresses to a few KB
+
+
+def test_without_matplotlib_the_report_keeps_its_tables(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "matplotlib" else real_find_spec(name, *args))
+    run_dir = make_fake_run(tmp_path / "run")
+    page = report_html.write_report(run_dir).read_text()
+    assert "lalmbench[report]" in page and "Best predictions" in page and "<td class=num><b>0.7000</b>" in page
+    assert _embedded_pngs(page) == [] and not (run_dir / "report").exists()
+
+
+def test_large_vocabulary_confusion_is_limited(tmp_path):
+    run_dir = make_fake_run(tmp_path / "run", many_labels=True)
+    page = report_html.write_report(run_dir).read_text()
+    assert f"the {report_html.CONFUSION_TOP_LABELS} most frequent are shown" in page

@@ -419,7 +419,8 @@ def _task_section(report: _Report, data: RunData, task: str) -> str:
         shown = len(labels) - (OTHER_LABEL in labels)
         if vocabulary > shown:
             parts.append(f'<p class="sub">{vocabulary} reference labels; the {shown} most frequent are shown, '
-                         f'the rest and unexpected predictions are counted as "{OTHER_LABEL}".</p>')
+                         f'the rest and unexpected predictions are counted as "{OTHER_LABEL}" (so its diagonal cell '
+                         "mixes hits and misses among those labels).</p>")
         parts.append(report.image(f"confusion_{safe}", lambda: plot_confusion(task, labels, counts),
                                   f"{task} confusion matrix"))
     elif metric == "mAP":
