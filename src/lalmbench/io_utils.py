@@ -18,6 +18,15 @@ from typing import Iterator
 from lalmbench.errors import LalmbenchError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class OutputDirError(LalmbenchError):
     """The output location cannot be written (read-only, no permission, disk full)."""
 
@@ -51,6 +60,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():  # mkstemp makes 0600 files; outputs get the usual umask permissions
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -90,6 +101,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise _explain_os_error(exc, path) from exc
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
