@@ -274,7 +274,7 @@ def _official_value(check: str, facts: dict, device: torch.device, batch: int, s
     features = facts.get("features_shape")
     mask = facts.get("mask_shape")
     if check == "nn.Module":
-        return f"{type(model).__module__}.{type(model).__qualname__}"
+        return f"{type(model).__qualname__} is a torch.nn.Module"
     if check == "output_dim":
         return str(facts.get("output_dim"))
     if check == "forward signature":
