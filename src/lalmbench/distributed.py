@@ -1,13 +1,19 @@
 """Process-group facts for torchrun / accelerate launches; a plain run is rank 0 of 1.
 
 torchrun and `accelerate launch` both export RANK, WORLD_SIZE and LOCAL_RANK; when WORLD_SIZE > 1
-the default process group is created (NCCL on GPUs, gloo on CPUs).
+the default process group is created (NCCL on GPUs, gloo on CPUs). Rank 0 alone writes files and logs;
+the other ranks also silence Python warnings and the transformers logger, which would repeat rank 0's.
+Collectives wait up to LALMBENCH_DIST_TIMEOUT_MINUTES (default 120): rank 0 may download shards or
+write a report while the others wait at a barrier.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -38,8 +44,26 @@ def init_distributed(device_hint: str | None = None) -> DistInfo:
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=_timeout())
+    if rank != 0:
+        _quiet_third_party()
     return DistInfo(rank=rank, world=world, local_rank=local_rank)
+
+
+def _timeout() -> timedelta:
+    minutes = os.environ.get("LALMBENCH_DIST_TIMEOUT_MINUTES", "120")
+    try:
+        return timedelta(minutes=float(minutes))
+    except ValueError:
+        from lalmbench.errors import ConfigError
+
+        raise ConfigError(f"LALMBENCH_DIST_TIMEOUT_MINUTES must be a number of minutes, got {minutes!r}") from None
+
+
+def _quiet_third_party() -> None:
+    warnings.simplefilter("ignore")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def barrier(info: DistInfo) -> None:

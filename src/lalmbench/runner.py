@@ -68,6 +68,9 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
             logger.removeHandler(handler)
             handler.close()
     if not is_main:
+        quiet = logging.NullHandler()  # other ranks stay silent (no lastResort printing of warnings)
+        quiet._lalmbench = True
+        logger.addHandler(quiet)
         return
     formatter = logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S")
     console = logging.StreamHandler(sys.stderr)
@@ -145,6 +148,8 @@ def _preflight_metrics(tasks: list[EvalTaskConfig]) -> None:
 def _pick_device(config: TrainConfig, dist: DistInfo) -> torch.device:
     if config.device:
         device = torch.device(config.device)
+        if dist.enabled and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", dist.local_rank)  # each rank its own GPU (DDP needs the index)
     elif torch.cuda.is_available():
         device = torch.device("cuda", dist.local_rank if dist.enabled else 0)
     else:
@@ -277,7 +282,9 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
             atomic_write_json(complete_marker, {"identity": identity_hash, "steps": state.step,
                                                 "train_seconds": state.elapsed,
                                                 "global_batch_size": trainer.global_batch,
-                                                "world_size": dist.world})
+                                                "world_size": dist.world,
+                                                "per_device_batch_size": trainer.micro_batch,
+                                                "gradient_accumulation_steps": trainer.accumulation})
         barrier(dist)
 
     # -- evaluate -----------------------------------------------------------------------------------------------------
@@ -309,12 +316,15 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     overall = float("nan")
     if dist.is_main:
         overall = write_scores(run_dir, rows)
+        training = json.loads(complete_marker.read_text())  # how it was trained (batch, processes)
         summary = {"lalmbench_version": __version__, "encoder": encoder, "encoder_name": encoder_name,
                    "model_args": model_args or {}, "decoder": config.decoder_model_name,
                    "train_config": config.config_name, "eval_config": eval, "identity": identity_hash,
                    "steps": config.max_steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                    "total_seconds": time.perf_counter() - started, "reused_training": reused,
-                   "world_size": dist.world, "bad_data": counter.as_dict(), "tasks": task_summaries,
+                   "world_size": dist.world, "global_batch_size": training.get("global_batch_size"),
+                   "train_world_size": training.get("world_size"),
+                   "bad_data": counter.as_dict(), "tasks": task_summaries,
                    "overall": overall, "device": str(device)}
         atomic_write_json(run_dir / "run_summary.json", summary)
         atomic_write_json(run_dir / COMPLETED, {"identity": identity_hash, "overall": overall,

@@ -69,9 +69,16 @@ def configure_determinism(config: TrainConfig) -> None:
     torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
+PROTOCOL_GLOBAL_BATCH = 4  # the published single-GPU setup: 4 examples per optimizer step
+
+
 def batch_plan(config: TrainConfig, world: int) -> tuple[int, int, int]:
-    """(global batch, per-device micro-batch, accumulation steps) for `world` ranks."""
-    global_batch = config.global_batch_size or config.per_device_train_batch_size
+    """(global batch, per-device micro-batch, accumulation steps) for `world` ranks.
+
+    The global batch is `global_batch_size` when set, else the protocol's 4, whatever the world size;
+    `per_device_train_batch_size` only caps the micro-batch (smaller means gradient accumulation).
+    """
+    global_batch = config.global_batch_size or PROTOCOL_GLOBAL_BATCH
     if global_batch % world:
         raise ConfigError(
             f"the global batch of {global_batch} cannot be split over {world} processes. Keep the protocol's "
@@ -177,13 +184,14 @@ class Trainer:
         step = self.state.step
         data_states = gather_objects(self.dist, {"stream": _json_safe(self._snapshot),
                                                  "bad_data": self.counter.as_dict()})
+        rng_states = gather_objects(self.dist, _rng_state())  # each rank's own (dropout differs per rank)
         path = self.run_dir / f"checkpoint-{step}"
         if self.dist.is_main:
             with atomic_directory(path) as tmp:
                 torch.save(self.model.trainable_state_dict(), tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-                torch.save(_rng_state(), tmp / "rng.pt")
+                torch.save(rng_states if self.dist.enabled else rng_states[0], tmp / "rng.pt")
                 (tmp / "data_state.json").write_text(json.dumps({"ranks": data_states}))
                 (tmp / CHECKPOINT_MARKER).write_text(json.dumps({
                     "step": step, "elapsed_seconds": self.state.elapsed, "identity": self.identity,
@@ -212,7 +220,8 @@ class Trainer:
             mine = data[self.dist.rank]
             self.stream.load_state_dict(mine["stream"])
             self.counter.merge(_counter_from_dict(mine["bad_data"]))
-            _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+            rng = torch.load(path / "rng.pt", weights_only=False)
+            _set_rng_state(rng[self.dist.rank] if isinstance(rng, list) else rng)
         else:
             # Another world size: data positions are per rank and cannot be carried over; the data order
             # restarts from a seed derived from the step (weights, optimizer and schedule continue).
