@@ -1,0 +1,423 @@
+"""`lalmbench bench`: training and evaluation speed on the benchmark workload, naive vs fast paths.
+
+The workload is the one of the published speed reference: a Dasheng-base-sized encoder
+(MelTransformerEncoder, random init), a SmolLM2-135M-shaped decoder (random init, vocabulary 49,152)
+with LoRA r=8 on every linear layer, and a five-task mixture of synthetic clips (a class-pitched tone
+plus noise, one-word labels) written as real .tar.gz WebDataset shards. Every path runs the project's
+own pipeline (TrainStream -> BatchMaker -> Trainer; evaluate_task), from the same initial weights
+over the same batches, in one process:
+
+  naive            fp32, encoder every step, vocabulary logits at every position, no loader workers
+  target_logits    + logits only where a label exists (the exact default)
+  feature_cache    + encoder features cached per (clip, crop), filled by one pass over the data
+  bf16             + bf16 autocast (not bit-exact)
+  workers          + 2 loader processes decoding ahead
+  compile          + torch.compile of the decoder body (only with LALMBENCH_BENCH_COMPILE=1)
+
+Evaluation compares a naive greedy loop (no KV cache, every row decoded until all rows end) with
+AudioLLM.generate (KV cache, each row leaves the batch at EOS). Figures go to a JSON file; the last
+line printed is `speedup: X.XX`, the best fast training path over the naive one (steps/s).
+
+`--quick` keeps the vocabulary, the decoder width and the data layout and shrinks depth, clip counts,
+steps and evaluation so that it runs in minutes on a CPU; the sizes used are printed and recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("lalmbench")
+
+# name, clip seconds, sample rate, classes, mixture weight (the reference workload)
+WORKLOAD = [("kws", 1.0, 16_000, 30, 1.0), ("nsynth", 4.0, 16_000, 11, 3.0), ("esc", 5.0, 44_100, 50, 0.5),
+            ("lang", 10.0, 16_000, 33, 3.0), ("music", 30.0, 22_050, 10, 2.0)]
+
+FULL = {
+    "encoder": {"dim": 768, "layers": 12, "heads": 12},
+    "decoder": {"hidden": 576, "layers": 30, "heads": 9, "kv_heads": 3, "intermediate": 1536, "vocab": 49152},
+    "batch_size": 4, "train_clips_per_task": 24, "warmup_steps": 3, "measured_steps": 20,
+    "eval_clips_per_task": 64, "eval_batch_size": 16, "max_new_tokens": 150,
+}
+QUICK = {
+    "encoder": {"dim": 768, "layers": 1, "heads": 12},
+    "decoder": {"hidden": 576, "layers": 2, "heads": 9, "kv_heads": 3, "intermediate": 1536, "vocab": 49152},
+    "batch_size": 4, "train_clips_per_task": 4, "warmup_steps": 2, "measured_steps": 6,
+    "eval_clips_per_task": 4, "eval_batch_size": 4, "max_new_tokens": 12,
+}
+
+PATHS = [
+    ("naive", {"target_logits_only": False}),
+    ("target_logits", {}),
+    ("feature_cache", {"feature_cache": "memory"}),
+    ("bf16", {"feature_cache": "memory", "bf16": True}),
+    ("workers", {"feature_cache": "memory", "bf16": True, "num_workers": 2}),
+]
+
+
+# -- workload -----------------------------------------------------------------------------------------------
+def _clip(seconds: float, rate: int, label: int, classes: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    freq = 110.0 * 2 ** (label * 5.0 / classes)  # classes spread over five octaves
+    wave = 0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
+    return (wave + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def write_workload(directory: Path, train_clips: int, eval_clips: int, seed: int = 0) -> tuple[dict, dict]:
+    """Write the five tasks as .tar.gz shards; return (train_data mapping, eval config mapping)."""
+    import soundfile as sf
+    import webdataset as wds
+
+    train_data, eval_data = {}, {}
+    for index, (task, seconds, rate, classes, weight) in enumerate(WORKLOAD):
+        prompt = f"Which {task} class is this?"
+        for split, count in (("train", train_clips), ("test", eval_clips)):
+            rng = np.random.default_rng([seed, index, split == "test"])
+            path = directory / task / f"{task}-{split}-000000.tar.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with wds.TarWriter(str(path), compress=True, mtime=0.0) as sink:
+                for number in range(count):
+                    label = int(rng.integers(classes))
+                    buffer = io.BytesIO()
+                    sf.write(buffer, _clip(seconds, rate, label, classes, rng), rate, format="WAV", subtype="PCM_16")
+                    meta = {"label": f"{task}{label:02d}", "duration": seconds}
+                    sink.write({"__key__": f"{task}_{split}_{number:05d}", "wav": buffer.getvalue(),
+                                "json": json.dumps(meta).encode()})
+            if split == "train":
+                train_data[task] = {"data": [str(path)], "prompt": prompt, "key": "label", "prob": weight}
+            else:
+                eval_data[f"eval_{task}"] = {"data": {"data": [str(path)], "prompt": prompt, "key": "label"},
+                                             "metric": "Accuracy", "batch_size": 16, "weight": 1}
+    return train_data, eval_data
+
+
+def build_model(sizes: dict, config, device: torch.device, seed: int = 0):
+    """(AudioLLM, tokenizer, encoder) with the benchmark shapes, random init from `seed`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lalmbench.encoders.contract import FrozenEncoder
+    from lalmbench.encoders.mel_transformer import MelTransformerEncoder
+    from lalmbench.model.audio_llm import AudioLLM, add_lora
+    from lalmbench.model.decoder import _train_tiny_tokenizer
+
+    tokenizer = _train_tiny_tokenizer()
+    d = sizes["decoder"]
+    eos = tokenizer.eos_token_id
+    llama = LlamaConfig(vocab_size=d["vocab"], hidden_size=d["hidden"], intermediate_size=d["intermediate"],
+                        num_hidden_layers=d["layers"], num_attention_heads=d["heads"],
+                        num_key_value_heads=d["kv_heads"], max_position_embeddings=8192, rms_norm_eps=1e-5,
+                        tie_word_embeddings=True, eos_token_id=eos, pad_token_id=eos, bos_token_id=eos)
+    torch.manual_seed(seed)
+    decoder = LlamaForCausalLM(llama)
+    e = sizes["encoder"]
+    encoder = MelTransformerEncoder(dim=e["dim"], layers=e["layers"], heads=e["heads"], seed=seed)
+    torch.manual_seed(seed)
+    decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
+    model = AudioLLM(FrozenEncoder(encoder), decoder, tokenizer, config.target_logits_only).to(device)
+    return model, tokenizer
+
+
+# -- measuring ----------------------------------------------------------------------------------------------
+class PeakMemory:
+    """Peak memory during a block: CUDA allocator peak, or the process RSS sampled every 10 ms on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _watch(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak = self._rss()
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+        return False
+
+
+def _make_config(train_data: dict, sizes: dict, overrides: dict, device: torch.device):
+    from lalmbench.config import TrainConfig
+
+    steps = sizes["warmup_steps"] + sizes["measured_steps"]
+    raw = {"train_data": train_data, "config_name": "bench", "max_steps": steps, "warmup_steps": 1,
+           "learning_rate": 1e-3, "per_device_train_batch_size": sizes["batch_size"], "save_steps": 10**9,
+           "logging_steps": 10**9, "shuffle_buffer": 32, "sort_buffer": 16, "device": str(device),
+           "max_new_tokens": sizes["max_new_tokens"], "eval_batch_size": sizes["eval_batch_size"], **overrides}
+    return TrainConfig.from_mapping(raw, "bench")
+
+
+def _fill_cache(cache, config, specs, shards, tokenizing, counter) -> int:
+    """One pass over the training clips no longer than the crop (their features do not depend on the epoch)."""
+    from lalmbench.data.batches import BatchMaker
+    from lalmbench.data.examples import iter_examples
+
+    maker = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, None)
+    filled = 0
+    for spec in specs:
+        examples = [e for path in shards[spec.name]
+                    for _, _, e in iter_examples(spec.name, path, spec.key, counter)
+                    if e.seconds <= config.crop_audio_length]
+        for start in range(0, len(examples), config.per_device_train_batch_size):
+            batch = maker.make(examples[start:start + config.per_device_train_batch_size])
+            if batch is not None:
+                cache(batch)
+                filled += len(batch["refs"])
+    return filled
+
+
+def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device: torch.device, workdir: Path,
+               compile_model: bool = False) -> tuple[dict, object, object]:
+    """Train one path; (figures, model, config)."""
+    from lalmbench.data.batches import BatchMaker
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.data.mixture import TrainStream
+    from lalmbench.distributed import DistInfo
+    from lalmbench.model.feature_cache import attach_feature_cache
+    from lalmbench.runner import Tokenizing
+    from lalmbench.train import Trainer, configure_determinism
+
+    config = _make_config(train_data, sizes, overrides, device)
+    configure_determinism(config)
+    model, tokenizer = build_model(sizes, config, device, seed=config.seed)
+    if compile_model:
+        causal_lm = model.decoder.get_base_model()
+        causal_lm.model = torch.compile(causal_lm.model, dynamic=True)
+    specs = list(config.train_data.values())
+    shards = {s.name: [Path(p) for p in s.data] for s in specs}
+    counter = BadDataCounter()
+    tokenizing = Tokenizing(tokenizer, {s.name: s.prompt for s in specs})
+    figures: dict = {"config": {k: v for k, v in overrides.items()}}
+    run_dir = workdir / f"run-{name}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = None
+    if config.feature_cache != "off":
+        cache = attach_feature_cache(model, config, {"class": "MelTransformerEncoder", **sizes["encoder"]}, {},
+                                     run_dir)
+        started = time.perf_counter()
+        figures["cache_fill_clips"] = _fill_cache(cache, config, specs, shards, tokenizing, counter)
+        figures["cache_fill_seconds"] = round(time.perf_counter() - started, 3)
+        cache.hits = cache.misses = 0
+    stream = TrainStream(specs, shards, config.per_device_train_batch_size, config.seed, tokenizing.count, counter,
+                         shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
+                         crop_seconds=config.crop_audio_length)
+    maker = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, stream.crop_fraction,
+                       workers=config.num_workers)
+    trainer = Trainer(model, config, run_dir, DistInfo(), device, stream, maker, counter, f"bench-{name}",
+                      show_progress=False)
+    try:
+        with PeakMemory(device) as memory:
+            trainer.train()
+    finally:
+        maker.close()
+    with open(run_dir / "train_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    elapsed = [float(r["elapsed_seconds"]) for r in rows]
+    warm, measured = sizes["warmup_steps"], sizes["measured_steps"]
+    seconds = elapsed[warm + measured - 1] - (elapsed[warm - 1] if warm else 0.0)
+    figures.update({
+        "steps_per_second": measured / seconds, "samples_per_second": measured * config.per_device_train_batch_size / seconds,
+        "measured_steps": measured, "measured_seconds": round(seconds, 3),
+        "first_step_seconds": round(elapsed[0], 3), "peak_memory_bytes": memory.peak,
+        "losses": [round(float(r["loss"]), 6) for r in rows],
+    })
+    if cache is not None:
+        figures["cache"] = cache.stats()
+    return figures, model, config
+
+
+def naive_generate(model, batch: dict, max_new_tokens: int = 150, repetition_penalty: float = 1.05) -> list[list[int]]:
+    """Greedy decoding without a KV cache: the whole sequence again every step, all rows until all end."""
+    audio = model.audio_embeddings(batch)
+    prefixes = [torch.cat([frames, model._text_embeddings(list(prompt)).to(frames.dtype)], dim=0)
+                for frames, prompt in zip(audio, batch["prompt_ids"])]
+    body, head = model._base
+    embed = model.decoder.get_input_embeddings()
+    generated: list[list[int]] = [[] for _ in prefixes]
+    done = [False] * len(prefixes)
+    for _ in range(max_new_tokens):
+        rows = [torch.cat([p, embed(torch.tensor(g, dtype=torch.long, device=p.device)).to(p.dtype)]) if g else p
+                for p, g in zip(prefixes, generated)]
+        longest = max(r.shape[0] for r in rows)
+        embeds = rows[0].new_zeros(len(rows), longest, rows[0].shape[1])
+        attention = torch.zeros(len(rows), longest, dtype=torch.long, device=embeds.device)
+        for i, row in enumerate(rows):
+            embeds[i, longest - row.shape[0]:] = row
+            attention[i, longest - row.shape[0]:] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        hidden = body(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
+                      use_cache=False).last_hidden_state
+        logits = head(hidden[:, -1]).float()
+        for i, ids in enumerate(generated):
+            if ids and repetition_penalty != 1.0:
+                seen = torch.tensor(sorted(set(ids)), device=logits.device)
+                values = logits[i, seen]
+                logits[i, seen] = torch.where(values < 0, values * repetition_penalty, values / repetition_penalty)
+        for i, token in enumerate(logits.argmax(-1).tolist()):
+            if done[i]:
+                continue
+            if token == model.eos_id:
+                done[i] = True
+            else:
+                generated[i].append(token)
+        if all(done):
+            break
+    return generated
+
+
+def eval_path(name: str, model, config, tokenizer, eval_data: dict, sizes: dict, device: torch.device,
+              naive: bool) -> dict:
+    from lalmbench.config import eval_configs_from_mapping
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.distributed import DistInfo
+    from lalmbench.evaluate import evaluate_task
+    from lalmbench.runner import Tokenizing
+
+    tasks = eval_configs_from_mapping(eval_data, "bench eval")
+    tokenizing = Tokenizing(tokenizer, {t.name: t.data.prompt for t in tasks})
+    model.feature_hook = None
+    if naive:
+        model.generate = lambda batch, max_new, penalty: naive_generate(model, batch, max_new, penalty)
+    clips, seconds, scores, tokens = 0, 0.0, {}, 0
+    try:
+        with PeakMemory(device) as memory:
+            for task in tasks:
+                result = evaluate_task(model, task, [Path(p) for p in task.data.data], config, tokenizing, DistInfo(),
+                                       BadDataCounter(), batch_size=sizes["eval_batch_size"], show_progress=False)
+                clips += len(result.predictions)
+                seconds += result.seconds
+                scores[task.name] = result.score
+                tokens += sum(len(tokenizer(p)["input_ids"]) for p, _, _ in result.predictions)
+    finally:
+        if naive:
+            del model.generate
+    return {"eval_samples_per_second": clips / seconds, "eval_seconds": round(seconds, 3), "eval_clips": clips,
+            "mean_answer_tokens": tokens / max(clips, 1), "peak_memory_bytes": memory.peak,
+            "bf16": bool(config.bf16), "scores": scores}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU: {name} ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.2f} GiB"
+
+
+def run_bench(sizes: dict, device: str | None = None, output: str | Path = "bench.json", paths=None,
+              compile_model: bool | None = None, echo=print) -> dict:
+    """Run every path on `sizes`; write the figures to `output` and return them."""
+    from lalmbench import __version__
+
+    logging.getLogger("lalmbench").setLevel(logging.WARNING)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    paths = list(paths or PATHS)
+    if compile_model is None:
+        compile_model = os.environ.get("LALMBENCH_BENCH_COMPILE") == "1"
+    if compile_model:
+        paths.append(("compile", {**paths[-1][1], "feature_cache": "memory"}))
+    started = time.perf_counter()
+    results = {"lalmbench_version": __version__, "torch": torch.__version__, "device": device_name(dev),
+               "device_type": dev.type, "sizes": sizes, "workload": [
+                   {"task": t, "seconds": s, "sample_rate": r, "classes": c, "weight": w} for t, s, r, c, w in WORKLOAD],
+               "train": {}, "eval": {}}
+    echo(f"lalmbench bench on {results['device']}, torch {torch.__version__}")
+    echo(f"sizes: encoder {sizes['encoder']}, decoder {sizes['decoder']}, batch {sizes['batch_size']}, "
+         f"{sizes['warmup_steps']}+{sizes['measured_steps']} steps (warm-up + measured) per path, "
+         f"{sizes['train_clips_per_task']} train / {sizes['eval_clips_per_task']} eval clips per task, "
+         f"eval batch {sizes['eval_batch_size']}, max {sizes['max_new_tokens']} new tokens")
+    with tempfile.TemporaryDirectory(prefix="lalmbench-bench-") as tmp:
+        workdir = Path(tmp)
+        train_data, eval_data = write_workload(workdir / "data", sizes["train_clips_per_task"],
+                                               sizes["eval_clips_per_task"])
+        model = config = tokenizer = None
+        for name, overrides in paths:
+            figures, model, config = train_path(name, overrides, sizes, train_data, dev, workdir,
+                                                compile_model=(name == "compile"))
+            results["train"][name] = figures
+            extra = ""
+            if "cache" in figures:
+                extra = (f", cache filled with {figures['cache_fill_clips']} clips in {figures['cache_fill_seconds']} s,"
+                         f" hit rate {figures['cache']['hit_rate']:.2f}")
+            echo(f"train {name:14s} {figures['steps_per_second']:.3f} steps/s  {figures['samples_per_second']:.2f} "
+                 f"samples/s  peak {_gib(figures['peak_memory_bytes'])}{extra}")
+            tokenizer = model.tokenizer
+        # Evaluation: the last trained model, naive loop vs KV-cached generate (fp32 and the fast path's dtype).
+        fp32 = _make_config(train_data, sizes, {}, dev)
+        for name, cfg, naive in (("naive", fp32, True), ("kv_cache", fp32, False), ("kv_cache_bf16", config, False)):
+            if name == "kv_cache_bf16" and not config.bf16:
+                continue
+            figures = eval_path(name, model, cfg, tokenizer, eval_data, sizes, dev, naive)
+            results["eval"][name] = figures
+            echo(f"eval  {name:14s} {figures['eval_samples_per_second']:.2f} samples/s  "
+                 f"({figures['eval_clips']} clips in {figures['eval_seconds']:.1f} s, "
+                 f"{figures['mean_answer_tokens']:.1f} answer tokens on average)  peak {_gib(figures['peak_memory_bytes'])}")
+    naive_rate = results["train"]["naive"]["steps_per_second"]
+    fast = {name: f["steps_per_second"] for name, f in results["train"].items() if name != "naive"}
+    best = max(fast, key=fast.get)
+    results["train_ratios"] = {name: rate / naive_rate for name, rate in fast.items()}
+    results["best_path"] = best
+    results["speedup"] = fast[best] / naive_rate
+    eval_fast = max((f["eval_samples_per_second"] for n, f in results["eval"].items() if n != "naive"), default=None)
+    if eval_fast is not None and "naive" in results["eval"]:
+        results["eval_speedup"] = eval_fast / results["eval"]["naive"]["eval_samples_per_second"]
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    Path(output).write_text(json.dumps(results, indent=2) + "\n")
+    for name, ratio in results["train_ratios"].items():
+        echo(f"  {name:14s} x{ratio:.2f} vs naive training")
+    if "eval_speedup" in results:
+        echo(f"  evaluation     x{results['eval_speedup']:.2f} vs the naive decoding loop")
+    echo(f"best path: {best}; total {results['total_seconds']} s; figures in {output}")
+    echo(f"speedup: {results['speedup']:.2f}")
+    return results
+
+
+def bench_command(quick: bool = False, device: str | None = None, output: str = "bench.json") -> int:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run_bench(QUICK if quick else FULL, device, output)
+    return 0
