@@ -1,0 +1,299 @@
+"""Several processes: the batch plan, the rank split of the training stream, and real 2-process runs.
+
+The runs launch `python -m torch.distributed.run --nproc-per-node 2 -m lalmbench run ...` on the CPU
+(gloo over 127.0.0.1, one thread per process) and compare them with a 1-process run of the same
+global batch. The two runs cannot match exactly: with two ranks each reads its own half of the
+shards, so the examples meet in another order and each optimizer step sees another set of 4. What must
+match is what the data order cannot change much on a task both runs learn: the synthetic tones task
+below with single-token labels, scored on the first generated token (max_new_tokens 1), which
+both runs get right on most test clips after 60 steps. Tolerances, and why:
+  - accuracy within 0.25 of each other (5 of the 20 test clips) and both at least 0.5 (chance ~0.25):
+    20 clips make accuracy coarse, and another data order moves a few borderline clips;
+  - the training loss has levelled off by step 25 but jumps from step to step (spread ~0.25 nats: each
+    step sees only 4 examples). So the mean loss over the last 30 steps must agree within three
+    standard errors of the difference of the two means (~0.2 nats), and both means must be far
+    below the first steps' loss (under a quarter of it).
+Every test clip must be scored exactly once (row count, unique keys, shard order), checkpoints must be
+written once by rank 0 (no duplicate or half-written directories) and log lines must come from rank 0 only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lalmbench.config import TrainConfig, dump_yaml
+from lalmbench.errors import ConfigError
+from lalmbench.train import batch_plan
+
+LABELS = ["red", "green", "yellow", "orange", "purple"]  # one token each in the tiny-random tokenizer
+PROMPT = "Classify the tone."
+TRAIN_SHARDS, PER_TRAIN_SHARD, TEST_SHARDS, PER_TEST_SHARD = 4, 16, 2, 10
+RUN_ARGS = {"max_steps": 60, "save_steps": 20, "max_new_tokens": 1, "torch_num_threads": 1,
+            "learning_rate": 3e-3, "warmup_steps": 5, "shuffle_buffer": 16, "sort_buffer": 8}
+RUN_TIMEOUT = 150
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def _write_tones(directory: Path, split: str, shards: int, per_shard: int, seed: int) -> list[Path]:
+    import webdataset as wds
+
+    from lalmbench.demo import TONE_CLASSES, _encode, _noise, _tone
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for shard in range(shards):
+        path = directory / f"tones-{split}-{shard:06d}.tar"
+        with wds.TarWriter(str(path), mtime=0.0) as sink:
+            for index in range(per_shard):
+                label = LABELS[int(rng.integers(len(LABELS)))]
+                seconds = float(rng.uniform(0.4, 0.8))
+                audio = _tone(TONE_CLASSES[label], seconds, 16_000, rng) + _noise(int(seconds * 16_000), rng)
+                key = f"{split}_{shard}_{index:03d}"
+                sink.write({"__key__": key, "wav": _encode(audio, 16_000, "wav"),
+                            "json": json.dumps({"label": label}).encode()})
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist_data")
+    train = _write_tones(root, "train", TRAIN_SHARDS, PER_TRAIN_SHARD, 1)
+    test = _write_tones(root, "test", TEST_SHARDS, PER_TEST_SHARD, 2)
+    train_yaml, eval_yaml = root / "train.yaml", root / "eval.yaml"
+    train_yaml.write_text(dump_yaml({
+        "decoder_model_name": "tiny-random",
+        "train_data": {"tones": {"prompt": PROMPT, "data": [str(p) for p in train], "key": "label", "prob": 1}}}))
+    eval_yaml.write_text(dump_yaml({"eval_tones": {
+        "data": {"data": [str(p) for p in test], "key": "label", "prompt": PROMPT},
+        "batch_size": 4, "num_workers": 0, "metric": "Accuracy", "metric_args": {}, "weight": 1}}))
+    return {"root": root, "train": train, "test": test, "train_yaml": train_yaml, "eval_yaml": eval_yaml}
+
+
+# -- unit tests ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("world, per_device, global_batch, expected", [
+    (1, 4, None, (4, 4, 1)),
+    (2, 4, None, (4, 2, 1)),
+    (4, 4, None, (4, 1, 1)),
+    (1, 2, None, (4, 2, 2)),   # a smaller per-device batch keeps the global 4 by accumulation
+    (2, 1, None, (4, 1, 2)),
+    (1, 1, None, (4, 1, 4)),
+    (3, 4, 6, (6, 2, 1)),      # a larger global batch, chosen on purpose
+    (2, 2, 8, (8, 2, 2)),
+    (1, 4, 6, (6, 3, 2)),      # the micro-batch divides the per-rank share
+])
+def test_batch_plan(world, per_device, global_batch, expected):
+    config = TrainConfig(per_device_train_batch_size=per_device, global_batch_size=global_batch)
+    assert batch_plan(config, world) == expected
+    total, micro, accumulation = batch_plan(config, world)
+    assert micro * accumulation * world == total
+
+
+def test_batch_plan_refuses_a_split_it_cannot_make():
+    with pytest.raises(ConfigError, match="global_batch_size.*6"):
+        batch_plan(TrainConfig(), 3)  # 4 examples over 3 processes: the message proposes 6
+
+
+def _one_pass(shards: list[Path], rank: int, world: int) -> list[tuple[str, str]]:
+    """(shard, key) of the examples one rank reads in the first pass over its dataset."""
+    from lalmbench.config import DatasetSpec
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.data.mixture import TrainStream
+
+    spec = DatasetSpec(name="tones", data=[str(p) for p in shards], key="label", prompt=PROMPT, prob=1)
+    stream = TrainStream([spec], {"tones": shards}, 2, 42, lambda name, text: 1, BadDataCounter(),
+                         rank=rank, world=world)
+    seen = []
+    for example in stream._dataset_examples(0):
+        if example.ref.epoch > 0:
+            break
+        seen.append((example.ref.shard, example.ref.key))
+    return seen
+
+
+@pytest.mark.parametrize("which, world", [("train", 2), ("train", 3), ("test", 3)])
+def test_train_stream_ranks_read_disjoint_parts_covering_all(data, which, world):
+    # 4 shards over 2 ranks: 2 shards each; 4 over 3: 2/1/1 shards; 2 shards over 3 ranks: each rank
+    # reads every shard and keeps the records whose index is its rank modulo 3.
+    from lalmbench.data.examples import iter_records
+
+    shards = data[which]
+    everything = {(str(s), r.key) for s in shards for r in iter_records(s)}
+    parts = [_one_pass(shards, rank, world) for rank in range(world)]
+    for part in parts:
+        assert part and len(part) == len(set(part))
+    assert sum(len(p) for p in parts) == len(everything)
+    assert set().union(*map(set, parts)) == everything
+
+
+# -- real runs -------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _command(data, nproc: int, output: Path, args: dict) -> list[str]:
+    launcher = [sys.executable, "-m", "lalmbench"]
+    if nproc > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                    "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "lalmbench"]
+    return launcher + ["run", "lalmbench.encoders.LogMelEncoder", str(data["train_yaml"]), str(data["eval_yaml"]),
+                       "--args", json.dumps(args), "--output-dir", str(output), "--no-report"]
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    env.pop("LOCAL_RANK", None)
+    return env
+
+
+def _run(data, nproc: int, output: Path, args: dict = RUN_ARGS) -> tuple[Path, str, float]:
+    started = time.perf_counter()
+    done = subprocess.run(_command(data, nproc, output, args), env=_env(), capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 0, f"{nproc}-process run failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    run_dir = output / "train" / "LogMelEncoder"
+    assert run_dir.is_dir(), sorted(p.name for p in output.rglob("*"))
+    return run_dir, done.stdout + done.stderr, seconds
+
+
+def _predictions(run_dir: Path) -> list[dict]:
+    with open(run_dir / "predictions_eval_tones.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _losses(run_dir: Path) -> list[tuple[int, float]]:
+    with open(run_dir / "train_log.csv", newline="") as handle:
+        return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(handle)]
+
+
+def _score(run_dir: Path) -> float:
+    rows = (run_dir / "scores.tsv").read_text().splitlines()
+    return float(dict(line.split("\t")[:2] for line in rows[1:])["eval_tones"])
+
+
+def _test_keys(data) -> list[str]:
+    from lalmbench.data.examples import iter_records
+
+    return [record.key for shard in data["test"] for record in iter_records(shard)]
+
+
+def test_two_processes_match_one(data, tmp_path):
+    two, two_log, two_seconds = _run(data, 2, tmp_path / "two")
+    one, _, one_seconds = _run(data, 1, tmp_path / "one")
+    print(f"wall time, whole run: 1 process {one_seconds:.1f} s, 2 processes {two_seconds:.1f} s")
+    steps = RUN_ARGS["max_steps"]
+
+    # How it was trained, recorded.
+    for run_dir, world, micro in ((two, 2, 2), (one, 1, 4)):
+        done = json.loads((run_dir / "training_complete.json").read_text())
+        assert (done["world_size"], done["global_batch_size"], done["per_device_batch_size"],
+                done["gradient_accumulation_steps"], done["steps"]) == (world, 4, micro, 1, steps)
+        summary = json.loads((run_dir / "run_summary.json").read_text())
+        assert (summary["world_size"], summary["train_world_size"], summary["global_batch_size"]) == (world, world, 4)
+
+    # Every test example scored exactly once, in shard order.
+    keys = _test_keys(data)
+    assert len(keys) == TEST_SHARDS * PER_TEST_SHARD
+    for run_dir in (two, one):
+        predictions = _predictions(run_dir)
+        assert [row["key"] for row in predictions] == keys
+        assert json.loads((run_dir / "run_summary.json").read_text())["tasks"]["eval_tones"]["num_examples"] == len(keys)
+
+    # Checkpoints written once: the last save_total_limit of them, no leftovers of a second writer.
+    for run_dir in (two, one):
+        names = sorted(p.name for p in run_dir.iterdir() if "checkpoint" in p.name)
+        assert names == [f"checkpoint-{steps - RUN_ARGS['save_steps']}", f"checkpoint-{steps}"]
+        assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+        assert [s for s, _ in _losses(run_dir)] == list(range(1, steps + 1))
+
+    # Log lines from rank 0 only: each message once, on the console and in log.txt.
+    for text in (two_log, (two / "log.txt").read_text()):
+        assert text.count("global batch 4 = 2 process(es) x 2 example(s) x 1 accumulation step(s)") == 1
+        assert text.count("saved ") == steps // RUN_ARGS["save_steps"]
+        assert text.count("eval_tones [Accuracy]") == 1
+    assert two_log.count("Results in ") == 1
+
+    # Same quality within the tolerances explained at the top of this file.
+    two_score, one_score = _score(two), _score(one)
+    print(f"accuracy: 1 process {one_score:.3f}, 2 processes {two_score:.3f}")
+    assert abs(two_score - one_score) <= 0.25, (two_score, one_score)
+    assert min(two_score, one_score) >= 0.5, (two_score, one_score)
+    two_losses, one_losses = [l for _, l in _losses(two)], [l for _, l in _losses(one)]
+    two_tail, one_tail = np.asarray(two_losses[-30:]), np.asarray(one_losses[-30:])
+    difference = abs(two_tail.mean() - one_tail.mean())
+    standard_error = np.sqrt(two_tail.var(ddof=1) / len(two_tail) + one_tail.var(ddof=1) / len(one_tail))
+    print(f"mean loss of the last 30 steps: 1 process {one_tail.mean():.4f}, 2 processes {two_tail.mean():.4f}, "
+          f"difference {difference:.4f} (standard error {standard_error:.4f})")
+    assert difference <= 3 * standard_error, (difference, standard_error)
+    for losses, tail in ((two_losses, two_tail), (one_losses, one_tail)):
+        assert tail.mean() < 0.25 * np.mean(losses[:3]), (losses[:3], tail.mean())
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes, recursively (from /proc: torchrun starts its workers in their own sessions)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == current]
+        found += children
+        frontier += children
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to find torchrun's workers")
+def test_resume_a_two_process_checkpoint_with_one_process(data, tmp_path):
+    args = {**RUN_ARGS, "max_steps": 100, "save_steps": 10}
+    output = tmp_path / "out"
+    run_dir = output / "train" / "LogMelEncoder"
+    launcher = subprocess.Popen(_command(data, 2, output, args), env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not (run_dir / "checkpoint-10" / "checkpoint.json").is_file():
+            assert launcher.poll() is None, "the 2-process run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.02)
+    finally:
+        for pid in _descendants(launcher.pid) + [launcher.pid]:  # the whole job, as a node failure would
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        launcher.wait(timeout=30)
+    assert not (run_dir / "training_complete.json").exists(), "killed too late: the run had finished"
+    killed_at = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+    assert killed_at < args["max_steps"]
+
+    run_dir_again, log, _ = _run(data, 1, output, args)
+    assert run_dir_again == run_dir
+    assert "resuming a 2-process checkpoint with 1 processes" in log
+    done = json.loads((run_dir / "training_complete.json").read_text())
+    assert (done["world_size"], done["global_batch_size"], done["steps"]) == (1, 4, args["max_steps"])
+    steps = [s for s, _ in _losses(run_dir)]
+    assert steps == list(range(1, args["max_steps"] + 1))  # rows after the checkpoint were dropped, once
+    assert [row["key"] for row in _predictions(run_dir)] == _test_keys(data)
