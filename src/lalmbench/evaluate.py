@@ -21,6 +21,8 @@ from lalmbench.config import EvalTaskConfig, TrainConfig
 from lalmbench.data.batches import BatchMaker
 from lalmbench.data.examples import BadDataCounter, Example, iter_examples
 from lalmbench.distributed import DistInfo, gather_objects
+from lalmbench.errors import EncoderRuntimeError
+from lalmbench.train import EncoderFailure
 
 log = logging.getLogger("lalmbench")
 SORT_CHUNK = 256
@@ -92,7 +94,12 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
                 if batch is None:
                     continue
                 kept = {ref: numbers for ref, numbers in zip(batch["refs"], numbers_per_row)}
-                texts = model.decode(model.generate(batch, config.max_new_tokens, config.repetition_penalty))
+                try:
+                    texts = model.decode(model.generate(batch, config.max_new_tokens, config.repetition_penalty))
+                except EncoderFailure as failure:
+                    raise EncoderRuntimeError(
+                        f"the encoder failed while evaluating {task.name}: {failure}. The trained weights are "
+                        f"saved; rerunning the same command reuses them and evaluates again.") from failure
                 for ref, prediction in zip(batch["refs"], texts):
                     for number in kept[ref]:
                         reference, key = answers_ref[number]

@@ -47,6 +47,11 @@ def _explain_os_error(exc: OSError, path: Path) -> OutputDirError:
     return OutputDirError(f"cannot write {path}: {what}. Nothing existing was overwritten; {todo}.")
 
 
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed onto `path` in one step."""
@@ -60,7 +65,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if tmp_path.is_file():  # mkstemp makes 0600 files; outputs get the usual umask permissions
+        if tmp_path.is_file():
+            _fsync(tmp_path)  # written by the caller (torch.save, ...): on disk before the rename
+            # mkstemp makes 0600 files; outputs get the usual umask permissions
             os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except OSError as exc:
@@ -101,12 +108,19 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise _explain_os_error(exc, path) from exc
     try:
         yield tmp
+        for item in tmp.rglob("*"):  # contents on disk before the rename makes them look complete
+            if item.is_file():
+                _fsync(item)
         os.chmod(tmp, 0o777 & ~_UMASK)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old, path)  # the previous version goes back in place
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)

@@ -302,8 +302,8 @@ class Trainer:
                     self.save_checkpoint()
                     raise EncoderRuntimeError(
                         f"the encoder failed at step {self.state.step + 1}: {failure}. A checkpoint of step "
-                        f"{self.state.step} was saved; fix the encoder (or remove the clip) and rerun the same "
-                        f"command to resume.") from failure
+                        f"{self.state.step} was saved: the same command resumes from it once the cause is gone "
+                        f"(an edited encoder file or other --model-args/--args start a new run).") from failure
                 self._snapshot = snapshot
                 self.state.step += 1
                 self.state.elapsed = time.perf_counter() - start

@@ -131,6 +131,25 @@ def _finish_record(shard: str, key: str, members: dict[str, bytes]) -> Record:
     return Record(shard, key, members.get(audio_ext) if audio_ext else None, audio_ext, meta, problem)
 
 
+def _early_end(archive: tarfile.TarFile) -> str | None:
+    """Why a streamed archive stopped before its end-of-archive marker, or None when it did not.
+
+    tarfile ends iteration quietly on a damaged member header or on a file cut at a member boundary;
+    the members after that point would be lost without a word. A proper end is a zero block followed
+    by zeros only.
+    """
+    stream = archive.fileobj
+    position = getattr(stream, "pos", None)  # bytes consumed; the last header read started at archive.offset
+    if position is not None and position - archive.offset < tarfile.BLOCKSIZE:
+        return "the file ends without the end-of-archive marker (cut short at a member boundary)"
+    while True:
+        chunk = stream.read(1 << 16)
+        if not chunk:
+            return None
+        if chunk.count(0) != len(chunk):
+            return "a member header is damaged (bad checksum); the members after it cannot be read"
+
+
 def iter_records(shard: str | Path) -> Iterator[Record]:
     """Records of one shard in tar order. A truncated or corrupt tar ends with a problem record."""
     shard = str(shard)
@@ -149,6 +168,9 @@ def iter_records(shard: str | Path) -> Iterator[Record]:
                 current_key = key
                 handle = archive.extractfile(member)
                 members[ext] = handle.read() if handle is not None else b""
+            early_end = _early_end(archive)
+            if early_end is not None:
+                raise tarfile.ReadError(early_end)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if current_key is not None and members:
             yield _finish_record(shard, current_key, members)

@@ -63,16 +63,48 @@ class AudioLLM(nn.Module):
                 params[name].copy_(value)
 
     def audio_embeddings(self, batch: dict) -> list[torch.Tensor]:
-        """Projected valid audio frames of each example: a list of [frames_i, hidden]."""
+        """Projected valid audio frames of each example: a list of [frames_i, hidden].
+
+        An encoder that raises (out of memory included) or returns NaN/Inf on a valid frame raises
+        EncoderFailure naming the examples (shard, key, length): the rows that fail on their own, or
+        the rows whose valid frames are not finite.
+        """
+        from lalmbench.train import EncoderFailure
+
         device = self.projector.weight.device
-        if self.feature_hook is not None:
-            features, mask = self.feature_hook(batch)
-        else:
-            features, mask = self.encoder(batch["audio"].to(device), batch["audio_mask"].to(device))
+        try:
+            if self.feature_hook is not None:
+                features, mask = self.feature_hook(batch)
+            else:
+                features, mask = self.encoder(batch["audio"].to(device), batch["audio_mask"].to(device))
+        except Exception as exc:
+            reason = f"the encoder raised {type(exc).__module__}.{type(exc).__qualname__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raise EncoderFailure(reason, batch, self._failing_rows(batch)) from exc
+        mask = mask.to(device).bool()
+        bad = (~(torch.isfinite(features).all(-1) | ~mask.to(features.device))).any(-1)
+        if bool(bad.any()):
+            raise EncoderFailure("the encoder returned NaN or Inf features", batch, bad.nonzero().flatten().tolist())
         features = features.to(device=device, dtype=self.projector.weight.dtype)
         projected = self.projector(features)
-        mask = mask.to(device).bool()
         return [projected[row][mask[row]] for row in range(projected.shape[0])]
+
+    def _failing_rows(self, batch: dict) -> list[int] | None:
+        """Rows whose clip alone makes the encoder raise (None: none alone, or a single row)."""
+        rows = len(batch["refs"])
+        if rows < 2:
+            return None
+        device = self.projector.weight.device
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        failing = []
+        for row in range(rows):
+            length = int(batch["audio_mask"][row].sum())
+            try:
+                self.encoder(batch["audio"][row:row + 1, :length].to(device),
+                             batch["audio_mask"][row:row + 1, :length].to(device))
+            except Exception:
+                failing.append(row)
+        return failing or None
 
     def _text_embeddings(self, ids: list[int]) -> torch.Tensor:
         embed = self.decoder.get_input_embeddings()

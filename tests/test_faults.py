@@ -1,0 +1,332 @@
+"""Faults survived or reported: bad data (counted, or stopping above the limit), encoders that fail
+on one real clip (exception, NaN, Inf, out of memory), interrupted writes, full or read-only disks.
+Each test injects the fault and checks what the user sees and what is left on disk."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_resume import (FAST, good_records, run_dir_of, run_inprocess, tiny_data, tone, wav_bytes,
+                         write_configs, write_shard)
+
+from lalmbench.errors import DataError, EncoderRuntimeError
+from lalmbench.io_utils import (OutputDirError, atomic_directory, atomic_path, atomic_write_json, atomic_write_text,
+                                check_writable_dir)
+
+
+# -- bad data ----------------------------------------------------------------------------------------------------
+def _corrupt_header(path: Path, member_index: int) -> None:
+    """Break the header checksum of the `member_index`-th tar member (plain tar)."""
+    with tarfile.open(path) as archive:
+        offset = archive.getmembers()[member_index].offset
+    data = bytearray(path.read_bytes())
+    data[offset + 148: offset + 156] = b"9999999\0"  # chksum field
+    path.write_bytes(bytes(data))
+
+
+def bad_data_shards(root: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(5)
+    mixed = good_records("mixed", 6, seed=3)
+    mixed += [
+        {"__key__": "undecodable", "wav": b"RIFF....this is not audio", "json": json.dumps({"label": "red"}).encode()},
+        {"__key__": "empty", "wav": wav_bytes(np.zeros(0)), "json": json.dumps({"label": "red"}).encode()},
+        {"__key__": "nokey", "wav": wav_bytes(tone("red", rng)), "json": json.dumps({"colour": "red"}).encode()},
+        {"__key__": "badtext", "wav": wav_bytes(tone("red", rng)), "json": json.dumps({"label": "%%##@@!!%%##"}).encode()},
+        {"__key__": "badjson", "wav": wav_bytes(tone("red", rng)), "json": b"{not json"},
+    ]
+    shards = {"mixed": write_shard(root / "bad-mixed.tar", mixed)}
+    # A gzip shard cut in the middle (an interrupted download).
+    full = write_shard(root / "full.tar.gz", good_records("gz", 6, seed=4))
+    data = full.read_bytes()
+    truncated = root / "bad-truncated.tar.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    full.unlink()
+    shards["truncated"] = truncated
+    # A plain tar whose 5th member header is damaged (bit rot): the rest of the shard is unreadable.
+    header = write_shard(root / "bad-header.tar", good_records("hdr", 5, seed=6))
+    _corrupt_header(header, 4)
+    shards["header"] = header
+    return shards
+
+
+def test_each_kind_of_bad_record_is_counted_by_the_reader(tmp_path):
+    from lalmbench.data.examples import BadDataCounter, iter_examples
+
+    shards = bad_data_shards(tmp_path)
+    counter = BadDataCounter()
+    keys = [e.ref.key for shard in shards.values() for _, _, e in iter_examples("bad", shard, "label", counter)]
+    assert keys == [f"mixed_{i:04d}" for i in range(6)] + ["gz_0000", "gz_0001"] + ["hdr_0000", "hdr_0001"]
+    entry = counter.as_dict()["bad"]
+    # bad record: the bad JSON, and the truncated shard's last record (its audio member is cut off)
+    assert entry["skipped"] == {"undecodable audio": 2, "missing key": 1, "corrupt text": 1, "bad record": 2,
+                                "corrupt shard": 2}
+    samples = entry["samples"]
+    assert "bad-mixed.tar:nokey has no field 'label'" in samples["missing key"]
+    assert "audio holds no samples" in samples["undecodable audio"] or "unreadable audio header" in samples["undecodable audio"]
+    assert samples["corrupt shard"].startswith("bad-truncated.tar.gz:gz_0002: truncated or corrupt shard after "
+                                               "key 'gz_0002': ReadError: unexpected end of data")
+    assert sorted(Path(s).name for s in counter.shards["bad"]) == ["bad-header.tar", "bad-mixed.tar",
+                                                                   "bad-truncated.tar.gz"]
+
+
+def test_shard_cut_at_a_member_boundary_is_not_taken_as_complete(tmp_path):
+    from lalmbench.data.examples import iter_records
+
+    full = write_shard(tmp_path / "full.tar", good_records("b", 4, seed=1))
+    with tarfile.open(full) as archive:
+        cut_at = archive.getmembers()[4].offset  # after two complete records
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(full.read_bytes()[:cut_at])
+    records = list(iter_records(cut))
+    assert [r.key for r in records if r.problem is None] == ["b_0000", "b_0001"]
+    assert "ends without the end-of-archive marker" in records[-1].problem
+    assert all(r.problem is None for r in iter_records(full))
+
+
+def _bad_data_run(tmp_path, max_bad_fraction: float):
+    shards = bad_data_shards(tmp_path / "data")
+    good = write_shard(tmp_path / "data" / "good.tar", good_records("good", 6, seed=9))
+    test_records = good_records("test", 4, seed=2) + [
+        {"__key__": "test_bad", "wav": b"garbage", "json": json.dumps({"label": "red"}).encode()}]
+    test = write_shard(tmp_path / "data" / "test.tar", test_records)
+    train_yaml, eval_yaml = write_configs(tmp_path / "data", {"tones": [good, *shards.values()]}, [test])
+    return run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_bad_fraction": max_bad_fraction,
+                                                                   "max_steps": 8, "save_steps": 4})
+
+
+def test_bad_data_is_skipped_counted_and_reported(tmp_path):
+    result = _bad_data_run(tmp_path, max_bad_fraction=0.9)
+    summary = json.loads((result.run_dir / "run_summary.json").read_text())
+    bad = summary["bad_data"]
+    assert set(bad["tones"]["skipped"]) == {"undecodable audio", "missing key", "corrupt text", "bad record",
+                                            "corrupt shard"}
+    assert bad["tones"]["skipped_total"] >= 7
+    assert bad["eval_tones"]["skipped"] == {"undecodable audio": 1}
+    assert bad["eval_tones"]["examples_seen"] == 5
+    log = (result.run_dir / "log.txt").read_text()
+    assert "skipped unusable examples per dataset: {" in log and "'eval_tones': 1" in log
+    assert (result.run_dir / "training_complete.json").is_file()
+
+
+def test_bad_data_above_the_limit_stops_naming_dataset_and_shards(tmp_path):
+    with pytest.raises(DataError) as caught:
+        _bad_data_run(tmp_path, max_bad_fraction=0.01)
+    message = str(caught.value)
+    assert message.startswith("dataset tones: ")
+    assert "above the limit of 1.0%" in message
+    assert "bad-" in message and "Shards: " in message
+    assert "max_bad_fraction" in message
+    run_dir = run_dir_of(tmp_path / "out")
+    assert not (run_dir / "training_complete.json").exists() and not (run_dir / "scores.tsv").exists()
+
+
+# -- encoders failing on one real clip ----------------------------------------------------------------------------
+BAD_ENCODER = '''
+import torch
+from lalmbench.encoders import logmel
+
+
+class FaultyEncoder(logmel.LogMelEncoder):
+    """Fine on random input (the pre-run check), faulty on one kind of real clip:
+    mode raise/nan/inf: a clip whose first 800 samples are exact zeros; mode oom: more than 60000 samples."""
+
+    def __init__(self, mode: str = "nan"):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, audio, audio_attention_mask=None):
+        poisoned = (audio[:, :800] == 0).all(-1)
+        if self.mode == "oom" and audio.shape[-1] > 60_000:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+        if self.mode == "raise" and bool(poisoned.any()):
+            raise ValueError("cannot handle leading silence")
+        features, mask = super().forward(audio, audio_attention_mask)
+        if self.mode in ("nan", "inf") and bool(poisoned.any()):
+            features = features.clone()
+            features[poisoned] = float("nan") if self.mode == "nan" else float("inf")
+        return features, mask
+'''
+
+
+def _poison_records(prefix: str) -> list[dict]:
+    rng = np.random.default_rng(11)
+    clip = np.concatenate([np.zeros(800), tone("blue", rng, 4.0)])  # 4.05 s, silent start
+    return [{"__key__": f"{prefix}_poison", "wav": wav_bytes(clip), "json": json.dumps({"label": "blue"}).encode()}]
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("raise", "the encoder raised builtins.ValueError: cannot handle leading silence"),
+    ("nan", "the encoder returned NaN or Inf features"),
+    ("inf", "the encoder returned NaN or Inf features"),
+    ("oom", "the encoder raised torch.OutOfMemoryError: CUDA out of memory"),
+])
+def test_encoder_failing_on_a_clip_stops_with_where_after_a_checkpoint(tmp_path, mode, reason):
+    root = tmp_path / "data"
+    shard = write_shard(root / "poisoned.tar", good_records("ok", 5, seed=12) + _poison_records("train"))
+    test = write_shard(root / "test.tar", good_records("test", 2, seed=2))
+    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
+    encoder = tmp_path / "faulty.py"
+    encoder.write_text(BAD_ENCODER)
+    with pytest.raises(EncoderRuntimeError) as caught:
+        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 30, "save_steps": 50},
+                      encoder=str(encoder), model_args={"mode": mode})
+    message = str(caught.value)
+    assert reason in message
+    # The culprit alone, by shard, key and length (its batch mates are not blamed).
+    assert f"{shard} key train_poison (4.05 s)" in message
+    assert "key ok_" not in message
+    step = int(message.split("the encoder failed at step ")[1].split(":")[0])
+    assert f"A checkpoint of step {step - 1} was saved" in message
+    run_dir = run_dir_of(tmp_path / "out", "faulty")
+    assert (run_dir / f"checkpoint-{step - 1}" / "checkpoint.json").is_file()
+    assert not (run_dir / "training_complete.json").exists()
+
+
+def test_encoder_failing_in_evaluation_names_the_clip(tmp_path):
+    root = tmp_path / "data"
+    shard = write_shard(root / "train.tar", good_records("ok", 6, seed=12))
+    test = write_shard(root / "test.tar", good_records("test", 2, seed=2) + _poison_records("test"))
+    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
+    encoder = tmp_path / "faulty.py"
+    encoder.write_text(BAD_ENCODER)
+    with pytest.raises(EncoderRuntimeError) as caught:
+        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 2}, encoder=str(encoder),
+                      model_args={"mode": "nan"})
+    message = str(caught.value)
+    assert message.startswith("the encoder failed while evaluating eval_tones: the encoder returned NaN or Inf")
+    assert f"{test} key test_poison (4.05 s)" in message
+    assert (run_dir_of(tmp_path / "out", "faulty") / "training_complete.json").is_file()
+
+
+# -- interrupted writes -------------------------------------------------------------------------------------------
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_interrupted_atomic_file_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "scores.tsv"
+    target.write_text("old complete scores\n")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new half-writ")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old complete scores\n"
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "final_weights.pt") as tmp:
+            torch.save({"w": torch.ones(3)}, tmp)
+            raise RuntimeError("killed mid-save")
+    assert not (tmp_path / "final_weights.pt").exists() and _leftovers(tmp_path) == []
+
+
+def test_interrupted_checkpoint_directory_keeps_the_old_one(tmp_path):
+    target = tmp_path / "checkpoint-4"
+    with atomic_directory(target) as tmp:
+        (tmp / "trainable.pt").write_text("old")
+        (tmp / "checkpoint.json").write_text("{}")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "trainable.pt").write_text("new")
+            raise RuntimeError("interrupted before the marker")
+    assert (target / "trainable.pt").read_text() == "old" and (target / "checkpoint.json").is_file()
+    assert _leftovers(tmp_path) == []
+
+
+# -- disk full, read-only, no permission --------------------------------------------------------------------------
+def _failing(errno_code: int, original, fail_on: int = 1, only_once: bool = False):
+    """`original`, raising OSError(errno_code) from call number `fail_on` on (or on that call only)."""
+    calls = {"n": 0}
+
+    def replacement(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == fail_on or (calls["n"] > fail_on and not only_once):
+            raise OSError(errno_code, os.strerror(errno_code))
+        return original(*args, **kwargs)
+    return replacement
+
+
+@pytest.mark.parametrize("code, what", [(errno.ENOSPC, "the disk is full"),
+                                        (errno.EROFS, "the file system is read-only"),
+                                        (errno.EACCES, "permission denied")])
+def test_write_errors_say_what_and_keep_the_old_file(tmp_path, monkeypatch, code, what):
+    from lalmbench.runner import write_predictions, write_scores
+
+    run_dir = tmp_path / "run"
+    write_scores(run_dir, [{"task": "eval_a", "score": 0.5, "weight": 1}])
+    write_predictions(run_dir / "predictions_eval_a.csv", [("red", "red", "k1")])
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    monkeypatch.setattr(os, "replace", _failing(code, os.replace))
+    with pytest.raises(OutputDirError) as caught:
+        write_scores(run_dir, [{"task": "eval_a", "score": 0.9, "weight": 1}])
+    assert str(caught.value).startswith(f"cannot write {run_dir / 'scores.tsv'}: {what}. Nothing existing was "
+                                        f"overwritten; ")
+    with pytest.raises(OutputDirError, match=what):
+        write_predictions(run_dir / "predictions_eval_a.csv", [("blue", "red", "k1")])
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # old files intact, no temporaries
+
+
+def test_checkpoint_replace_failure_puts_the_old_checkpoint_back(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoint-4"
+    with atomic_directory(target) as tmp:
+        (tmp / "checkpoint.json").write_text("old")
+    # The old directory is moved aside (1st replace), the new one fails to move in (2nd replace).
+    monkeypatch.setattr(os, "replace", _failing(errno.ENOSPC, os.replace, fail_on=2, only_once=True))
+    with pytest.raises(OutputDirError, match=f"cannot write {target}: the disk is full"):
+        with atomic_directory(target) as tmp:
+            (tmp / "checkpoint.json").write_text("new")
+    monkeypatch.undo()
+    assert (target / "checkpoint.json").read_text() == "old"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("code, what", [(errno.EROFS, "the file system is read-only"),
+                                        (errno.EACCES, "permission denied")])
+def test_unwritable_output_dir_stops_before_any_work(tmp_path, monkeypatch, code, what):
+    import tempfile
+
+    train_yaml, eval_yaml = tiny_data(tmp_path / "data")
+    output = tmp_path / "out"
+    output.mkdir()
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", _failing(code, tempfile.NamedTemporaryFile))
+    with pytest.raises(OutputDirError) as caught:
+        run_inprocess(train_yaml, eval_yaml, output)
+    assert str(caught.value) == (f"cannot write {output}: {what}. Nothing existing was overwritten; pass "
+                                 f"--output-dir pointing to a writable directory." if code == errno.EROFS else
+                                 f"cannot write {output}: {what}. Nothing existing was overwritten; fix the "
+                                 f"directory permissions or pass --output-dir pointing to a writable directory.")
+    assert list(output.iterdir()) == []
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint_and_resumes(tmp_path, monkeypatch):
+    train_yaml, eval_yaml = tiny_data(tmp_path / "data")
+    output = tmp_path / "out"
+    reference = run_inprocess(train_yaml, eval_yaml, tmp_path / "reference")
+    run_dir = run_dir_of(output)
+    original = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        if "checkpoint-4" in str(Path(path).parent):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OutputDirError) as caught:
+        run_inprocess(train_yaml, eval_yaml, output)
+    assert str(caught.value).startswith(f"cannot write {run_dir / 'checkpoint-4'}: the disk is full.")
+    monkeypatch.undo()
+    assert (run_dir / "checkpoint-2" / "checkpoint.json").is_file()
+    assert not (run_dir / "checkpoint-4").exists() and _leftovers(run_dir) == []
+    result = run_inprocess(train_yaml, eval_yaml, output)  # space freed: the same command resumes
+    assert "resumed from" in (run_dir / "log.txt").read_text()
+    for name, value in torch.load(reference.run_dir / "final_weights.pt").items():
+        assert torch.equal(value, torch.load(result.run_dir / "final_weights.pt")[name])
+    assert (result.run_dir / "scores.tsv").read_text() == (reference.run_dir / "scores.tsv").read_text()
