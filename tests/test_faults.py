@@ -115,6 +115,11 @@ def test_bad_data_is_skipped_counted_and_reported(tmp_path):
     log = (result.run_dir / "log.txt").read_text()
     assert "skipped unusable examples per dataset: {" in log and "'eval_tones': 1" in log
     assert (result.run_dir / "training_complete.json").is_file()
+    # Reusing the finished training keeps its bad-data counts in the summary.
+    again = run_inprocess(tmp_path / "data" / "train.yaml", tmp_path / "data" / "eval.yaml", tmp_path / "out",
+                          {"max_bad_fraction": 0.9, "max_steps": 8, "save_steps": 4})
+    assert again.reused_training
+    assert json.loads((again.run_dir / "run_summary.json").read_text())["bad_data"]["tones"] == bad["tones"]
 
 
 def test_bad_data_above_the_limit_stops_naming_dataset_and_shards(tmp_path):

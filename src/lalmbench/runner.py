@@ -38,7 +38,7 @@ from lalmbench.evaluate import evaluate_task
 from lalmbench.io_utils import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from lalmbench.model.audio_llm import AudioLLM, add_lora
 from lalmbench.model.decoder import load_decoder
-from lalmbench.train import Trainer, batch_plan, configure_determinism, find_resume_checkpoint
+from lalmbench.train import Trainer, _counter_from_dict, batch_plan, configure_determinism, find_resume_checkpoint
 
 log = logging.getLogger("lalmbench")
 COMPLETED = "COMPLETED"
@@ -255,6 +255,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     if complete_marker.is_file() and json.loads(complete_marker.read_text()).get("identity") == identity_hash:
         model.load_trainable_state_dict(torch.load(run_dir / FINAL_WEIGHTS, map_location=device))
         reused = True
+        counter.merge(_counter_from_dict(json.loads(complete_marker.read_text()).get("bad_data", {})))
         log.info("reusing the finished training of this run identity (%s); pass --force to train again",
                  identity_hash[:12])
     else:
@@ -284,7 +285,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
                                                 "global_batch_size": trainer.global_batch,
                                                 "world_size": dist.world,
                                                 "per_device_batch_size": trainer.micro_batch,
-                                                "gradient_accumulation_steps": trainer.accumulation})
+                                                "gradient_accumulation_steps": trainer.accumulation,
+                                                "bad_data": counter.as_dict()})
         barrier(dist)
 
     # -- evaluate -----------------------------------------------------------------------------------------------------
