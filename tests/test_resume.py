@@ -177,7 +177,7 @@ def test_sigkilled_cli_run_resumes_to_the_same_weights_and_scores(tmp_path):
     encoder = tmp_path / "slow_encoder.py"
     encoder.write_text(SLOW_ENCODER)
     overrides = {**FAST, "max_steps": 8}
-    model_args = {"delay": 0.3}  # each step >= 0.3 s: time to kill between checkpoints
+    model_args = {"delay": 0.15}  # two encoder calls a step: >= 0.3 s to kill between checkpoints
 
     reference = tmp_path / "reference"
     done = subprocess.run(cli_command(str(encoder), train_yaml, eval_yaml, reference, overrides, model_args),
