@@ -137,7 +137,7 @@ class TrainConfig:
     deterministic: bool = True
     """Deterministic algorithms and fixed seeds (reproducible; the default)."""
     bf16: bool = False
-    """bf16 autocast for the decoder and encoder (faster, not bit-reproducible)."""
+    """bf16 autocast for the decoder and encoder (not bit-reproducible; faster on GPUs, measure on CPUs)."""
     tf32: bool = False
     """Allow TF32 matmuls on Ampere+ GPUs (faster, not bit-reproducible)."""
     lora_r: int = 8
@@ -149,7 +149,8 @@ class TrainConfig:
     target_logits_only: bool = True
     """Compute vocabulary logits only where a label exists (exact; saves memory). False: every position."""
     feature_cache: str = "off"
-    """Encoder-feature cache: off, memory or disk (exact for deterministic encoders)."""
+    """Encoder-feature cache: off, memory or disk, keyed by encoder identity + clip + its exact samples (so per
+    crop); exact for deterministic, padding-independent encoders. See docs/speed.md."""
     max_bad_fraction: float = 0.01
     """Stop when more than this fraction of a dataset's examples is unreadable."""
     max_new_tokens: int = 150
