@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lalmbench.config import TrainConfig, dump_yaml
 from lalmbench.errors import ConfigError
@@ -135,6 +136,84 @@ def test_train_stream_ranks_read_disjoint_parts_covering_all(data, which, world)
         assert part and len(part) == len(set(part))
     assert sum(len(p) for p in parts) == len(everything)
     assert set().union(*map(set, parts)) == everything
+
+
+# -- one optimizer step: DDP over 2 processes equals 1 process on the same 4 examples ---------------------
+def _fixed_examples() -> dict:
+    generator = torch.Generator().manual_seed(0)
+    lengths = [16_000, 12_000, 8_000, 14_000]
+    audio = torch.zeros(4, max(lengths))
+    mask = torch.zeros(4, max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        audio[row, :length] = 0.3 * torch.randn(length, generator=generator)
+        mask[row, :length] = 1
+    return {"audio": audio, "audio_mask": mask, "prompt_ids": [[5, 6, 7]] * 4,
+            "target_ids": [[40, 2], [41, 42, 2], [43, 2], [44, 45, 46, 2]]}  # unequal token counts
+
+
+def _rows(batch: dict, rows: list[int]) -> dict:
+    longest = int(batch["audio_mask"][rows].sum(-1).max())
+    return {"audio": batch["audio"][rows, :longest], "audio_mask": batch["audio_mask"][rows, :longest],
+            "prompt_ids": [batch["prompt_ids"][r] for r in rows], "target_ids": [batch["target_ids"][r] for r in rows]}
+
+
+def _one_step(rank: int, world: int, per_device: int, run_dir: str) -> tuple[float, dict]:
+    """Loss and trainable weights after one optimizer step of the Trainer on the fixed 4 examples."""
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.distributed import DistInfo
+    from lalmbench.encoders.contract import FrozenEncoder
+    from lalmbench.encoders.logmel import LogMelEncoder
+    from lalmbench.model.audio_llm import AudioLLM, add_lora
+    from lalmbench.model.decoder import load_decoder
+    from lalmbench.train import Trainer
+
+    torch.manual_seed(0)
+    config = TrainConfig(per_device_train_batch_size=per_device, lora_dropout=0.0, learning_rate=1e-2,
+                         warmup_steps=0, max_steps=10)
+    decoder, tokenizer = load_decoder("tiny-random", seed=0)
+    model = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder, 8, 32, 0.0), tokenizer)
+    trainer = Trainer(model, config, Path(run_dir), DistInfo(rank, world), torch.device("cpu"), None, None,
+                      BadDataCounter(), "identity", show_progress=False)
+    share = list(range(4))[rank * 4 // world:(rank + 1) * 4 // world]  # this rank's part of the global batch
+    micro = [_rows(_fixed_examples(), share[i:i + trainer.micro_batch])
+             for i in range(0, len(share), trainer.micro_batch)]
+    assert len(micro) == trainer.accumulation
+    loss, _ = trainer._step(micro)
+    return loss, model.trainable_state_dict()
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        loss, weights = _one_step(rank, world, 4, run_dir)
+        torch.save({"loss": loss, "weights": weights}, Path(run_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_step_equals_one_process_step(tmp_path):
+    # The global token mean over 2 ranks (DDP averages gradients; the loss is scaled by the world size)
+    # and over 2 accumulated micro-batches must give the step one process takes on all 4 examples.
+    import torch.multiprocessing as mp
+
+    loss_one, weights_one = _one_step(0, 1, 4, str(tmp_path))
+    loss_accumulated, weights_accumulated = _one_step(0, 1, 2, str(tmp_path))
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    assert loss_accumulated == pytest.approx(loss_one, rel=1e-5)
+    for result in ranks:
+        assert result["loss"] == pytest.approx(loss_one, rel=1e-5)
+    # Weights within 1e-5 absolute: Adam's first update is about lr * g / (|g| + eps), so for the few
+    # gradients near eps in size a different order of float sums moves the update by ~1e-6 (lr 1e-2).
+    for name, value in weights_one.items():
+        torch.testing.assert_close(weights_accumulated[name], value, rtol=1e-5, atol=1e-5)
+        for result in ranks:
+            torch.testing.assert_close(result["weights"][name], value, rtol=1e-5, atol=1e-5)
+    assert any((value != 0).any() for name, value in weights_one.items() if "lora_B" in name)  # it did train
 
 
 # -- real runs -------------------------------------------------------------------------------------------
@@ -244,6 +323,22 @@ def test_two_processes_match_one(data, tmp_path):
     assert difference <= 3 * standard_error, (difference, standard_error)
     for losses, tail in ((two_losses, two_tail), (one_losses, one_tail)):
         assert tail.mean() < 0.25 * np.mean(losses[:3]), (losses[:3], tail.mean())
+
+
+def test_accelerate_launch_runs_two_processes(data, tmp_path):
+    # `accelerate launch --multi_gpu` starts torchrun; without GPUs the processes fall back on gloo.
+    pytest.importorskip("accelerate")
+    args = {**RUN_ARGS, "max_steps": 10, "save_steps": 10}
+    command = _command(data, 1, tmp_path, args)
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                  "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), "-m", "lalmbench"]
+    done = subprocess.run(accelerate + command[3:], env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-6000:]
+    run_dir = tmp_path / "train" / "LogMelEncoder"
+    record = json.loads((run_dir / "training_complete.json").read_text())
+    assert (record["world_size"], record["global_batch_size"], record["per_device_batch_size"]) == (2, 4, 2)
+    assert [row["key"] for row in _predictions(run_dir)] == _test_keys(data)
 
 
 def _descendants(pid: int) -> list[int]:

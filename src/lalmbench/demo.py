@@ -135,11 +135,16 @@ def best_constant_score(metric: str, references: list[str], metric_args: dict) -
     return max(metrics.compute(metric, [c] * len(references), references, **metric_args) for c in candidates)
 
 
-def write_demo_data(directory: str | Path, seed: int = 0) -> tuple[Path, Path, dict[str, float]]:
-    """Write shards plus train.yaml and eval.yaml; returns their paths and the chance level per eval task."""
+def write_demo_data(directory: str | Path, seed: int = 0, train_examples: int | None = None,
+                    test_examples: int | None = None, training: dict | None = None) -> tuple[Path, Path, dict[str, float]]:
+    """Write shards plus train.yaml and eval.yaml; returns their paths and the chance level per eval task.
+
+    `train_examples` / `test_examples` shrink the suite (tests); `training` replaces DEMO_TRAINING fields.
+    """
     directory = Path(directory).resolve()
     train_data, eval_data, chance = {}, {}, {}
     for index, (task, (prompt, metric, metric_args, n_train, n_test)) in enumerate(TASKS.items()):
+        n_train, n_test = train_examples or n_train, test_examples or n_test
         train_paths = write_shards(directory / task, task, "train", n_train, 2, np.random.default_rng([seed, index, 0]))
         write_shards(directory / task, task, "test", n_test, 1, np.random.default_rng([seed, index, 1]))
         train_data[task] = {"prompt": prompt, "data": [str(directory / task / f"{task}-train-{{000000..{len(train_paths) - 1:06d}}}.tar.gz")],
@@ -157,7 +162,7 @@ def write_demo_data(directory: str | Path, seed: int = 0) -> tuple[Path, Path, d
         chance[f"eval_{task}"] = best_constant_score(metric, labels, metric_args)
     train_yaml, eval_yaml = directory / "train.yaml", directory / "eval.yaml"
     atomic_write_text(train_yaml, "# lalmbench demo: synthetic tasks (see lalmbench/demo.py)\n" +
-                      dump_yaml({**DEMO_TRAINING, "train_data": train_data}))
+                      dump_yaml({**DEMO_TRAINING, **(training or {}), "train_data": train_data}))
     atomic_write_text(eval_yaml, dump_yaml(eval_data))
     return train_yaml, eval_yaml, chance
 

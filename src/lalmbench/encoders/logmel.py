@@ -31,9 +31,15 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
 class LogMelEncoder(nn.Module):
     """Log-mel spectrogram frames as features: no weights, deterministic, [B, T', n_mels * stack]."""
 
+    # Fixed affine scaling to near zero mean and unit variance (measured on tones, speech-level noise and
+    # music at peak <= 1); a fixed map keeps features independent of the batch and of padding.
+    FEATURE_SHIFT = -2.0
+    FEATURE_SCALE = 3.0
+
     def __init__(self, n_mels: int = 64, hop_ms: float = 10.0, win_ms: float = 25.0, stack: int = 4,
-                 sample_rate: int = 16_000):
+                 sample_rate: int = 16_000, normalize: bool = True):
         super().__init__()
+        self.normalize = normalize
         self.sample_rate = sample_rate
         self.hop = int(round(sample_rate * hop_ms / 1000))
         self.win = int(round(sample_rate * win_ms / 1000))
@@ -65,9 +71,13 @@ class LogMelEncoder(nn.Module):
         windows = padded.unfold(-1, self.n_fft, self.hop)[:, :frames, : self.win] * self.window
         spectrum = torch.fft.rfft(windows, n=self.n_fft).abs().pow(2)
         logmel = torch.log(spectrum @ self.filters + 1e-6)
+        floor = math.log(1e-6)
+        if self.normalize:
+            logmel = (logmel - self.FEATURE_SHIFT) / self.FEATURE_SCALE
+            floor = (floor - self.FEATURE_SHIFT) / self.FEATURE_SCALE
         remainder = (-frames) % self.stack
         if remainder:
-            logmel = torch.nn.functional.pad(logmel, (0, 0, 0, remainder), value=math.log(1e-6))
+            logmel = torch.nn.functional.pad(logmel, (0, 0, 0, remainder), value=floor)
         features = logmel.reshape(batch, -1, self.n_mels * self.stack)
         if audio_attention_mask is None:
             lengths = torch.full((batch,), samples, device=audio.device)

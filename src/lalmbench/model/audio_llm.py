@@ -31,6 +31,18 @@ def add_lora(decoder, r: int = 8, alpha: int = 32, dropout: float = 0.1):
     return get_peft_model(decoder, config)
 
 
+def _cache_argument(body) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.x); use whichever this version takes."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+def _returned_cache(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 class AudioLLM(nn.Module):
     def __init__(self, encoder: FrozenEncoder, decoder, tokenizer, target_logits_only: bool = True):
         super().__init__()
@@ -169,8 +181,9 @@ class AudioLLM(nn.Module):
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         body, head = self._base
         embed = self.decoder.get_input_embeddings()
+        cache_argument = _cache_argument(body)
         out = body(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True)
-        cache, logits = out.past_key_values, head(out.last_hidden_state[:, -1]).float()
+        cache, logits = _returned_cache(out), head(out.last_hidden_state[:, -1]).float()
         generated: list[list[int]] = [[] for _ in range(count)]
         active = torch.arange(count, device=device)
         seen = torch.zeros(count, logits.shape[-1], dtype=torch.bool, device=device)
@@ -194,8 +207,8 @@ class AudioLLM(nn.Module):
             seen[torch.arange(len(tokens), device=device), tokens] = True
             attention = torch.cat([attention, attention.new_ones(len(tokens), 1)], dim=1)
             out = body(inputs_embeds=embed(tokens)[:, None], attention_mask=attention,
-                       position_ids=next_position[:, None], past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, head(out.last_hidden_state[:, -1]).float()
+                       position_ids=next_position[:, None], use_cache=True, **{cache_argument: cache})
+            cache, logits = _returned_cache(out), head(out.last_hidden_state[:, -1]).float()
             next_position = next_position + 1
         return generated
 

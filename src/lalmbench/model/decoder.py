@@ -75,6 +75,10 @@ def tiny_random_decoder(seed: int = 0, hidden_size: int = 64, layers: int = 2):
     torch.manual_seed(seed)
     try:
         model = LlamaForCausalLM(config)
+        # Embeddings (tied to the LM head) of norm ~2 instead of ~0.16: with the final norm frozen, tiny
+        # embeddings would cap every logit near zero and LoRA could never make an answer confident.
+        with torch.no_grad():
+            model.get_input_embeddings().weight.normal_(0.0, 2.0 / hidden_size ** 0.5)
     finally:
         torch.random.set_rng_state(generator_state)
     return model, tokenizer
