@@ -99,5 +99,5 @@ def test_rows_stop_at_eos_and_leave_the_batch(model, monkeypatch):
     with torch.no_grad():
         stopped = model.generate(batch, max_new_tokens=8, repetition_penalty=1.05)
     cut = lambda tokens: tokens[: tokens.index(stop)] if stop in tokens else tokens
-    assert stopped[0] == free[0][:1]
     assert stopped == [cut(tokens) for tokens in free]
+    assert len(stopped[0]) < len(free[0])
