@@ -158,7 +158,7 @@ def _rows(batch: dict, rows: list[int]) -> dict:
 
 
 def _one_step(rank: int, world: int, per_device: int, run_dir: str) -> tuple[float, dict]:
-    """Loss and trainable weights after one optimizer step of the Trainer on the fixed 4 examples."""
+    """Loss and the (synchronized, clipped) gradients of one Trainer step on the fixed 4 examples."""
     from lalmbench.data.examples import BadDataCounter
     from lalmbench.distributed import DistInfo
     from lalmbench.encoders.contract import FrozenEncoder
@@ -178,8 +178,15 @@ def _one_step(rank: int, world: int, per_device: int, run_dir: str) -> tuple[flo
     micro = [_rows(_fixed_examples(), share[i:i + trainer.micro_batch])
              for i in range(0, len(share), trainer.micro_batch)]
     assert len(micro) == trainer.accumulation
+    gradients, optimizer_step = {}, trainer.optimizer.step
+
+    def capture(*args, **kwargs):  # the gradients the optimizer is about to use
+        gradients.update({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+        return optimizer_step(*args, **kwargs)
+
+    trainer.optimizer.step = capture
     loss, _ = trainer._step(micro)
-    return loss, model.trainable_state_dict()
+    return loss, gradients
 
 
 def _ddp_worker(rank: int, world: int, port: int, run_dir: str) -> None:
@@ -189,31 +196,33 @@ def _ddp_worker(rank: int, world: int, port: int, run_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        loss, weights = _one_step(rank, world, 4, run_dir)
-        torch.save({"loss": loss, "weights": weights}, Path(run_dir) / f"rank{rank}.pt")
+        loss, gradients = _one_step(rank, world, 4, run_dir)
+        torch.save({"loss": loss, "gradients": gradients}, Path(run_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_ddp_step_equals_one_process_step(tmp_path):
     # The global token mean over 2 ranks (DDP averages gradients; the loss is scaled by the world size)
     # and over 2 accumulated micro-batches must give the step one process takes on all 4 examples.
     import torch.multiprocessing as mp
 
-    loss_one, weights_one = _one_step(0, 1, 4, str(tmp_path))
-    loss_accumulated, weights_accumulated = _one_step(0, 1, 2, str(tmp_path))
+    loss_one, gradients_one = _one_step(0, 1, 4, str(tmp_path))
+    loss_accumulated, gradients_accumulated = _one_step(0, 1, 2, str(tmp_path))
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     assert loss_accumulated == pytest.approx(loss_one, rel=1e-5)
     for result in ranks:
         assert result["loss"] == pytest.approx(loss_one, rel=1e-5)
-    # Weights within 1e-5 absolute: Adam's first update is about lr * g / (|g| + eps), so for the few
-    # gradients near eps in size a different order of float sums moves the update by ~1e-6 (lr 1e-2).
-    for name, value in weights_one.items():
-        torch.testing.assert_close(weights_accumulated[name], value, rtol=1e-5, atol=1e-5)
+    # Gradients, not weights, are compared: Adam's first update is about lr * g / (|g| + eps), which
+    # turns float-rounding differences of gradients near eps into visible weight differences.
+    scale = max(float(g.abs().max()) for g in gradients_one.values())
+    assert scale > 0 and set(gradients_accumulated) == set(gradients_one) == set(ranks[0]["gradients"])
+    for name, value in gradients_one.items():
+        torch.testing.assert_close(gradients_accumulated[name], value, rtol=1e-4, atol=1e-6 * scale)
         for result in ranks:
-            torch.testing.assert_close(result["weights"][name], value, rtol=1e-5, atol=1e-5)
-    assert any((value != 0).any() for name, value in weights_one.items() if "lora_B" in name)  # it did train
+            torch.testing.assert_close(result["gradients"][name], value, rtol=1e-4, atol=1e-6 * scale)
 
 
 # -- real runs -------------------------------------------------------------------------------------------
