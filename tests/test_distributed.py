@@ -138,6 +138,31 @@ def test_train_stream_ranks_read_disjoint_parts_covering_all(data, which, world)
     assert set().union(*map(set, parts)) == everything
 
 
+def test_plain_run_on_several_gpus_uses_one_and_says_how(monkeypatch):
+    import logging
+
+    from lalmbench.distributed import DistInfo
+    from lalmbench.runner import _pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("lalmbench")
+    logger.addHandler(handler)
+    try:
+        assert _pick_device(TrainConfig(), DistInfo()) == torch.device("cuda", 0)
+        assert any("4 GPUs found; this run uses one" in m and "torchrun --nproc-per-node 4" in m for m in messages)
+        messages.clear()
+        # Under torchrun each rank takes its local GPU, also when the config names just "cuda".
+        assert _pick_device(TrainConfig(), DistInfo(rank=3, world=4, local_rank=1)) == torch.device("cuda", 1)
+        assert _pick_device(TrainConfig(device="cuda"), DistInfo(rank=3, world=4, local_rank=1)) == torch.device("cuda", 1)
+        assert not messages
+    finally:
+        logger.removeHandler(handler)
+
+
 # -- one optimizer step: DDP over 2 processes equals 1 process on the same 4 examples ---------------------
 def _fixed_examples() -> dict:
     generator = torch.Generator().manual_seed(0)
