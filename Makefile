@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   installs lalmbench into .venv and runs the offline demo (the main job on its default)
+#   make test   installs lalmbench with the test extras into .venv and runs the test suite
+# TORCH selects the PyTorch requirement: the pinned CPU build by default; on a GPU machine use
+#   make demo TORCH=torch
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PIP = $(VENV)/bin/pip
+
+.PHONY: install install-test demo test clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(VENV)/bin/python
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[report]"
+
+install-test: $(VENV)/bin/python
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[test,report,captions,gguf]"
+
+demo: install
+	$(VENV)/bin/lalmbench demo
+
+test: install-test
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache
