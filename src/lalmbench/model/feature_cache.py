@@ -19,7 +19,7 @@ On a miss the encoder runs on the whole batch, exactly as without a cache, and e
 
 Modes: `memory` keeps features on the CPU in this process (bounded by `max_bytes`; beyond it new
 entries are not stored); `disk` writes one file per clip under `<run dir>/feature_cache/<namespace>/`,
-kept across runs of the same encoder, read back when the clip comes again.
+kept with the run (a resumed run reads it back), read back when the clip comes again.
 """
 
 from __future__ import annotations
