@@ -228,6 +228,9 @@ class Trainer:
             log.warning("resuming a %d-process checkpoint with %d processes: data order is re-seeded at step %d",
                         saved_world, self.dist.world, marker["step"])
             self.stream.reseed(marker["step"])
+            if self.dist.is_main:  # the old ranks' bad-data counts go on in rank 0's
+                for entry in data:
+                    self.counter.merge(_counter_from_dict(entry["bad_data"]))
         self.state.step = int(marker["step"])
         self.state.elapsed = float(marker.get("elapsed_seconds", 0.0))
         self._truncate_train_log(self.state.step)
