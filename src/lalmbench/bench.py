@@ -257,7 +257,7 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
     warm, measured = sizes["warmup_steps"], sizes["measured_steps"]
     seconds = elapsed[warm + measured - 1] - (elapsed[warm - 1] if warm else 0.0)
     figures.update({
-        "steps_per_second": measured / seconds, "samples_per_second": measured * config.per_device_train_batch_size / seconds,
+        "steps_per_second": measured / seconds, "samples_per_second": measured * trainer.global_batch / seconds,
         "measured_steps": measured, "measured_seconds": round(seconds, 3),
         "first_step_seconds": round(elapsed[0], 3), "peak_memory_bytes": memory.peak,
         "losses": [round(float(r["loss"]), 6) for r in rows],
