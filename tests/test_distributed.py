@@ -1,20 +1,22 @@
 """Several processes: the batch plan, the rank split of the training stream, and real 2-process runs.
 
-The runs launch `python -m torch.distributed.run --nproc-per-node 2 -m lalmbench run ...` on the CPU
-(gloo over 127.0.0.1, one thread per process) and compare them with a 1-process run of the same
-global batch. The two runs cannot match exactly: with two ranks each reads its own half of the
-shards, so the examples meet in another order and each optimizer step sees another set of 4. What must
-match is what the data order cannot change much on a task both runs learn: the synthetic tones task
-below with single-token labels, scored on the first generated token (max_new_tokens 1), which
-both runs get right on most test clips after 60 steps. Tolerances, and why:
-  - accuracy within 0.25 of each other (5 of the 20 test clips) and both at least 0.5 (chance ~0.25):
-    20 clips make accuracy coarse, and another data order moves a few borderline clips;
-  - the training loss has levelled off by step 25 but jumps from step to step (spread ~0.25 nats: each
-    step sees only 4 examples). So the mean loss over the last 30 steps must agree within three
-    standard errors of the difference of the two means (~0.2 nats), and both means must be far
-    below the first steps' loss (under a quarter of it).
-Every test clip must be scored exactly once (row count, unique keys, shard order), checkpoints must be
-written once by rank 0 (no duplicate or half-written directories) and log lines must come from rank 0 only.
+The exact check is `test_ddp_step_equals_one_process_step`: one Trainer step on the same 4 examples
+gives the same loss and gradients with 1 process, with 2 accumulated micro-batches, and with 2 DDP
+processes (gloo). The end-to-end runs launch `python -m torch.distributed.run --nproc-per-node 2 -m
+lalmbench run ...` on the CPU (gloo over 127.0.0.1, one thread per process) and compare them with a
+1-process run of the same global batch. Those two runs cannot match exactly: with two ranks each reads
+its own half of the shards, so examples meet in another order and each step sees another set of 4.
+The task is the synthetic tones task below with single-token labels, scored on the first generated
+token (max_new_tokens 1), seed 42, 60 steps. Tolerances, and why:
+  - accuracy within 0.25 (5 of the 20 test clips) and both at least 0.5 (best constant answer ~0.3);
+  - mean loss of the last 30 steps within max(3 standard errors of the difference, 0.25 nats): the
+    loss jumps from step to step (each step sees 4 examples), and another data order alone moves it
+    that much: 1-process runs with seeds 1 and 2 end 0.65 nats apart (100 steps), and 2- minus
+    1-process tail losses of one seed ranged from -0.37 to +0.14 nats (seeds 1, 2, 42; 60 or 100
+    steps): no direction, data-order noise;
+  - both runs learn: the tail loss is under a quarter of the first steps' loss.
+These runs are deterministic, so the test is stable; a change of the model or data code can move
+the numbers within the same noise.
 """
 
 from __future__ import annotations
@@ -354,7 +356,7 @@ def test_two_processes_match_one(data, tmp_path):
     standard_error = np.sqrt(two_tail.var(ddof=1) / len(two_tail) + one_tail.var(ddof=1) / len(one_tail))
     print(f"mean loss of the last 30 steps: 1 process {one_tail.mean():.4f}, 2 processes {two_tail.mean():.4f}, "
           f"difference {difference:.4f} (standard error {standard_error:.4f})")
-    assert difference <= 3 * standard_error, (difference, standard_error)
+    assert difference <= max(3 * standard_error, 0.25), (difference, standard_error)
     for losses, tail in ((two_losses, two_tail), (one_losses, one_tail)):
         assert tail.mean() < 0.25 * np.mean(losses[:3]), (losses[:3], tail.mean())
 
