@@ -42,9 +42,9 @@ def test_loss_goes_down_and_every_step_is_logged(finished_run):
     assert [int(r["step"]) for r in rows] == list(range(1, 41))
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-8:]) / 8 < 0.6 * sum(losses[:8]) / 8
-    # Warm-up is the demo's 50 steps: the learning rate rises linearly through step 40.
+    # Warm-up is the demo's 100 steps: the learning rate rises linearly through step 40.
     rates = [float(r["learning_rate"]) for r in rows]
-    assert rates == sorted(rates) and rates[0] == pytest.approx(3e-3 / 50)
+    assert rates == sorted(rates) and rates[0] == pytest.approx(3e-3 / 100)
 
 
 def test_resolved_config_summary_and_markers(finished_run):

@@ -3,8 +3,9 @@
 Four tasks, generated deterministically from a seed, each a different kind of answer:
   tones   single-label classification (Accuracy): one of six tones, named by a colour
   chords  multi-label classification (mAP): two or three of five notes sounding together
-  count   counting (Accuracy): how many beeps (one to four)
-  melody  transcription (iWER): a sequence of three to five notes, written as solfege words
+  count   counting (Accuracy): how many tones of random pitch sound at once (one to four), like
+          counting concurrent speakers
+  melody  transcription (iWER): a sequence of three or four notes, written as solfege words
 Clips vary in sample rate (16, 22.05, 44.1 kHz), container (WAV, FLAC) and channels (mono, stereo),
 so the demo also exercises decoding, mixing down and resampling. The chance level printed beside each
 score is the score of the best constant answer on the test set.
@@ -29,14 +30,15 @@ from lalmbench.io_utils import atomic_write_text
 TONE_CLASSES = {"red": 300.0, "green": 450.0, "blue": 650.0, "yellow": 900.0, "orange": 1300.0, "purple": 1900.0}
 NOTES = {"do": 262.0, "re": 330.0, "mi": 392.0, "fa": 523.0, "sol": 659.0}
 COUNT_WORDS = ["one", "two", "three", "four"]
+COUNT_PITCHES = [300.0 * 1.35 ** k for k in range(10)]  # 300 Hz to 4.4 kHz, well apart on the mel scale
 
 DEMO_TRAINING = {
     "decoder_model_name": "tiny-random",
-    "max_steps": 1200,
+    "max_steps": 5000,
     "learning_rate": 3e-3,
-    "warmup_steps": 50,
-    "save_steps": 400,
-    "logging_steps": 200,
+    "warmup_steps": 100,
+    "save_steps": 1000,
+    "logging_steps": 500,
     "shuffle_buffer": 64,
     "sort_buffer": 16,
 }
@@ -45,7 +47,7 @@ TASKS = {
     # name: (prompt, metric, metric_args, train examples, test examples)
     "tones": ("Classify the tone.", "Accuracy", {}, 480, 48),
     "chords": ("Which notes sound together?", "mAP", {"num_classes": 5}, 480, 48),
-    "count": ("Count the beeps.", "Accuracy", {}, 480, 48),
+    "count": ("How many tones sound at once?", "Accuracy", {}, 480, 48),
     "melody": ("Transcribe the melody.", "iWER", {}, 480, 48),
 }
 
@@ -87,22 +89,21 @@ def make_example(task: str, rng: np.random.Generator) -> tuple[np.ndarray, int, 
         audio = sum(_tone(NOTES[n], seconds, rate, rng, 0.2) for n in names) + _noise(int(seconds * rate), rng)
         return audio, rate, "flac", ";".join(names)
     if task == "count":
+        # Like counting concurrent speakers: how many tones (of random pitches) sound at once.
         rate = 16_000
-        beeps = int(rng.integers(1, 5))
-        seconds = 2.0
-        audio = _noise(int(seconds * rate), rng)
-        starts = np.sort(rng.choice(np.arange(0, 8), size=beeps, replace=False)) * 0.24 + rng.uniform(0, 0.05)
-        for start in starts:
-            burst = _tone(1000.0, 0.12, rate, rng, 0.4)
-            begin = int(start * rate)
-            audio[begin:begin + len(burst)] += burst
+        voices = int(rng.integers(1, 5))
+        seconds = rng.uniform(1.0, 1.5)
+        freqs = rng.choice(COUNT_PITCHES, size=voices, replace=False)
+        audio = sum(_tone(f, seconds, rate, rng, 0.2) for f in freqs) + _noise(int(seconds * rate), rng)
         stereo = np.stack([audio, audio * 0.8], axis=1)  # exercises mixing down to mono
-        return stereo, rate, "wav", COUNT_WORDS[beeps - 1]
+        return stereo, rate, "wav", COUNT_WORDS[voices - 1]
     if task == "melody":
         rate = 44_100
-        length = int(rng.integers(3, 6))
+        length = int(rng.integers(3, 5))
         names = [str(n) for n in rng.choice(list(NOTES), size=length)]
-        pieces = [_tone(NOTES[n], 0.25, rate, rng) for n in names]
+        while len(set(names)) == 1:  # "do do do do" would look corrupted (few distinct characters)
+            names = [str(n) for n in rng.choice(list(NOTES), size=length)]
+        pieces = [_tone(NOTES[n], 0.3, rate, rng) for n in names]
         audio = np.concatenate(pieces)
         audio = audio + _noise(len(audio), rng)
         return audio, rate, "wav", " ".join(names)

@@ -1,6 +1,6 @@
 """Decoder loading: a hub name, a local directory, a .gguf file, or the built-in `tiny-random`.
 
-`tiny-random` is a small random-init Llama (2 layers, width 64) for tests and the CPU demo. Its
+`tiny-random` is a small random-init Llama (2 layers, width 128) for tests and the CPU demo. Its
 tokenizer is a real byte-level BPE tokenizer (Hugging Face `tokenizers`), trained deterministically
 at load time on a fixed English word list shipped in this module, 1,024 tokens; being byte-level it
 encodes any text, Chinese included. Nothing is downloaded.
@@ -11,6 +11,7 @@ name the wrong EOS, so the config's `eos_token_id` wins. The pad token is EOS wh
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -45,9 +46,10 @@ do re mi fa sol la ti low mid high red green blue yellow orange purple black whi
 """.split()
 
 
-def _train_tiny_tokenizer(vocab_size: int = 1024):
+@functools.lru_cache(maxsize=4)
+def _tiny_tokenizer_json(vocab_size: int) -> str:
+    """Train the tiny BPE once per process (about a second); callers get fresh copies."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -57,11 +59,19 @@ def _train_tiny_tokenizer(vocab_size: int = 1024):
     # Each word alone and after a space, so both "dog" and " dog" become single tokens.
     lines = [" ".join(_TINY_CORPUS[i:i + 12]) for i in range(0, len(_TINY_CORPUS), 12)] + _TINY_CORPUS
     tokenizer.train_from_iterator(lines, trainer=trainer)
+    return tokenizer.to_str()
+
+
+def _train_tiny_tokenizer(vocab_size: int = 1024):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer.from_str(_tiny_tokenizer_json(vocab_size))
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN,
                                    bos_token=None, unk_token=None)
 
 
-def tiny_random_decoder(seed: int = 0, hidden_size: int = 64, layers: int = 2):
+def tiny_random_decoder(seed: int = 0, hidden_size: int = 128, layers: int = 2):
     """A small random-init Llama decoder with the tiny byte-level BPE tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -121,6 +131,7 @@ def load_decoder(name: str, seed: int = 0):
                 f'--args \'{{"decoder_model_name": "tiny-random"}}\' for a quick offline run')
         raise DecoderLoadError(f"cannot load decoder {name!r}{' (HF_HUB_OFFLINE=1)' if offline else ''}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. {hint}") from exc
-    model = model.float()
+    if getattr(model, "hf_quantizer", None) is None:  # GGUF weights arrive dequantized and marked quantized
+        model = model.float()
     _fix_special_tokens(model, tokenizer)
     return model, tokenizer
