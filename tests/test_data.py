@@ -111,3 +111,22 @@ def test_stream_is_seeded(tmp_path):
         return [e.ref for _ in range(6) for e in stream.next_batch()]
     assert refs(1) == refs(1)
     assert refs(1) != refs(2)
+
+
+@pytest.mark.parametrize("extension, fmt, subtype", [
+    ("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"),
+    ("opus", "OGG", "OPUS"), ("mp3", "MP3", "MPEG_LAYER_III"),
+])
+def test_every_audio_container_decodes_without_ffmpeg(tmp_path, extension, fmt, subtype):
+    import io
+
+    import soundfile as sf
+
+    t = np.arange(24_000) / 48_000
+    buffer = io.BytesIO()
+    sf.write(buffer, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48_000, format=fmt, subtype=subtype)
+    shard = write_shard(tmp_path / "s.tar", [{"__key__": "k", extension: buffer.getvalue(), "json": {"label": "x"}}])
+    (example,) = [e for _, _, e in iter_examples("d", shard, "label", BadDataCounter())]
+    assert example.seconds == pytest.approx(0.5, abs=0.01)
+    audio = prepare_audio(example.audio, None, 30.0)
+    assert abs(len(audio) - 8_000) <= 2  # 0.5 s at 16 kHz
