@@ -111,9 +111,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping (global L2 norm)."""
     per_device_train_batch_size: int = 4
-    """Examples per optimizer step on one device; the protocol's global batch is 4."""
+    """Largest micro-batch on one device; below its share of the global batch, gradients accumulate."""
     global_batch_size: int | None = None
-    """Examples per optimizer step over all ranks; None keeps the protocol's 4 (see README, multi-GPU)."""
+    """Examples per optimizer step over all ranks; None keeps the protocol's 4 (docs/multi_gpu.md)."""
     seed: int = 42
     """Seed for weights, data order and crops."""
     save_steps: int = 200
