@@ -259,7 +259,12 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
         log.info("reusing the finished training of this run identity (%s); pass --force to train again",
                  identity_hash[:12])
     else:
-        _, micro_batch, _ = batch_plan(config, dist.world)
+        global_batch, micro_batch, _ = batch_plan(config, dist.world)
+        if config.global_batch_size is None and config.per_device_train_batch_size > global_batch // dist.world:
+            log.warning("per_device_train_batch_size %d is more than this process's share of the protocol's "
+                        "global batch (%d over %d process(es)); the global batch stays %d. For a larger one, "
+                        "set global_batch_size (recorded in the run).", config.per_device_train_batch_size,
+                        global_batch, dist.world, global_batch)
         stream = TrainStream(specs, train_shards, micro_batch, config.seed, tokenizing.count, counter, rank=dist.rank,
                              world=dist.world, shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
                              crop_seconds=config.crop_audio_length, max_bad_fraction=config.max_bad_fraction)
