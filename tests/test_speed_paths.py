@@ -127,3 +127,25 @@ def test_mel_transformer_is_padding_independent():
     torch.testing.assert_close(features[1, :15], alone[0], rtol=1e-4, atol=1e-4)
     full = MelTransformerEncoder()
     assert 85e6 < sum(p.numel() for p in full.parameters()) < 88e6
+
+
+@pytest.mark.slow
+def test_compiled_decoder_gives_the_same_loss_within_tolerance():
+    """torch.compile of the decoder body: same loss (fusion may round differently), same parameter names."""
+    import torch
+
+    from lalmbench.encoders import FrozenEncoder, LogMelEncoder
+    from lalmbench.model.audio_llm import AudioLLM, add_lora
+    from lalmbench.model.decoder import load_decoder
+
+    decoder, tokenizer = load_decoder("tiny-random", seed=0)
+    model = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder, dropout=0.0), tokenizer).eval()
+    batch = {"audio": torch.randn(2, 8000), "audio_mask": torch.ones(2, 8000, dtype=torch.long),
+             "prompt_ids": [[5, 6], [5, 6]], "target_ids": [[7, 0], [8, 9, 0]]}
+    names = [n for n, _ in model.named_parameters()]
+    with torch.no_grad():
+        eager = model(batch)
+        model.compile_decoder()
+        compiled = model(batch)
+    assert [n for n, _ in model.named_parameters()] == names
+    assert torch.allclose(eager, compiled, atol=1e-4)

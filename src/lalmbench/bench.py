@@ -221,9 +221,8 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
     config = _make_config(train_data, sizes, overrides, device)
     configure_determinism(config)
     model, tokenizer = build_model(sizes, config, device, seed=config.seed)
-    if compile_model:
-        causal_lm = model.decoder.get_base_model()
-        causal_lm.model = torch.compile(causal_lm.model, dynamic=True)
+    if compile_model or config.compile:
+        model.compile_decoder()
     specs = list(config.train_data.values())
     shards = {s.name: [Path(p) for p in s.data] for s in specs}
     counter = BadDataCounter()

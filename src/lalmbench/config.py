@@ -146,6 +146,8 @@ class TrainConfig:
     """LoRA alpha."""
     lora_dropout: float = 0.1
     """LoRA dropout."""
+    compile: bool = False
+    """torch.compile the decoder body (dynamic shapes): fewer kernel launches; the first steps pay the compile."""
     target_logits_only: bool = True
     """Compute vocabulary logits only where a label exists (exact; saves memory). False: every position."""
     feature_cache: str = "off"

@@ -243,6 +243,10 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     counter = BadDataCounter()
     tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}})
 
+    if config.compile:
+        model.compile_decoder()
+        log.info("decoder body compiled with torch.compile (dynamic shapes); the first steps include compiling")
+
     if config.feature_cache != "off":
         from lalmbench.model.feature_cache import attach_feature_cache
 

@@ -62,6 +62,11 @@ class AudioLLM(nn.Module):
         causal_lm = self.decoder.get_base_model() if hasattr(self.decoder, "get_base_model") else self.decoder
         return causal_lm.base_model, causal_lm.get_output_embeddings()
 
+    def compile_decoder(self) -> None:
+        """Compile the decoder body's forward in place (parameter names, and so checkpoints, unchanged)."""
+        body, _ = self._base
+        body.forward = torch.compile(body.forward, dynamic=True)
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in self.named_parameters() if p.requires_grad}
 
