@@ -72,28 +72,30 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
 
         progress = tqdm(desc=task.name, unit="ex", dynamic_ncols=True)
 
+    references: dict[int, tuple[str, str]] = {}  # example number -> (reference text, key)
+
     def groups():
+        """Batches of distinct clips, longest first within a chunk, tagged {ref: example numbers}."""
         for chunk in _chunks(_numbered_examples(task, shards, counter, dist), SORT_CHUNK):
-            unique: dict[tuple, list[int]] = {}
-            first: dict[tuple, tuple[int, Example]] = {}
+            numbers: dict[tuple, list[int]] = {}
+            first: dict[tuple, Example] = {}
             for number, example in chunk:
-                identity = (example.ref.shard, example.ref.key)
-                unique.setdefault(identity, []).append(number)
-                first.setdefault(identity, (number, example))
-                answers_ref[number] = (example.text, example.ref.key)
-            ordered = sorted(first.values(), key=lambda item: -item[1].seconds)
+                clip = (example.ref.shard, example.ref.key)
+                numbers.setdefault(clip, []).append(number)
+                first.setdefault(clip, example)
+                references[number] = (example.text, example.ref.key)
+            ordered = sorted(first.values(), key=lambda e: -e.seconds)
             for start in range(0, len(ordered), batch_size):
                 part = ordered[start:start + batch_size]
-                yield [e for _, e in part], [unique[(e.ref.shard, e.ref.key)] for _, e in part]
+                # Keyed by ref, not by row: a row whose audio fails to decode leaves the batch.
+                yield part, {e.ref: numbers[(e.ref.shard, e.ref.key)] for e in part}
 
-    answers_ref: dict[int, tuple[str, str]] = {}
     try:
         with torch.no_grad(), torch.autocast(model.projector.weight.device.type, dtype=torch.bfloat16,
                                              enabled=config.bf16):
-            for batch, numbers_per_row in maker.iterate(groups()):
+            for batch, numbers_by_ref in maker.iterate(groups()):
                 if batch is None:
                     continue
-                kept = {ref: numbers for ref, numbers in zip(batch["refs"], numbers_per_row)}
                 try:
                     texts = model.decode(model.generate(batch, config.max_new_tokens, config.repetition_penalty))
                 except EncoderFailure as failure:
@@ -101,11 +103,11 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
                         f"the encoder failed while evaluating {task.name}: {failure}. The trained weights are "
                         f"saved; rerunning the same command reuses them and evaluates again.") from failure
                 for ref, prediction in zip(batch["refs"], texts):
-                    for number in kept[ref]:
-                        reference, key = answers_ref[number]
+                    for number in numbers_by_ref[ref]:
+                        reference, key = references[number]
                         answers[number] = (prediction, reference, key)
                 if progress is not None:
-                    progress.update(sum(len(n) for n in numbers_per_row))
+                    progress.update(sum(len(numbers_by_ref[ref]) for ref in batch["refs"]))
     finally:
         maker.close()
         if progress is not None:
