@@ -22,6 +22,7 @@ the numbers within the same noise.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -431,3 +432,45 @@ def test_resume_a_two_process_checkpoint_with_one_process(data, tmp_path):
     seen = json.loads((run_dir / "run_summary.json").read_text())["bad_data"]["tones"]["examples_seen"]
     assert seen >= 4 * args["max_steps"], seen
     assert [row["key"] for row in _predictions(run_dir)] == _test_keys(data)
+
+
+POISON_ENCODER = '''
+from lalmbench.encoders import logmel
+
+
+class PoisonEncoder(logmel.LogMelEncoder):
+    """LogMelEncoder that fails on one training clip, identified by its exact length in samples."""
+
+    def __init__(self, poison_samples: int = 0):
+        super().__init__()
+        self.poison_samples = poison_samples
+
+    def forward(self, audio, audio_attention_mask=None):
+        if audio_attention_mask is not None and bool((audio_attention_mask.sum(-1) == self.poison_samples).any()):
+            raise RuntimeError("poisoned clip")
+        return super().forward(audio, audio_attention_mask)
+'''
+
+
+def test_encoder_failing_on_one_process_stops_every_process(data, tmp_path):
+    # The poisoned clip lives in one training shard, so exactly one of the two processes meets it; the
+    # other must not wait for it in the gradient all-reduce: both stop, with a checkpoint, and the
+    # message names the clip.
+    import soundfile as sf
+
+    from lalmbench.data.examples import iter_records
+
+    victim = next(r for r in iter_records(data["train"][1]) if r.key == "train_1_005")
+    samples = sf.info(io.BytesIO(victim.audio)).frames
+    encoder = tmp_path / "poison_encoder.py"
+    encoder.write_text(POISON_ENCODER)
+    command = _command(data, 2, tmp_path / "out", {**RUN_ARGS, "max_steps": 40})
+    command[command.index("lalmbench.encoders.LogMelEncoder")] = str(encoder)
+    command += ["--model-args", json.dumps({"poison_samples": samples})]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "train_1_005" in output and "poisoned clip" in output
+    assert "A checkpoint of step" in output
+    run_dir = tmp_path / "out" / "train" / "poison_encoder"
+    assert any((p / "checkpoint.json").is_file() for p in run_dir.glob("checkpoint-*"))

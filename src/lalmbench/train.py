@@ -51,6 +51,14 @@ class EncoderFailure(RuntimeError):
         super().__init__(f"{reason}: " + "; ".join(self.details))
 
 
+class EncoderFailureOnRanks(EncoderFailure):
+    """EncoderFailure as every rank of a multi-process run sees it: the failures of all ranks."""
+
+    def __init__(self, reports: list[str]):
+        RuntimeError.__init__(self, "; ".join(reports))
+        self.reason, self.details = "the encoder failed", reports
+
+
 def configure_determinism(config: TrainConfig) -> None:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -266,8 +274,13 @@ class Trainer:
         for index, batch in enumerate(micro_batches):
             last = index == len(micro_batches) - 1
             sync = self.ddp_model.no_sync() if (self.dist.enabled and not last) else _null()
+            failure = None
             with sync, autocast:
-                loss = self.ddp_model(batch, normalizer=normalizer)
+                try:
+                    loss = self.ddp_model(batch, normalizer=normalizer)
+                except EncoderFailure as caught:
+                    failure = caught
+            self._agree_on_failure(failure)
             loss.backward()
             loss_value += float(loss.detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
@@ -275,6 +288,18 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return all_sum(self.dist, loss_value, self.device) / self.dist.world, float(grad_norm)
+
+    def _agree_on_failure(self, failure: "EncoderFailure | None") -> None:
+        """Raise on every rank when the encoder failed on any: one rank alone would leave the others
+        waiting in the gradient all-reduce. Every rank learns every failed rank's clips."""
+        if not self.dist.enabled:
+            if failure is not None:
+                raise failure
+            return
+        if all_sum(self.dist, 0.0 if failure is None else 1.0, self.device) == 0:
+            return
+        reports = gather_objects(self.dist, None if failure is None else str(failure))
+        raise EncoderFailureOnRanks([f"process {rank}: {text}" for rank, text in enumerate(reports) if text])
 
     def train(self) -> TrainState:
         config = self.config
