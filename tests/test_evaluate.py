@@ -1,6 +1,5 @@
 """Evaluation bookkeeping: every answer is paired with its own reference, even when a row drops out."""
 
-import torch
 import yaml
 
 from lalmbench.config import TrainConfig, eval_configs_from_mapping

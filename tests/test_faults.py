@@ -5,7 +5,6 @@ Each test injects the fault and checks what the user sees and what is left on di
 from __future__ import annotations
 
 import errno
-import gzip
 import json
 import os
 import tarfile
@@ -15,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from test_resume import (FAST, good_records, run_dir_of, run_inprocess, tiny_data, tone, wav_bytes,
+from test_resume import (good_records, run_dir_of, run_inprocess, tiny_data, tone, wav_bytes,
                          write_configs, write_shard)
 
 from lalmbench.errors import DataError, EncoderRuntimeError
-from lalmbench.io_utils import (OutputDirError, atomic_directory, atomic_path, atomic_write_json, atomic_write_text,
-                                check_writable_dir)
+from lalmbench.io_utils import OutputDirError, atomic_directory, atomic_path
 
 
 # -- bad data ----------------------------------------------------------------------------------------------------

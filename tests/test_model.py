@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lalmbench.encoders import FrozenEncoder, LogMelEncoder
 from lalmbench.model.audio_llm import AudioLLM, add_lora

@@ -38,7 +38,7 @@ from lalmbench.evaluate import evaluate_task
 from lalmbench.io_utils import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from lalmbench.model.audio_llm import AudioLLM, add_lora
 from lalmbench.model.decoder import load_decoder
-from lalmbench.train import Trainer, _counter_from_dict, batch_plan, configure_determinism, find_resume_checkpoint
+from lalmbench.train import Trainer, batch_plan, configure_determinism, find_resume_checkpoint
 
 log = logging.getLogger("lalmbench")
 COMPLETED = "COMPLETED"
@@ -256,10 +256,11 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     complete_marker = run_dir / TRAINING_COMPLETE
     reused = False
     train_seconds = 0.0
-    if complete_marker.is_file() and json.loads(complete_marker.read_text()).get("identity") == identity_hash:
+    completed = json.loads(complete_marker.read_text()) if complete_marker.is_file() else {}
+    if completed.get("identity") == identity_hash:
         model.load_trainable_state_dict(torch.load(run_dir / FINAL_WEIGHTS, map_location=device))
         reused = True
-        counter.merge(_counter_from_dict(json.loads(complete_marker.read_text()).get("bad_data", {})))
+        counter.merge(BadDataCounter.from_dict(completed.get("bad_data", {})))
         log.info("reusing the finished training of this run identity (%s); pass --force to train again",
                  identity_hash[:12])
     else:

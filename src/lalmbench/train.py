@@ -29,9 +29,9 @@ import torch
 
 from lalmbench.config import TrainConfig
 from lalmbench.data.examples import BadDataCounter, ExampleRef
-from lalmbench.distributed import DistInfo, all_sum, barrier, broadcast_object, gather_objects
+from lalmbench.distributed import DistInfo, all_sum, barrier, gather_objects
 from lalmbench.errors import ConfigError, EncoderRuntimeError
-from lalmbench.io_utils import atomic_directory, atomic_write_json, atomic_write_text
+from lalmbench.io_utils import atomic_directory, atomic_write_text
 
 log = logging.getLogger("lalmbench")
 
@@ -227,7 +227,7 @@ class Trainer:
         if saved_world == self.dist.world:
             mine = data[self.dist.rank]
             self.stream.load_state_dict(mine["stream"])
-            self.counter.merge(_counter_from_dict(mine["bad_data"]))
+            self.counter.merge(BadDataCounter.from_dict(mine["bad_data"]))
             rng = torch.load(path / "rng.pt", weights_only=False)
             _set_rng_state(rng[self.dist.rank] if isinstance(rng, list) else rng)
         else:
@@ -238,7 +238,7 @@ class Trainer:
             self.stream.reseed(marker["step"])
             if self.dist.is_main:  # the old ranks' bad-data counts go on in rank 0's
                 for entry in data:
-                    self.counter.merge(_counter_from_dict(entry["bad_data"]))
+                    self.counter.merge(BadDataCounter.from_dict(entry["bad_data"]))
         self.state.step = int(marker["step"])
         self.state.elapsed = float(marker.get("elapsed_seconds", 0.0))
         self._truncate_train_log(self.state.step)
@@ -363,16 +363,6 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def _counter_from_dict(data: dict) -> BadDataCounter:
-    counter = BadDataCounter()
-    for name, entry in data.items():
-        counter.seen[name] = entry.get("examples_seen", 0)
-        for reason, count in entry.get("skipped", {}).items():
-            counter.bad[name][reason] = count
-        counter.samples[name].update(entry.get("samples", {}))
-    return counter
 
 
 def find_resume_checkpoint(run_dir: Path, identity: str) -> Path | None:

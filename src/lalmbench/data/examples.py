@@ -96,6 +96,17 @@ class BadDataCounter:
                        "skipped_total": self.bad_total(name), "samples": dict(self.samples.get(name, {}))}
                 for name in sorted(set(self.seen) | set(self.bad))}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "BadDataCounter":
+        """The inverse of as_dict (shard names are not kept there, so they come back empty)."""
+        counter = cls()
+        for name, entry in data.items():
+            counter.seen[name] = entry.get("examples_seen", 0)
+            for reason, count in entry.get("skipped", {}).items():
+                counter.bad[name][reason] = count
+            counter.samples[name].update(entry.get("samples", {}))
+        return counter
+
     def merge(self, other: "BadDataCounter") -> None:
         self.seen.update(other.seen)
         for name, counts in other.bad.items():
