@@ -397,6 +397,41 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def test_two_processes_report_the_bad_data_of_both(tmp_path):
+    # Each process reads and decodes its own part of the data; the summary holds the totals.
+    # Training: 2 shards of 8 records, one a process, r2 of each without a label. No shuffling (buffer 1)
+    # and micro-batches of 2: after 3 steps each process consumed r0, r1, r3-r6, so it read r0-r6:
+    # 7 seen, 1 skipped. Test set: 5 records, r1 holds NaN samples (header fine), r3 has no label; the
+    # usable ones are numbered r0 0, r1 1, r2 2, r4 3, so process 1 decodes r1 and counts its failure.
+    from test_faults import nan_wav
+    from test_resume import good_records, write_configs, write_shard
+
+    root = tmp_path / "data"
+    train = []
+    for index in range(2):
+        records = good_records(f"train{index}", 8, seed=index)
+        records[2]["json"] = json.dumps({"colour": "red"}).encode()
+        train.append(write_shard(root / f"train-{index}.tar", records))
+    test_records = good_records("test", 5, seed=5)
+    test_records[1]["wav"] = nan_wav()
+    test_records[3]["json"] = json.dumps({"colour": "red"}).encode()
+    train_yaml, eval_yaml = write_configs(root, {"tones": train}, [write_shard(root / "test.tar", test_records)])
+    args = {"decoder_model_name": "tiny-random", "max_steps": 3, "save_steps": 3, "shuffle_buffer": 1,
+            "sort_buffer": 2, "max_new_tokens": 1, "torch_num_threads": 1, "lora_r": 2, "max_bad_fraction": 0.5}
+    run_dir, _, _ = _run({"train_yaml": train_yaml, "eval_yaml": eval_yaml}, 2, tmp_path / "out", args)
+
+    per_rank = json.loads((run_dir / "checkpoint-3" / "data_state.json").read_text())["ranks"]
+    for rank in per_rank:
+        assert (rank["bad_data"]["tones"]["examples_seen"], rank["bad_data"]["tones"]["skipped"]) == (7, {"missing key": 1})
+    trained = json.loads((run_dir / "training_complete.json").read_text())["bad_data"]["tones"]
+    assert (trained["examples_seen"], trained["skipped"]) == (14, {"missing key": 2})
+    bad = json.loads((run_dir / "run_summary.json").read_text())["bad_data"]
+    assert bad["tones"] == trained
+    assert (bad["eval_tones"]["examples_seen"], bad["eval_tones"]["skipped"]) == (
+        5, {"missing key": 1, "undecodable audio": 1})
+    assert [row["key"] for row in _predictions(run_dir)] == ["test_0000", "test_0002", "test_0004"]
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to find torchrun's workers")
 def test_resume_a_two_process_checkpoint_with_one_process(data, tmp_path):
     args = {**RUN_ARGS, "max_steps": 100, "save_steps": 10}

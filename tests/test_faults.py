@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_resume import (good_records, run_dir_of, run_inprocess, tiny_data, tone, wav_bytes,
+from test_resume import (_interrupted_copy, good_records, run_dir_of, run_inprocess, tiny_data, tone, wav_bytes,
                          write_configs, write_shard)
 
 from lalmbench.errors import DataError, EncoderRuntimeError
@@ -130,6 +130,148 @@ def test_bad_data_above_the_limit_stops_naming_dataset_and_shards(tmp_path):
     assert "max_bad_fraction" in message
     run_dir = run_dir_of(tmp_path / "out")
     assert not (run_dir / "training_complete.json").exists() and not (run_dir / "scores.tsv").exists()
+
+
+def _stream(shards: list[Path], max_bad_fraction: float, key: str = "label", seed: int = 0):
+    from lalmbench.config import DatasetSpec
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.data.mixture import TrainStream
+
+    spec = DatasetSpec(name="tones", data=[str(p) for p in shards], key=key, prob=1)
+    return TrainStream([spec], {"tones": shards}, 2, seed, lambda name, text: 1, BadDataCounter(),
+                       max_bad_fraction=max_bad_fraction)
+
+
+def test_one_bad_example_in_a_small_first_shard_does_not_stop_a_sound_dataset(tmp_path):
+    # 1 unusable example in 200 (0.5%, under the 1% limit), in a first shard of 4: 1 of the 4 counted
+    # after that shard used to stop the run. Now the fraction is judged from 1000 examples on, or at
+    # the end of the pass (200), where it is 1 of 200.
+    small_records = good_records("small", 4, seed=1, seconds=0.05)
+    small_records[3]["json"] = json.dumps({"colour": "red"}).encode()
+    small = write_shard(tmp_path / "small.tar", small_records)
+    big = write_shard(tmp_path / "big.tar", good_records("big", 196, seed=2, seconds=0.05))
+    stream = _stream([small, big], max_bad_fraction=0.01)
+    assert stream._epoch_shards(0, 0)[0] == [str(small), str(big)]  # the small shard is read first
+    examples = stream._dataset_examples(0)
+    taken = [next(examples) for _ in range(4)]  # the small shard's 3, then the big shard's first
+    assert [e.ref.key for e in taken] == ["small_0000", "small_0001", "small_0002", "big_0000"]
+    entry = stream.counter.as_dict()["tones"]
+    assert (entry["examples_seen"], entry["skipped"]) == (5, {"missing key": 1})
+    taken += [next(examples) for _ in range(196)]  # the rest of the pass (199 usable), then the next one's first
+    assert [e.ref.epoch for e in taken[-2:]] == [0, 1]
+    entry = stream.counter.as_dict()["tones"]
+    assert (entry["examples_seen"], entry["skipped"]) == (201, {"missing key": 1})
+
+
+def test_bad_fraction_is_judged_once_enough_examples_are_seen(tmp_path):
+    # Every 5th record of 300 has no label (20%). At a 10% limit the fraction is judged from
+    # max(100, 10 / 0.1) = 100 examples on: the first usable example after that is r100, the 101st
+    # counted, after 80 usable ones; the run stops there, long before the end of the pass.
+    records = good_records("r", 300, seed=3, seconds=0.05)
+    for index in range(4, 300, 5):
+        records[index]["json"] = json.dumps({"colour": "red"}).encode()
+    stream = _stream([write_shard(tmp_path / "tones.tar", records)], max_bad_fraction=0.1)
+    examples = stream._dataset_examples(0)
+    for _ in range(80):
+        next(examples)
+    with pytest.raises(DataError) as caught:
+        next(examples)
+    message = str(caught.value)
+    assert message.startswith("dataset tones: 20 of 101 examples (19.8%) are unusable, above the limit of 10.0%. "
+                              "missing key: 20 (e.g. tones.tar:r_0004 has no field 'label'")
+    assert "Shards: tones.tar. " in message and "raise max_bad_fraction" in message
+
+
+def test_partial_counts_are_judged_from_100_examples_even_with_a_zero_limit():
+    from lalmbench.data.examples import BadDataCounter
+
+    counter = BadDataCounter()
+    counter.count_seen("d", 99)
+    counter.count_bad("d", "missing key", "s.tar", "s.tar:k has no field 'label'")
+    counter.check_partial("d", 0.0)  # 1 of 99: too few to judge
+    counter.count_seen("d")
+    with pytest.raises(DataError, match=r"dataset d: 1 of 100 examples \(1.0%\) are unusable, above the limit of 0.0%"):
+        counter.check_partial("d", 0.0)
+
+
+def test_a_plainly_broken_dataset_stops_after_50_unusable_examples(tmp_path):
+    # A wrong key: no record is usable. 3 shards of 30: after the 1st shard 30 were read (too few to
+    # judge), after the 2nd 60 were read and none usable: the run stops before the end of the pass (90).
+    shards = [write_shard(tmp_path / f"tones-{i}.tar", good_records(f"s{i}", 30, seed=i, seconds=0.05))
+              for i in range(3)]
+    stream = _stream(shards, max_bad_fraction=0.01, key="colour")
+    first_two = sorted(Path(p).name for p in stream._epoch_shards(0, 0)[0][:2])
+    with pytest.raises(DataError) as caught:
+        next(stream._dataset_examples(0))
+    message = str(caught.value)
+    assert message.startswith("dataset tones: none of the 60 examples read so far is usable. missing key: 60 (e.g. ")
+    assert "has no field 'colour' (nor ['captions', 'caption', 'text']); its JSON keys are ['label'])" in message
+    assert f"Shards: {', '.join(first_two)}. Check the key in the task config" in message
+    assert stream.counter.as_dict()["tones"]["examples_seen"] == 60
+
+
+def nan_wav() -> bytes:
+    """A float WAV whose header is fine (it passes the read-time probe) and whose samples are NaN."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(4000, np.nan, dtype=np.float32), 16_000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def _bad_data_at(root: Path) -> dict:
+    """One training shard of 20 records: r5 has no label (skipped when read), r9 holds NaN samples
+    (read fine, skipped when its batch is decoded); every other record is a good tone."""
+    records = good_records("r", 20, seed=7)
+    records[5]["json"] = json.dumps({"colour": "red"}).encode()
+    records[9]["wav"] = nan_wav()
+    shard = write_shard(root / "tones.tar", records)
+    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
+    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
+    return {"train_yaml": train_yaml, "eval_yaml": eval_yaml}
+
+
+def _checkpoint_bad_data(run_dir: Path, step: int) -> dict:
+    ranks = json.loads((run_dir / f"checkpoint-{step}" / "data_state.json").read_text())["ranks"]
+    return ranks[0]["bad_data"]["tones"]
+
+
+def test_workers_decoding_ahead_count_bad_data_once_across_resume(tmp_path):
+    """With a worker decoding 4 micro-batches ahead, the stream has read further than the batches the
+    checkpoint's data position covers. Counts are those of the consumed batches, so a run resumed from
+    a checkpoint counts nothing twice and ends with the counts of an uninterrupted run.
+
+    No shuffling (buffer 1) and micro-batches of 2 make the order the shard order: micro-batch k holds
+    the k-th pair of usable records (r5 left out), 2 micro-batches a step. Hand count, at step s the
+    first 4s examples were consumed (19 a pass: r0-r4, r6-r19):
+      step 2: 8 consumed (r0-r4, r6-r8): 9 records read, r5 without label; r9 not yet decoded.
+      step 4: 16 consumed (through r16): 17 read; r9 (micro-batch 5) failed to decode.
+      step 6: 24 consumed (a pass of 19, then r0-r4): 20 + 5 = 25 read; r5 of the 2nd pass not yet read.
+    """
+    data = _bad_data_at(tmp_path / "data")
+    args = {"num_workers": 1, "shuffle_buffer": 1, "sort_buffer": 2, "per_device_train_batch_size": 2,
+            "max_steps": 6, "save_steps": 2, "max_bad_fraction": 0.2}
+    reference = run_inprocess(data["train_yaml"], data["eval_yaml"], tmp_path / "reference", args)
+    label, nan = "missing key", "undecodable audio"
+    assert _checkpoint_bad_data(reference.run_dir, 2)["examples_seen"] == 9
+    assert _checkpoint_bad_data(reference.run_dir, 2)["skipped"] == {label: 1}
+    assert _checkpoint_bad_data(reference.run_dir, 4)["examples_seen"] == 17
+    assert _checkpoint_bad_data(reference.run_dir, 4)["skipped"] == {label: 1, nan: 1}
+    assert _checkpoint_bad_data(reference.run_dir, 6)["examples_seen"] == 25
+    assert _checkpoint_bad_data(reference.run_dir, 6)["skipped"] == {label: 1, nan: 1}
+    summary = json.loads((reference.run_dir / "run_summary.json").read_text())["bad_data"]["tones"]
+    assert (summary["examples_seen"], summary["skipped"]) == (25, {label: 1, nan: 1})
+    assert "holds NaN or Inf samples" in summary["samples"][nan]
+
+    for step in (2, 4):
+        output = tmp_path / f"resumed-{step}"
+        _interrupted_copy(reference.run_dir, run_dir_of(output), step)
+        resumed = run_inprocess(data["train_yaml"], data["eval_yaml"], output, args)
+        assert f"resumed from {resumed.run_dir / f'checkpoint-{step}'}" in (resumed.run_dir / "log.txt").read_text()
+        assert _checkpoint_bad_data(resumed.run_dir, 6) == _checkpoint_bad_data(reference.run_dir, 6)
+        assert json.loads((resumed.run_dir / "run_summary.json").read_text())["bad_data"]["tones"] == summary
 
 
 # -- encoders failing on one real clip ----------------------------------------------------------------------------

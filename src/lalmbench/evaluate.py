@@ -5,6 +5,10 @@ rank modulo the world size, and the answers are gathered back in the original or
 `SORT_CHUNK` examples the batches are formed longest-first (less padding); that changes nothing in the
 answers, since each row is decoded independently. An example whose audio and prompt equal the previous
 one's (several reference captions of one clip) reuses that answer.
+
+Bad data: every rank reads every shard, so each counts all the records skipped when read; a clip that
+fails to decode is counted by the rank that decodes it, and those counts are gathered. Every rank then
+holds the whole count of the test set and judges it (`BadDataCounter.check`) after the last batch.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
                   show_progress: bool = True) -> TaskResult:
     started = time.perf_counter()
     batch_size = batch_size or config.eval_batch_size or task.batch_size
-    maker = BatchMaker(tokenize, counter, config.sample_rate, config.eval_crop_audio_length, None,
+    task_counts, decode_failures = BadDataCounter(), BadDataCounter()  # read on every rank; decoded on one
+    maker = BatchMaker(tokenize, decode_failures, config.sample_rate, config.eval_crop_audio_length, None,
                        workers=workers, add_eos=False)
     answers: dict[int, tuple[str, str, str]] = {}
     model.eval()
@@ -76,7 +81,7 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
 
     def groups():
         """Batches of distinct clips, longest first within a chunk, tagged {ref: example numbers}."""
-        for chunk in _chunks(_numbered_examples(task, shards, counter, dist), SORT_CHUNK):
+        for chunk in _chunks(_numbered_examples(task, shards, task_counts, dist), SORT_CHUNK):
             numbers: dict[tuple, list[int]] = {}
             first: dict[tuple, Example] = {}
             for number, example in chunk:
@@ -113,15 +118,17 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
         if progress is not None:
             progress.close()
     merged: dict[int, tuple[str, str, str]] = {}
-    for part in gather_objects(dist, answers):
-        merged.update(part)
+    for rank_answers, rank_failures in gather_objects(dist, (answers, decode_failures)):
+        merged.update(rank_answers)
+        task_counts.merge(rank_failures)
+    counter.merge(task_counts)
     predictions = [merged[n] for n in sorted(merged)]
     if not predictions:
         from lalmbench.errors import DataError
 
         raise DataError(f"{task.name}: no usable test example in {len(shards)} shard(s); "
-                        f"bad data: {counter.as_dict().get(task.name)}")
-    counter.check(task.name, config.max_bad_fraction)
+                        f"bad data: {task_counts.as_dict().get(task.name)}")
+    task_counts.check(task.name, config.max_bad_fraction)
     score = metrics.compute(task.metric, [p for p, _, _ in predictions], [r for _, r, _ in predictions],
                             **task.metric_args)
     return TaskResult(task.name, task.metric, score, predictions, time.perf_counter() - started)

@@ -30,7 +30,7 @@ from lalmbench.data.batches import BatchMaker
 from lalmbench.data.examples import BadDataCounter
 from lalmbench.data.mixture import TrainStream
 from lalmbench.data.shards import data_home, resolve_shards
-from lalmbench.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from lalmbench.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed
 from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
 from lalmbench.encoders.loading import encoder_display_name, encoder_identity, load_encoder
 from lalmbench.errors import ConfigError
@@ -240,7 +240,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     torch.manual_seed(config.seed)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
     model = AudioLLM(FrozenEncoder(encoder_module), decoder, tokenizer, config.target_logits_only).to(device)
-    counter = BadDataCounter()
+    counter = BadDataCounter()  # what the run reports: training (every process's) and evaluation
     tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}})
 
     if config.compile:
@@ -270,12 +270,15 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
                         "global batch (%d over %d process(es)); the global batch stays %d. For a larger one, "
                         "set global_batch_size (recorded in the run).", config.per_device_train_batch_size,
                         global_batch, dist.world, global_batch)
-        stream = TrainStream(specs, train_shards, micro_batch, config.seed, tokenizing.count, counter, rank=dist.rank,
-                             world=dist.world, shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
-                             crop_seconds=config.crop_audio_length, max_bad_fraction=config.max_bad_fraction)
-        maker = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, stream.crop_fraction,
-                           workers=config.num_workers)
-        trainer = Trainer(model, config, run_dir, dist, device, stream, maker, counter, identity_hash,
+        # The stream and the batch maker count into counters of their own, which the trainer combines
+        # per step (what it read, what failed to decode); see Trainer.
+        stream = TrainStream(specs, train_shards, micro_batch, config.seed, tokenizing.count, BadDataCounter(),
+                             rank=dist.rank, world=dist.world, shuffle_buffer=config.shuffle_buffer,
+                             sort_buffer=config.sort_buffer, crop_seconds=config.crop_audio_length,
+                             max_bad_fraction=config.max_bad_fraction)
+        maker = BatchMaker(tokenizing, BadDataCounter(), config.sample_rate, config.crop_audio_length,
+                           stream.crop_fraction, workers=config.num_workers)
+        trainer = Trainer(model, config, run_dir, dist, device, stream, maker, stream.counter, identity_hash,
                           show_progress=show_progress)
         log.info("global batch %d = %d process(es) x %d example(s) x %d accumulation step(s)",
                  trainer.global_batch, dist.world, trainer.micro_batch, trainer.accumulation)
@@ -286,6 +289,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
             state = trainer.train()
         finally:
             maker.close()
+        for rank_counts in gather_objects(dist, trainer.bad_data):  # each process counted its own data
+            counter.merge(rank_counts)
         train_seconds = state.elapsed
         if dist.is_main:
             with atomic_path(run_dir / FINAL_WEIGHTS) as tmp:

@@ -165,7 +165,15 @@ class TrainState:
 
 
 class Trainer:
-    """Runs optimizer steps over a stream of (micro-batch, data snapshot) pairs on one rank."""
+    """Runs optimizer steps over a stream of (micro-batch, data snapshot) pairs on one rank.
+
+    `counter` is the one the stream counts into; the batch maker counts decode failures into its own when
+    it hands a batch out. Both get ahead of the steps: the stream feeds workers that decode batches ahead,
+    and a step that fails has already taken its batches. So after each step `bad_data` is set from the
+    counts that go with its data position: the stream's when it produced the step's last batch, plus the
+    decode failures of the batches handed out. Checkpoints keep these; a run resumed from one reads again
+    from that position and counts nothing twice.
+    """
 
     def __init__(self, model, config: TrainConfig, run_dir: Path, dist_info: DistInfo, device: torch.device,
                  stream, batch_maker, counter: BadDataCounter, identity: str, show_progress: bool = True):
@@ -185,13 +193,14 @@ class Trainer:
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=False)
         self.state = TrainState()
-        self._snapshot = None  # data position after the last consumed micro-batch
+        self._snapshot = None  # data position after the last step
+        self.bad_data = counter.copy()  # bad data behind the batches of the steps so far (class docstring)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         step = self.state.step
         data_states = gather_objects(self.dist, {"stream": _json_safe(self._snapshot),
-                                                 "bad_data": self.counter.as_dict()})
+                                                 "bad_data": self.bad_data.as_dict()})
         rng_states = gather_objects(self.dist, _rng_state())  # each rank's own (dropout differs per rank)
         path = self.run_dir / f"checkpoint-{step}"
         if self.dist.is_main:
@@ -239,6 +248,7 @@ class Trainer:
             if self.dist.is_main:  # the old ranks' bad-data counts go on in rank 0's
                 for entry in data:
                     self.counter.merge(BadDataCounter.from_dict(entry["bad_data"]))
+        self.bad_data = self.counter.copy()
         self.state.step = int(marker["step"])
         self.state.elapsed = float(marker.get("elapsed_seconds", 0.0))
         self._truncate_train_log(self.state.step)
@@ -254,15 +264,16 @@ class Trainer:
         atomic_write_text(path, "".join(",".join(row) + "\n" for row in kept))
 
     # -- the loop ---------------------------------------------------------------------------------------------
-    def _micro_batches(self) -> Iterator[dict]:
+    def _micro_batches(self) -> Iterator[tuple[dict, tuple[dict, BadDataCounter]]]:
+        """(micro-batch, (data position, the stream's bad-data counts at that position))."""
         def groups():
             while True:
                 examples = self.stream.next_batch()
-                yield examples, self.stream.snapshot()
-        for batch, snapshot in self.batch_maker.iterate(groups()):
+                yield examples, (self.stream.snapshot(), self.counter.copy())
+        for batch, position in self.batch_maker.iterate(groups()):
             if batch is None:
                 continue
-            yield batch, snapshot
+            yield batch, position
 
     def _step(self, micro_batches: list[dict]) -> tuple[float, float]:
         tokens = sum(len(t) for b in micro_batches for t in b["target_ids"])
@@ -319,9 +330,9 @@ class Trainer:
         start = time.perf_counter() - self.state.elapsed
         try:
             while self.state.step < config.max_steps:
-                batches, snapshot = [], None
+                batches, position = [], None
                 for _ in range(self.accumulation):
-                    batch, snapshot = next(micro)
+                    batch, position = next(micro)
                     batches.append(batch)
                 try:
                     loss, grad_norm = self._step(batches)
@@ -332,7 +343,9 @@ class Trainer:
                         f"the encoder failed at step {self.state.step + 1}: {failure}. A checkpoint of step "
                         f"{self.state.step} was saved: the same command resumes from it once the cause is gone "
                         f"(an edited encoder file or other --model-args/--args start a new run).") from failure
-                self._snapshot = snapshot
+                self._snapshot, stream_counts = position
+                self.bad_data = stream_counts
+                self.bad_data.merge(self.batch_maker.counter)
                 self.state.step += 1
                 self.state.elapsed = time.perf_counter() - start
                 lr = self.scheduler.get_last_lr()[0]

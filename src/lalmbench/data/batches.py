@@ -83,7 +83,11 @@ class BatchMaker:
         return self._assemble(examples, [_prepare(job) for job in self._jobs(examples)])
 
     def iterate(self, groups: Iterable[tuple[list[Example], object]]) -> Iterator[tuple[dict | None, object]]:
-        """Batches for `groups` of (examples, tag), in order; decoding runs `prefetch` groups ahead."""
+        """Batches for `groups` of (examples, tag), in order; decoding runs `prefetch` groups ahead.
+
+        A batch's decode failures are counted when the batch is handed out, not when it is decoded ahead:
+        the counts then cover the batches consumed, which a checkpoint's data position also covers.
+        """
         if self.pool is None:
             for examples, tag in groups:
                 yield self.make(examples), tag

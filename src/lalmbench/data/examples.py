@@ -7,8 +7,16 @@ A list gives one example per text; a number becomes its string.
 
 Problems never pass silently: a record without audio or JSON, an unreadable audio header, a missing
 target field, corrupt text, or a truncated/corrupt tar is skipped and counted per dataset in
-`BadDataCounter`; above `max_bad_fraction` of a dataset the run stops (DataError) naming the dataset,
-the shards and an example of each problem.
+`BadDataCounter` (audio that fails to decode after its header looked fine is counted by the batch
+maker). When more than `max_bad_fraction` of a dataset is unusable the run stops (DataError) naming the
+dataset, the counts, each problem with an example, the shards and what to do. When that is judged:
+  - during a pass over a training dataset (`check_partial`, after every shard and example): only once
+    max(100, 10 / max_bad_fraction) examples were seen (1000 at the default 1%: about 10 unusable ones
+    at the limit), so a few bad examples in a small first shard do not stop a dataset that is sound as
+    a whole. A plainly broken dataset (a wrong key, a wrong format) still stops early: when 50 or more
+    examples were read and none was usable, whatever the limit;
+  - at the end of a full pass over a training dataset, and of a test set (`check`): on everything
+    counted so far, whatever the number.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from lalmbench.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, probe_durat
 from lalmbench.errors import DataError
 
 DEFAULT_TEXT_KEYS = ("captions", "caption", "text")
+JUDGE_AFTER = 100  # examples seen (and at least 10 / max_bad_fraction) before a partial count is judged
+BROKEN_AFTER = 50  # this many examples seen and none usable: the dataset is broken, whatever the fraction
 
 
 @dataclass
@@ -80,16 +90,31 @@ class BadDataCounter:
         return sum(self.bad[dataset].values())
 
     def check(self, dataset: str, max_fraction: float) -> None:
+        """Judge the whole count (a full pass, a test set): stop when more than `max_fraction` is unusable."""
         seen, bad = self.seen[dataset], self.bad_total(dataset)
         if seen and bad / seen > max_fraction:
-            reasons = "; ".join(f"{reason}: {count} (e.g. {self.samples[dataset][reason]})"
-                                for reason, count in self.bad[dataset].items())
-            shards = ", ".join(sorted(Path(s).name for s in self.shards[dataset])[:10])
-            raise DataError(
-                f"dataset {dataset}: {bad} of {seen} examples ({bad / seen:.1%}) are unusable, above the "
-                f"limit of {max_fraction:.1%}. {reasons}. Shards: {shards}. Re-download the shards "
-                f"(delete them and run `lalmbench download`), fix the key in the task config, or raise "
-                f"max_bad_fraction with --args.")
+            raise self._error(dataset, f"{bad} of {seen} examples ({bad / seen:.1%}) are unusable, above the "
+                                       f"limit of {max_fraction:.1%}",
+                              "Re-download the shards (delete them and run `lalmbench download`), fix the key in "
+                              "the task config, or raise max_bad_fraction with --args.")
+
+    def check_partial(self, dataset: str, max_fraction: float) -> None:
+        """The rule while a pass is under way (module docstring): stop on a plainly broken dataset, and judge
+        the fraction only once enough examples were seen for it to mean something."""
+        seen, bad = self.seen[dataset], self.bad_total(dataset)
+        if seen >= BROKEN_AFTER and bad == seen:
+            raise self._error(dataset, f"none of the {seen} examples read so far is usable",
+                              "Check the key in the task config and the shards (delete them and run `lalmbench "
+                              "download` to fetch them again).")
+        enough = max(JUDGE_AFTER, 10 / max_fraction) if max_fraction > 0 else JUDGE_AFTER
+        if seen >= enough:
+            self.check(dataset, max_fraction)
+
+    def _error(self, dataset: str, what: str, advice: str) -> DataError:
+        reasons = "; ".join(f"{reason}: {count} (e.g. {self.samples[dataset][reason]})"
+                            for reason, count in self.bad[dataset].items())
+        shards = ", ".join(sorted(Path(s).name for s in self.shards[dataset])[:10])
+        return DataError(f"dataset {dataset}: {what}. {reasons}. Shards: {shards}. {advice}")
 
     def as_dict(self) -> dict:
         return {name: {"examples_seen": self.seen[name], "skipped": dict(self.bad.get(name, {})),
@@ -114,6 +139,11 @@ class BadDataCounter:
             for reason, detail in other.samples[name].items():
                 self.samples[name].setdefault(reason, detail)
             self.shards[name] |= other.shards[name]
+
+    def copy(self) -> "BadDataCounter":
+        counts = BadDataCounter()
+        counts.merge(self)
+        return counts
 
 
 def _split_member_name(name: str) -> tuple[str, str]:
@@ -227,15 +257,16 @@ def looks_corrupted(text: str) -> bool:
 
 
 def iter_examples(dataset: str, shard: str | Path, key: str | None, counter: BadDataCounter,
-                  epoch: int = 0, start_record: int = 0, start_text: int = 0
+                  epoch: int = 0, start_record: int = 0, start_text: int = 0, rank: int = 0, world: int = 1
                   ) -> Iterator[tuple[int, int, Example]]:
     """Examples of one shard, as (record index, text index, example); bad ones are counted and skipped.
 
     Records before `start_record` (and texts before `start_text` in that record) are skipped without
-    being counted again, so a resumed stream counts each example once.
+    being counted again, so a resumed stream counts each example once. With `world` > 1 only the records
+    whose index is `rank` modulo `world` are taken; the others belong to other processes, which count them.
     """
     for record_index, record in enumerate(iter_records(shard)):
-        if record_index < start_record:
+        if record_index < start_record or record_index % world != rank:
             continue
         if record.problem is not None:
             counter.count_seen(dataset)

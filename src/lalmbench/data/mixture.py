@@ -13,6 +13,10 @@ and the references of the buffered examples, which are read again from their sha
 
 With several ranks, each rank reads its own shards (or, for a dataset with fewer shards than ranks,
 its own records of every shard) and draws from its own RNG, so no example is read twice per pass.
+
+Bad data is counted as the stream reads (`counter`) and checked by the rule in `examples.py`: during a
+pass after every shard and every example, at the end of a pass on the whole count. With several ranks
+each judges its own share.
 """
 
 from __future__ import annotations
@@ -85,23 +89,24 @@ class TrainStream:
         while True:
             shards, split_records = self._epoch_shards(index, epoch)
             produced = False
+            share = (self.rank, self.world) if split_records else (0, 1)
             for position in range(shard_pos, len(shards)):
                 first = position == shard_pos
                 for record_index, text_index, example in iter_examples(
                         spec.name, shards[position], spec.key, self.counter, epoch,
-                        start_record if first else 0, start_text if first else 0):
-                    if split_records and record_index % self.world != self.rank:
-                        continue
+                        start_record if first else 0, start_text if first else 0, *share):
                     self.positions[spec.name] = (epoch, position, record_index, text_index + 1)
                     example.token_count = self.token_count(spec.name, example.text)
                     produced = True
+                    self.counter.check_partial(spec.name, self.max_bad_fraction)
                     yield example
-                self.counter.check(spec.name, self.max_bad_fraction)
+                self.counter.check_partial(spec.name, self.max_bad_fraction)  # bad records are not yielded
                 self.positions[spec.name] = (epoch, position + 1, 0, 0)
             if not produced and shard_pos == 0 and start_record == 0:
                 raise DataError(f"dataset {spec.name}: a full pass over its {len(self.shards[spec.name])} shard(s) "
                                 f"gave no usable example (rank {self.rank} of {self.world}). Check the shards and key "
                                 f"{spec.key!r}; bad data so far: {self.counter.as_dict().get(spec.name)}")
+            self.counter.check(spec.name, self.max_bad_fraction)  # a full pass: the whole count
             epoch, shard_pos, start_record, start_text = epoch + 1, 0, 0, 0
             self.positions[spec.name] = (epoch, 0, 0, 0)
 
