@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lalmbench.bench import PATHS, TINY, run_bench
 
 
 def test_bench_tiny_writes_figures(tmp_path):
     lines: list[str] = []
     output = tmp_path / "bench.json"
-    results = run_bench(TINY, "cpu", output, paths=PATHS[:3], compile_model=False, echo=lines.append)
+    paths = [p for p in PATHS if p[0] in ("naive", "target_logits", "feature_cache", "bf16")]
+    results = run_bench(TINY, "cpu", output, paths=paths, compile_paths=False, echo=lines.append)
     saved = json.loads(output.read_text())
-    assert set(saved["train"]) == {"naive", "target_logits", "feature_cache"}
+    assert set(saved["train"]) == {"naive", "target_logits", "feature_cache", "bf16"}
     for figures in saved["train"].values():
         assert figures["steps_per_second"] > 0 and figures["peak_memory_bytes"] > 0
+        assert figures["peak_memory_30s_bytes"] > 0  # the extra step on four 30 s clips
         assert len(figures["losses"]) == TINY["warmup_steps"] + TINY["measured_steps"]
-        assert figures["max_loss_difference_vs_naive"] < 1e-4  # all three paths here are exact
+    for name in ("target_logits", "feature_cache"):  # exact: fp32, deterministic, on the naive curve
+        assert saved["train"][name]["exact"] and saved["train"][name]["max_loss_difference_vs_naive"] <= 1e-5
+    assert not saved["train"]["bf16"]["exact"]
+    assert saved["best_exact_path"] in ("target_logits", "feature_cache")
     assert saved["train"]["feature_cache"]["cache"]["hit_rate"] == 1.0  # filled by the pass over the data
-    assert set(saved["eval"]) == {"naive", "kv_cache"}
-    assert saved["eval"]["kv_cache"]["eval_clips"] == 5
+    # evaluation ran on the bf16 path's model: fp32 and bf16 KV cache, each also with LoRA merged
+    assert set(saved["eval"]) == {"naive", "kv_cache", "kv_cache_merged_lora", "kv_cache_bf16",
+                                  "kv_cache_bf16_merged_lora"}
+    assert saved["eval"]["kv_cache"]["eval_clips"] == 5 and saved["eval"]["kv_cache"]["answers_agree_with_kv_cache"] == 1
+    assert saved["eval"]["kv_cache_merged_lora"]["merged_lora"]
     assert saved["sizes"] == TINY and saved["torch"] and saved["device"].startswith("CPU")
     assert lines[-1] == f"speedup: {results['speedup']:.2f}"
+
+
+def test_bench_rejects_a_non_positive_step_count():
+    from lalmbench.bench import bench_command
+    from lalmbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--steps: expected a positive number of measured steps, got 0"):
+        bench_command(quick=True, device="cpu", measured_steps=0)

@@ -85,3 +85,12 @@ def test_force_recomputes_and_keeps_the_old_directory(first_run):
     log = _log(forced.run_dir)
     assert "reusing" not in log and "resumed from" not in log
     assert_same_weights(trained_weights(forced.run_dir), old_weights)  # deterministic: recomputed, same result
+
+
+def test_merged_lora_decoding_rescores_without_retraining(first_run):
+    root, train_yaml, eval_yaml, first = first_run
+    merged = run_inprocess(train_yaml, eval_yaml, root / "out", {"merge_lora_for_eval": True}, model_args={"n_mels": 32})
+    assert merged.run_dir == first.run_dir and merged.reused_training  # not part of the run identity
+    log = _log(merged.run_dir).split("reusing the finished training")[-1]
+    assert "reusing the cached score" not in log  # but part of the score's key: decoded again
+    assert merged.scores == first.scores  # the same answers up to rounding

@@ -66,3 +66,19 @@ def test_json_argument_errors_are_explained():
         parse_json_arg("{max_steps: 3}", "--args")
     with pytest.raises(ConfigError, match="JSON object"):
         parse_json_arg("[1]", "--model-args")
+
+
+def test_speed_switches_are_checked_and_cuda_graphs_need_buckets():
+    assert not TrainConfig().compile and TrainConfig().length_bucket == 0  # the default stays eager and exact
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_mapping({"compile": True, "compile_mode": "reduce-overhead"})
+    assert "set length_bucket too" in str(info.value)
+    with pytest.raises(ConfigError, match="compile_mode: expected one of default, reduce-overhead"):
+        TrainConfig.from_mapping({"compile_mode": "fastest"})
+    with pytest.raises(ConfigError, match="length_bucket: expected an integer >= 0, got -8"):
+        TrainConfig.from_mapping({"length_bucket": -8})
+    fast = TrainConfig.from_mapping({"compile": True, "compile_mode": "reduce-overhead", "length_bucket": 64})
+    assert (fast.compile_mode, fast.length_bucket) == ("reduce-overhead", 64)
+    # decoding with merged LoRA changes evaluation only: same run identity (the score cache keys it)
+    assert TrainConfig(merge_lora_for_eval=True).identity_dict() == TrainConfig().identity_dict()
+    assert TrainConfig(length_bucket=64).identity_dict() != TrainConfig().identity_dict()

@@ -10,13 +10,22 @@ over the same batches, in one process:
   naive            fp32, encoder every step, vocabulary logits at every position, no loader workers
   target_logits    + logits only where a label exists (the exact default)
   feature_cache    + encoder features cached per (clip, crop), filled by one pass over the data
-  bf16             + bf16 autocast (not bit-exact)
+  bf16             + bf16 autocast, TF32, non-deterministic kernels (not bit-exact)
   workers          + 2 loader processes decoding ahead
-  compile          + torch.compile of the decoder body (only with LALMBENCH_BENCH_COMPILE=1)
+  compile_fast     + torch.compile over 64-position length buckets; CUDA graphs on a GPU (with --compile)
+  compile_exact    feature_cache + torch.compile, eager dropout masks: exact mode (with --compile)
+
+The compile paths run by default on a GPU and with --compile on a CPU (compiling costs minutes there
+and gains little: CPU steps are not launch-bound). The exact paths are those that keep fp32 and
+deterministic kernels and whose loss curve stays within EXACT_TOLERANCE of the naive one. After
+training, each path takes one more step on a batch of four 30 s clips, the protocol's longest crop, to
+measure the peak memory of the worst case. The figures file is rewritten after every path, so a run cut
+short keeps what it measured; evaluation runs after the bf16 path, before the compile paths.
 
 Evaluation compares a naive greedy loop (no KV cache, every row decoded until all rows end) with
-AudioLLM.generate (KV cache, each row leaves the batch at EOS). Figures go to a JSON file; the last
-line printed is `speedup: X.XX`, the best fast training path over the naive one (steps/s).
+AudioLLM.generate (KV cache, each row leaves the batch at EOS), in fp32 and bf16, each with and
+without LoRA merged into the base weights. Figures go to a JSON file; the last line printed is
+`speedup: X.XX`, the best fast training path over the naive one (steps/s).
 
 `--quick` keeps the vocabulary, the decoder width and the data layout and shrinks depth, clip counts,
 steps and evaluation so that it runs in minutes on a CPU; the sizes used are printed and recorded.
@@ -44,10 +53,10 @@ log = logging.getLogger("lalmbench")
 WORKLOAD = [("kws", 1.0, 16_000, 30, 1.0), ("nsynth", 4.0, 16_000, 11, 3.0), ("esc", 5.0, 44_100, 50, 0.5),
             ("lang", 10.0, 16_000, 33, 3.0), ("music", 30.0, 22_050, 10, 2.0)]
 
-FULL = {
+FULL = {  # 200 steps per path: the span over which the exact paths must follow the naive loss curve
     "encoder": {"dim": 768, "layers": 12, "heads": 12},
     "decoder": {"hidden": 576, "layers": 30, "heads": 9, "kv_heads": 3, "intermediate": 1536, "vocab": 49152},
-    "batch_size": 4, "train_clips_per_task": 24, "warmup_steps": 3, "measured_steps": 20,
+    "batch_size": 4, "train_clips_per_task": 24, "warmup_steps": 5, "measured_steps": 195,
     "eval_clips_per_task": 64, "eval_batch_size": 16, "max_new_tokens": 150,
 }
 QUICK = {
@@ -64,13 +73,20 @@ TINY = {  # for tests: every code path in seconds
     "eval_clips_per_task": 1, "eval_batch_size": 1, "max_new_tokens": 2,
 }
 
+_FAST = {"feature_cache": "memory", "bf16": True, "tf32": True, "deterministic": False}
 PATHS = [
     ("naive", {"target_logits_only": False}),
     ("target_logits", {}),
     ("feature_cache", {"feature_cache": "memory"}),
-    ("bf16", {"feature_cache": "memory", "bf16": True}),
-    ("workers", {"feature_cache": "memory", "bf16": True, "num_workers": 2}),
+    ("bf16", _FAST),
+    ("workers", {**_FAST, "num_workers": 2}),
+    ("compile_fast", {**_FAST, "num_workers": 2, "compile": True, "length_bucket": 64,
+                      "compile_mode": "reduce-overhead"}),  # CUDA graphs; plain compile on a CPU
+    ("compile_exact", {"feature_cache": "memory", "compile": True}),
 ]
+COMPILE_PATHS = ("compile_exact", "compile_fast")
+EVAL_AFTER = "bf16"  # evaluation runs on this path's model, before the slower-to-build compile paths
+EXACT_TOLERANCE = 1e-5  # the largest loss difference from the naive curve an exact path may show
 
 
 # -- workload -----------------------------------------------------------------------------------------------
@@ -207,22 +223,23 @@ def _fill_cache(cache, config, specs, shards, tokenizing, counter) -> int:
     return filled
 
 
-def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device: torch.device, workdir: Path,
-               compile_model: bool = False) -> tuple[dict, object, object]:
+def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device: torch.device,
+               workdir: Path) -> tuple[dict, object, object]:
     """Train one path; (figures, model, config)."""
     from lalmbench.data.batches import BatchMaker
     from lalmbench.data.examples import BadDataCounter
     from lalmbench.data.mixture import TrainStream
     from lalmbench.distributed import DistInfo
+    from lalmbench.model.audio_llm import apply_speed_switches
     from lalmbench.model.feature_cache import attach_feature_cache
     from lalmbench.runner import Tokenizing
     from lalmbench.train import Trainer, configure_determinism
 
+    _release(device)
     config = _make_config(train_data, sizes, overrides, device)
     configure_determinism(config)
     model, tokenizer = build_model(sizes, config, device, seed=config.seed)
-    if compile_model or config.compile:
-        model.compile_decoder()
+    apply_speed_switches(model, config)
     specs = list(config.train_data.values())
     shards = {s.name: [Path(p) for p in s.data] for s in specs}
     counter = BadDataCounter()
@@ -241,9 +258,9 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
     stream = TrainStream(specs, shards, config.per_device_train_batch_size, config.seed, tokenizing.count, counter,
                          shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
                          crop_seconds=config.crop_audio_length)
-    maker = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, stream.crop_fraction,
-                       workers=config.num_workers)
-    trainer = Trainer(model, config, run_dir, DistInfo(), device, stream, maker, counter, f"bench-{name}",
+    maker = BatchMaker(tokenizing, BadDataCounter(), config.sample_rate, config.crop_audio_length,
+                       stream.crop_fraction, workers=config.num_workers)  # decode failures: the maker's own count
+    trainer = Trainer(model, config, run_dir, DistInfo(), device, stream, maker, stream.counter, f"bench-{name}",
                       show_progress=False)
     try:
         with PeakMemory(device) as memory:
@@ -260,10 +277,39 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
         "measured_steps": measured, "measured_seconds": round(seconds, 3),
         "first_step_seconds": round(elapsed[0], 3), "peak_memory_bytes": memory.peak,
         "losses": [round(float(r["loss"]), 6) for r in rows],
+        "exact": bool(config.deterministic and not config.bf16),
     })
     if cache is not None:
         figures["cache"] = cache.stats()
+    figures["peak_memory_30s_bytes"] = _longest_clip_step(trainer, config, shards, tokenizing, counter, device)
     return figures, model, config
+
+
+def _longest_clip_step(trainer, config, shards: dict, tokenizing, counter, device: torch.device) -> int:
+    """Peak memory of one training step on four clips of the longest task (30 s, the protocol's crop)."""
+    from lalmbench.data.batches import BatchMaker
+    from lalmbench.data.examples import iter_examples
+
+    longest = max(WORKLOAD, key=lambda task: task[1])[0]
+    examples = [e for path in shards[longest] for _, _, e in iter_examples(longest, path, "label", counter)]
+    batch = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, None).make(
+        examples[:config.per_device_train_batch_size])
+    trainer.model.train()
+    with PeakMemory(device) as memory:
+        trainer._step([batch])
+    return memory.peak
+
+
+def _release(device: torch.device) -> None:
+    """Free the previous path's model (and compiled graphs) before the next one is measured."""
+    import gc
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def naive_generate(model, batch: dict, max_new_tokens: int = 150, repetition_penalty: float = 1.05) -> list[list[int]]:
@@ -306,7 +352,8 @@ def naive_generate(model, batch: dict, max_new_tokens: int = 150, repetition_pen
 
 
 def eval_path(name: str, model, config, tokenizer, eval_data: dict, sizes: dict, device: torch.device,
-              naive: bool) -> dict:
+              naive: bool) -> tuple[dict, list[str]]:
+    """(figures, answers) of decoding every test clip of `eval_data`."""
     from lalmbench.config import eval_configs_from_mapping
     from lalmbench.data.examples import BadDataCounter
     from lalmbench.distributed import DistInfo
@@ -318,7 +365,7 @@ def eval_path(name: str, model, config, tokenizer, eval_data: dict, sizes: dict,
     model.feature_hook = None
     if naive:
         model.generate = lambda batch, max_new, penalty: naive_generate(model, batch, max_new, penalty)
-    clips, seconds, scores, tokens = 0, 0.0, {}, 0
+    clips, seconds, scores, tokens, answers = 0, 0.0, {}, 0, []
     try:
         with PeakMemory(device) as memory:
             for task in tasks:
@@ -328,12 +375,13 @@ def eval_path(name: str, model, config, tokenizer, eval_data: dict, sizes: dict,
                 seconds += result.seconds
                 scores[task.name] = result.score
                 tokens += sum(len(tokenizer(p)["input_ids"]) for p, _, _ in result.predictions)
+                answers += [p for p, _, _ in result.predictions]
     finally:
         if naive:
             del model.generate
     return {"eval_samples_per_second": clips / seconds, "eval_seconds": round(seconds, 3), "eval_clips": clips,
             "mean_answer_tokens": tokens / max(clips, 1), "peak_memory_bytes": memory.peak,
-            "bf16": bool(config.bf16), "scores": scores}
+            "bf16": bool(config.bf16), "merged_lora": bool(config.merge_lora_for_eval), "scores": scores}, answers
 
 
 def device_name(device: torch.device) -> str:
@@ -356,17 +404,21 @@ def _gib(value: int) -> str:
 
 
 def run_bench(sizes: dict, device: str | None = None, output: str | Path = "bench.json", paths=None,
-              compile_model: bool | None = None, echo=print) -> dict:
-    """Run every path on `sizes`; write the figures to `output` and return them."""
+              compile_paths: bool | None = None, measured_steps: int | None = None, echo=print) -> dict:
+    """Run every path on `sizes`; write the figures to `output` and return them.
+
+    compile_paths: include the torch.compile paths (None: on a GPU only). measured_steps overrides the
+    measured steps per path of `sizes`.
+    """
     from lalmbench import __version__
 
     logging.getLogger("lalmbench").setLevel(logging.WARNING)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    paths = list(paths or PATHS)
-    if compile_model is None:
-        compile_model = os.environ.get("LALMBENCH_BENCH_COMPILE") == "1"
-    if compile_model:
-        paths.append(("compile", {**paths[-1][1], "feature_cache": "memory"}))
+    if compile_paths is None:
+        compile_paths = dev.type == "cuda"
+    paths = [(n, o) for n, o in (paths or PATHS) if compile_paths or n not in COMPILE_PATHS]
+    if measured_steps:
+        sizes = {**sizes, "measured_steps": measured_steps}
     started = time.perf_counter()
     results = {"lalmbench_version": __version__, "torch": torch.__version__, "device": device_name(dev),
                "device_type": dev.type, "sizes": sizes, "workload": [
@@ -377,57 +429,100 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
          f"{sizes['warmup_steps']}+{sizes['measured_steps']} steps (warm-up + measured) per path, "
          f"{sizes['train_clips_per_task']} train / {sizes['eval_clips_per_task']} eval clips per task, "
          f"eval batch {sizes['eval_batch_size']}, max {sizes['max_new_tokens']} new tokens")
+    answers: dict[str, list[str]] = {}
+
+    def save() -> None:  # after every path, so that a run cut short still leaves its figures
+        _summarize(results, answers)
+        results["total_seconds"] = round(time.perf_counter() - started, 1)
+        Path(output).write_text(json.dumps(results, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="lalmbench-bench-") as tmp:
         workdir = Path(tmp)
         train_data, eval_data = write_workload(workdir / "data", sizes["train_clips_per_task"],
                                                sizes["eval_clips_per_task"])
-        model = config = tokenizer = None
-        for name, overrides in paths:
-            figures, model, config = train_path(name, overrides, sizes, train_data, dev, workdir,
-                                                compile_model=(name == "compile"))
+        for index, (name, overrides) in enumerate(paths):
+            figures, model, config = train_path(name, overrides, sizes, train_data, dev, workdir)
             results["train"][name] = figures
             extra = ""
             if "cache" in figures:
                 extra = (f", cache filled with {figures['cache_fill_clips']} clips in {figures['cache_fill_seconds']} s,"
                          f" hit rate {figures['cache']['hit_rate']:.2f}")
             echo(f"train {name:14s} {figures['steps_per_second']:.3f} steps/s  {figures['samples_per_second']:.2f} "
-                 f"samples/s  peak {_gib(figures['peak_memory_bytes'])}{extra}")
-            tokenizer = model.tokenizer
-        # Evaluation: the last trained model, naive loop vs KV-cached generate (fp32 and the fast path's dtype).
-        fp32 = _make_config(train_data, sizes, {}, dev)
-        for name, cfg, naive in (("naive", fp32, True), ("kv_cache", fp32, False), ("kv_cache_bf16", config, False)):
-            if name == "kv_cache_bf16" and not config.bf16:
-                continue
-            figures = eval_path(name, model, cfg, tokenizer, eval_data, sizes, dev, naive)
-            results["eval"][name] = figures
-            echo(f"eval  {name:14s} {figures['eval_samples_per_second']:.2f} samples/s  "
-                 f"({figures['eval_clips']} clips in {figures['eval_seconds']:.1f} s, "
-                 f"{figures['mean_answer_tokens']:.1f} answer tokens on average)  peak {_gib(figures['peak_memory_bytes'])}")
-    naive_losses = results["train"]["naive"]["losses"]
-    for figures in results["train"].values():  # exact paths follow the naive loss curve (within float noise)
-        figures["max_loss_difference_vs_naive"] = max(abs(a - b) for a, b in zip(figures["losses"], naive_losses))
-    naive_rate = results["train"]["naive"]["steps_per_second"]
-    fast = {name: f["steps_per_second"] for name, f in results["train"].items() if name != "naive"}
-    best = max(fast, key=fast.get)
-    results["train_ratios"] = {name: rate / naive_rate for name, rate in fast.items()}
-    results["best_path"] = best
-    results["speedup"] = fast[best] / naive_rate
-    eval_fast = max((f["eval_samples_per_second"] for n, f in results["eval"].items() if n != "naive"), default=None)
-    if eval_fast is not None and "naive" in results["eval"]:
-        results["eval_speedup"] = eval_fast / results["eval"]["naive"]["eval_samples_per_second"]
-    results["total_seconds"] = round(time.perf_counter() - started, 1)
-    Path(output).write_text(json.dumps(results, indent=2) + "\n")
+                 f"samples/s  peak {_gib(figures['peak_memory_bytes'])} (30 s clips: "
+                 f"{_gib(figures['peak_memory_30s_bytes'])}), first step {figures['first_step_seconds']} s{extra}")
+            save()
+            if name == EVAL_AFTER or (index == len(paths) - 1 and not results["eval"]):
+                _evaluate_all(results, answers, model, config, train_data, eval_data, sizes, dev, echo, save)
+    save()
     for name, ratio in results["train_ratios"].items():
-        echo(f"  {name:14s} x{ratio:.2f} vs naive training (loss curve within "
-             f"{results['train'][name]['max_loss_difference_vs_naive']:.1e} of naive)")
-    if "eval_speedup" in results:
-        echo(f"  evaluation     x{results['eval_speedup']:.2f} vs the naive decoding loop")
-    echo(f"best path: {best}; total {results['total_seconds']} s; figures in {output}")
+        figures = results["train"][name]
+        echo(f"  {name:14s} x{ratio:.2f} vs naive training ({'exact' if figures['exact'] else 'not exact'}; "
+             f"loss curve within {figures['max_loss_difference_vs_naive']:.1e} of naive)")
+    for name, ratio in results.get("eval_ratios", {}).items():
+        echo(f"  eval {name:20s} x{ratio:.2f} vs the naive decoding loop "
+             f"({results['eval'][name]['answers_agree_with_kv_cache']:.0%} of answers as the fp32 KV-cached ones)")
+    if results.get("best_exact_path"):
+        echo(f"best exact path: {results['best_exact_path']} (x{results['exact_speedup']:.2f})")
+    echo(f"best path: {results['best_path']}; total {results['total_seconds']} s; figures in {output}")
     echo(f"speedup: {results['speedup']:.2f}")
     return results
 
 
-def bench_command(quick: bool = False, device: str | None = None, output: str = "bench.json") -> int:
+def _evaluate_all(results, answers, model, config, train_data, eval_data, sizes, dev, echo, save) -> None:
+    """Decode the test clips with `model`: naive loop vs KV-cached generate, in fp32 and (when the path
+    uses it) bf16, each with and without LoRA merged into the base weights."""
+    def variant(**overrides):
+        return _make_config(train_data, sizes, overrides, dev)
+
+    runs = [("naive", variant(), True), ("kv_cache", variant(), False),
+            ("kv_cache_merged_lora", variant(merge_lora_for_eval=True), False)]
+    if config.bf16:
+        runs += [("kv_cache_bf16", variant(bf16=True), False),
+                 ("kv_cache_bf16_merged_lora", variant(bf16=True, merge_lora_for_eval=True), False)]
+    for name, cfg, naive in runs:
+        figures, answers[name] = eval_path(name, model, cfg, model.tokenizer, eval_data, sizes, dev, naive)
+        results["eval"][name] = figures
+        echo(f"eval  {name:20s} {figures['eval_samples_per_second']:.2f} samples/s  "
+             f"({figures['eval_clips']} clips in {figures['eval_seconds']:.1f} s, "
+             f"{figures['mean_answer_tokens']:.1f} answer tokens on average)  peak {_gib(figures['peak_memory_bytes'])}")
+        save()
+
+
+def _summarize(results: dict, answers: dict) -> None:
+    """Ratios against the naive path, loss-curve agreement, the best fast and exact paths."""
+    train, evals = results["train"], results["eval"]
+    naive_losses = train["naive"]["losses"]
+    for figures in train.values():
+        figures["max_loss_difference_vs_naive"] = max(abs(a - b) for a, b in zip(figures["losses"], naive_losses))
+        figures["exact"] = figures["exact"] and figures["max_loss_difference_vs_naive"] <= EXACT_TOLERANCE
+    naive_rate = train["naive"]["steps_per_second"]
+    fast = {name: f["steps_per_second"] for name, f in train.items() if name != "naive"}
+    if not fast:
+        return
+    results["train_ratios"] = {name: rate / naive_rate for name, rate in fast.items()}
+    results["best_path"] = max(fast, key=fast.get)
+    results["speedup"] = fast[results["best_path"]] / naive_rate
+    exact = {name: rate for name, rate in fast.items() if train[name]["exact"]}
+    if exact:
+        results["best_exact_path"] = max(exact, key=exact.get)
+        results["exact_speedup"] = exact[results["best_exact_path"]] / naive_rate
+    reference = answers.get("kv_cache")
+    for name, figures in evals.items():
+        if reference is not None:
+            figures["answers_agree_with_kv_cache"] = (sum(a == b for a, b in zip(answers[name], reference))
+                                                      / max(len(reference), 1))
+    if "naive" in evals:
+        base = evals["naive"]["eval_samples_per_second"]
+        results["eval_ratios"] = {n: f["eval_samples_per_second"] / base for n, f in evals.items() if n != "naive"}
+        results["eval_speedup"] = max(results["eval_ratios"].values(), default=None)
+
+
+def bench_command(quick: bool = False, device: str | None = None, output: str = "bench.json",
+                  compile_paths: bool | None = None, measured_steps: int | None = None) -> int:
+    from lalmbench.errors import ConfigError
+
+    if measured_steps is not None and measured_steps < 1:
+        raise ConfigError(f"--steps: expected a positive number of measured steps, got {measured_steps}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    run_bench(QUICK if quick else FULL, device, output)
+    run_bench(QUICK if quick else FULL, device, output, compile_paths=compile_paths, measured_steps=measured_steps)
     return 0

@@ -5,7 +5,7 @@
     lalmbench check ENCODER [--model-args JSON] [--device cpu|cuda] [--json]
     lalmbench tasks [SUITE]
     lalmbench download SUITE|TASK...
-    lalmbench bench [--quick] [--device cpu|cuda]
+    lalmbench bench [--quick] [--device cpu|cuda] [--compile|--no-compile] [--steps N]
     lalmbench report RUN_DIR
     lalmbench leaderboard RUN_DIR... [--baselines]
     lalmbench new-encoder DIR
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a short run that finishes in minutes on a CPU")
     bench.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default: cuda when available)")
     bench.add_argument("--output", default="bench.json", metavar="FILE", help="where to write the figures (default: bench.json)")
+    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="include the torch.compile paths (default: on a GPU only; compiling takes minutes on a CPU)")
+    bench.add_argument("--steps", type=int, default=None, metavar="N",
+                       help="measured steps per path (default: 195 after 5 warm-up steps, 6 with --quick)")
 
     report = commands.add_parser("report", help="write an HTML report (and PNGs) for a run directory")
     report.add_argument("run_dir", help="a run directory holding scores.tsv")
@@ -148,7 +152,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from lalmbench.bench import bench_command
 
-        return bench_command(quick=args.quick, device=args.device, output=args.output)
+        return bench_command(quick=args.quick, device=args.device, output=args.output, compile_paths=args.compile,
+                             measured_steps=args.steps)
     if args.command == "report":
         from lalmbench.report.html import report_command
 

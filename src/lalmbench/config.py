@@ -147,7 +147,17 @@ class TrainConfig:
     lora_dropout: float = 0.1
     """LoRA dropout."""
     compile: bool = False
-    """torch.compile the decoder body (dynamic shapes): fewer kernel launches; the first steps pay the compile."""
+    """torch.compile the decoder body for training: fewer kernel launches; the first steps pay the compile.
+    Follows the eager loss curve to float rounding when `deterministic` (dropout draws the eager masks)."""
+    compile_mode: str = "default"
+    """torch.compile mode: default, reduce-overhead (CUDA graphs; needs length_bucket), max-autotune,
+    max-autotune-no-cudagraphs."""
+    length_bucket: int = 0
+    """Pad each training batch to a multiple of this many positions (0: to its longest row). Gives compiled
+    graphs a few static shapes. Exact without LoRA dropout; with it, the masks are drawn over another shape."""
+    merge_lora_for_eval: bool = False
+    """Evaluation: fold LoRA into the base weights while decoding (one matmul per layer instead of three);
+    the exact weights are restored after. Same answers up to float rounding."""
     target_logits_only: bool = True
     """Compute vocabulary logits only where a label exists (exact; saves memory). False: every position."""
     feature_cache: str = "off"
@@ -170,7 +180,8 @@ class TrainConfig:
 
     # Fields that change results; everything else (logging, workers, device) does not.
     _NOT_IN_IDENTITY = ("config_name", "logging_steps", "save_steps", "save_total_limit", "num_workers",
-                        "data_home", "torch_num_threads", "device", "eval_batch_size")
+                        "data_home", "torch_num_threads", "device", "eval_batch_size",
+                        "merge_lora_for_eval")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -227,6 +238,14 @@ class TrainConfig:
             problems.append(f"feature_cache: expected off, memory or disk, got {self.feature_cache!r}")
         if not 0 <= self.max_bad_fraction <= 1:
             problems.append(f"max_bad_fraction: expected a fraction in [0, 1], got {self.max_bad_fraction}")
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if self.compile_mode not in modes:
+            problems.append(f"compile_mode: expected one of {', '.join(modes)}, got {self.compile_mode!r}")
+        if not isinstance(self.length_bucket, int) or self.length_bucket < 0:
+            problems.append(f"length_bucket: expected an integer >= 0, got {self.length_bucket!r}")
+        elif self.compile and self.compile_mode in ("reduce-overhead", "max-autotune") and not self.length_bucket:
+            problems.append(f"compile_mode {self.compile_mode} records CUDA graphs, which need a few static shapes: "
+                            f"set length_bucket too (e.g. 64)")
         if self.num_workers < 0:
             problems.append(f"num_workers: expected >= 0, got {self.num_workers}")
         if self.global_batch_size is not None and self.global_batch_size < 1:

@@ -13,6 +13,7 @@ holds the whole count of the test set and judges it (`BadDataCounter.check`) aft
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -96,8 +97,9 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
                 yield part, {e.ref: numbers[(e.ref.shard, e.ref.key)] for e in part}
 
     try:
-        with torch.no_grad(), torch.autocast(model.projector.weight.device.type, dtype=torch.bfloat16,
-                                             enabled=config.bf16):
+        merged = model.merged_lora() if config.merge_lora_for_eval else contextlib.nullcontext()
+        with merged, torch.no_grad(), torch.autocast(model.projector.weight.device.type, dtype=torch.bfloat16,
+                                                     enabled=config.bf16):
             for batch, numbers_by_ref in maker.iterate(groups()):
                 if batch is None:
                     continue

@@ -36,7 +36,7 @@ from lalmbench.encoders.loading import encoder_display_name, encoder_identity, l
 from lalmbench.errors import ConfigError
 from lalmbench.evaluate import evaluate_task
 from lalmbench.io_utils import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
-from lalmbench.model.audio_llm import AudioLLM, add_lora
+from lalmbench.model.audio_llm import AudioLLM, add_lora, apply_speed_switches
 from lalmbench.model.decoder import load_decoder
 from lalmbench.train import Trainer, batch_plan, configure_determinism, find_resume_checkpoint
 
@@ -243,9 +243,9 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     counter = BadDataCounter()  # what the run reports: training (every process's) and evaluation
     tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}})
 
-    if config.compile:
-        model.compile_decoder()
-        log.info("decoder body compiled with torch.compile (dynamic shapes); the first steps include compiling")
+    compiled = apply_speed_switches(model, config)
+    if compiled:
+        log.info(compiled)
 
     if config.feature_cache != "off":
         from lalmbench.model.feature_cache import attach_feature_cache
@@ -309,7 +309,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     rows, task_summaries = [], {}
     for task in tasks:
         eval_key = _hash({"run": identity_hash, "task": task.to_dict(), "batch": config.eval_batch_size,
-                          "eval_crop": config.eval_crop_audio_length})
+                          "eval_crop": config.eval_crop_audio_length,
+                          **({"merged_lora": True} if config.merge_lora_for_eval else {})})
         cache_file = run_dir / "scores" / f"{task.name}.json"
         cached = json.loads(cache_file.read_text()) if cache_file.is_file() else None
         if cached and cached.get("key") == eval_key and not force and (run_dir / f"predictions_{task.name}.csv").is_file():

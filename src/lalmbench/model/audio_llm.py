@@ -10,9 +10,19 @@ padding its batch mates forced on it.
 Loss logits are computed only where a label exists when `target_logits_only` is set (the default):
 the vocabulary projection over hundreds of audio frames is most of the memory, and skipping rows
 whose loss is ignored changes nothing else.
+
+Launch overhead (docs/speed.md): `compile_training` compiles the decoder body for training; with
+`length_bucket` the packed length is rounded up to a multiple of it, so the compiled graph (and, with
+mode "reduce-overhead", its CUDA graph) is reused across batches instead of rebuilt per length. The
+extra positions are padding: no attention reaches them and they carry no label. `merged_lora` folds
+the LoRA products into the base weights for decoding (one matmul per layer instead of three) and puts
+the exact base weights back afterwards.
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
 
 import torch
 from torch import nn
@@ -54,6 +64,8 @@ class AudioLLM(nn.Module):
         self.projector = nn.Linear(encoder.output_dim, hidden)
         self.target_logits_only = target_logits_only
         self.feature_hook = None  # optional callable(batch) -> (features, mask) (feature cache)
+        self.length_bucket = 0  # > 0: training sequences padded to a multiple of this many positions
+        self._train_body = None  # compiled decoder body for training (compile_training)
 
     # -- pieces -------------------------------------------------------------------------------------------
     @property
@@ -62,10 +74,41 @@ class AudioLLM(nn.Module):
         causal_lm = self.decoder.get_base_model() if hasattr(self.decoder, "get_base_model") else self.decoder
         return causal_lm.base_model, causal_lm.get_output_embeddings()
 
-    def compile_decoder(self) -> None:
-        """Compile the decoder body's forward in place (parameter names, and so checkpoints, unchanged)."""
+    def compile_training(self, mode: str = "default", exact_random: bool = True) -> None:
+        """torch.compile the decoder body for training steps; generation keeps the eager body.
+
+        Shapes are dynamic: one compiled graph serves every sequence length. Mode "reduce-overhead" records
+        a CUDA graph per distinct shape, which `length_bucket` keeps to a few. `exact_random` makes
+        compiled dropout draw the eager masks (inductor's fallback_random, a process-wide setting), so a
+        compiled run follows the eager loss curve to float rounding. Parameter names, and so
+        checkpoints, are unchanged.
+        """
+        import torch._inductor.config
+
+        if exact_random:
+            torch._inductor.config.fallback_random = True
         body, _ = self._base
-        body.forward = torch.compile(body.forward, dynamic=True)
+        compiled = torch.compile(body, mode=mode, dynamic=True)
+        object.__setattr__(self, "_train_body", compiled)  # not a submodule: state_dict keys stay as they are
+
+    @contextlib.contextmanager
+    def merged_lora(self):
+        """Decode with each LoRA product folded into its base weight; the exact weights come back after."""
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in self.decoder.modules() if isinstance(m, LoraLayer) and not m.merged]
+        saved = [m.get_base_layer().weight.detach().clone() for m in layers]
+        try:
+            with torch.no_grad():
+                for layer in layers:
+                    layer.merge()
+            yield
+        finally:
+            with torch.no_grad():
+                for layer, weight in zip(layers, saved):
+                    if layer.merged:
+                        layer.unmerge()  # clears peft's merged state; its subtraction is not exact ...
+                    layer.get_base_layer().weight.copy_(weight)  # ... so the saved weights go back
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in self.named_parameters() if p.requires_grad}
@@ -136,6 +179,8 @@ class AudioLLM(nn.Module):
             rows.append(torch.cat([frames, text.to(frames.dtype)], dim=0))
             labels.append([IGNORE] * (frames.shape[0] + len(prompt)) + list(target))
         longest = max(r.shape[0] for r in rows)
+        if self.length_bucket:
+            longest = math.ceil(longest / self.length_bucket) * self.length_bucket
         hidden = rows[0].shape[1]
         device = rows[0].device
         embeds = rows[0].new_zeros(len(rows), longest, hidden)
@@ -151,6 +196,7 @@ class AudioLLM(nn.Module):
         """(sum of token losses, number of target tokens) for a batch: the caller normalizes."""
         embeds, attention, labels = self.build_training_inputs(batch)
         body, head = self._base
+        body = body if self._train_body is None else self._train_body
         positions = torch.arange(embeds.shape[1], device=embeds.device)[None].expand(embeds.shape[0], -1)
         hidden = body(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
                       use_cache=False).last_hidden_state
@@ -219,3 +265,18 @@ class AudioLLM(nn.Module):
 
     def decode(self, token_lists: list[list[int]]) -> list[str]:
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_lists]
+
+
+def apply_speed_switches(model: AudioLLM, config) -> str | None:
+    """Set the training-shape switches of a TrainConfig on `model`; a line for the log, or None."""
+    model.length_bucket = config.length_bucket
+    if not config.compile:
+        return None
+    if config.compile_mode in ("reduce-overhead", "max-autotune") and model.projector.weight.device.type != "cuda":
+        mode = "default"  # CUDA graphs only exist on a GPU
+    else:
+        mode = config.compile_mode
+    model.compile_training(mode, exact_random=config.deterministic)
+    return (f"decoder body compiled for training (torch.compile mode {mode}, dynamic shapes"
+            f"{f', lengths bucketed by {config.length_bucket}' if config.length_bucket else ''}); "
+            f"the first steps include compiling")
