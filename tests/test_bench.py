@@ -12,18 +12,24 @@ from lalmbench.bench import PATHS, TINY, run_bench
 def test_bench_tiny_writes_figures(tmp_path):
     lines: list[str] = []
     output = tmp_path / "bench.json"
-    paths = [p for p in PATHS if p[0] in ("naive", "target_logits", "feature_cache", "bf16")]
-    results = run_bench(TINY, "cpu", output, paths=paths, compile_paths=False, echo=lines.append)
+    paths = [p for p in PATHS if p[0] in ("naive", "target_logits", "feature_cache", "bf16", "compile_exact")]
+    results = run_bench(TINY, "cpu", output, paths=paths, compile_paths=True, echo=lines.append)
     saved = json.loads(output.read_text())
-    assert set(saved["train"]) == {"naive", "target_logits", "feature_cache", "bf16"}
+    assert set(saved["train"]) == {"naive", "target_logits", "feature_cache", "bf16", "compile_exact"}
     for figures in saved["train"].values():
         assert figures["steps_per_second"] > 0 and figures["peak_memory_bytes"] > 0
         assert figures["peak_memory_30s_bytes"] > 0  # the extra step on four 30 s clips
         assert len(figures["losses"]) == TINY["warmup_steps"] + TINY["measured_steps"]
-    for name in ("target_logits", "feature_cache"):  # exact: fp32, deterministic, on the naive curve
+    for name in ("target_logits", "feature_cache", "compile_exact"):  # fp32, deterministic, on the naive curve
         assert saved["train"][name]["exact"] and saved["train"][name]["max_loss_difference_vs_naive"] <= 1e-5
     assert not saved["train"]["bf16"]["exact"]
-    assert saved["best_exact_path"] in ("target_logits", "feature_cache")
+    assert saved["best_exact_path"] in ("target_logits", "feature_cache", "compile_exact")
+    # the compiled path's first step built its graphs: reported, and left out of the rate
+    compiled = saved["train"]["compile_exact"]
+    assert 0 in compiled["compiling_steps"] and compiled["compiling_steps_seconds"] > 0
+    assert compiled["measured_steps"] + sum(1 for s in compiled["compiling_steps"] if s >= TINY["warmup_steps"]) \
+        == TINY["measured_steps"]
+    assert saved["train"]["feature_cache"]["compiling_steps"] == []
     assert saved["train"]["feature_cache"]["cache"]["hit_rate"] == 1.0  # filled by the pass over the data
     # evaluation ran on the bf16 path's model: fp32 and bf16 KV cache, each also with LoRA merged
     assert set(saved["eval"]) == {"naive", "kv_cache", "kv_cache_merged_lora", "kv_cache_bf16",

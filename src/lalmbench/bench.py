@@ -262,6 +262,7 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
                        stream.crop_fraction, workers=config.num_workers)  # decode failures: the maker's own count
     trainer = Trainer(model, config, run_dir, DistInfo(), device, stream, maker, stream.counter, f"bench-{name}",
                       show_progress=False)
+    compiling = _count_compiling_steps(trainer)
     try:
         with PeakMemory(device) as memory:
             trainer.train()
@@ -269,13 +270,19 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
         maker.close()
     with open(run_dir / "train_log.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    elapsed = [float(r["elapsed_seconds"]) for r in rows]
+    elapsed = [0.0] + [float(r["elapsed_seconds"]) for r in rows]
     warm, measured = sizes["warmup_steps"], sizes["measured_steps"]
-    seconds = elapsed[warm + measured - 1] - (elapsed[warm - 1] if warm else 0.0)
+    # A step in which torch.compile built a graph (a first shape, a mask that appears) is compile time,
+    # not step time: it is left out of the rate and reported on its own.
+    window = range(warm, warm + measured)
+    kept = [step for step in window if step not in compiling] or list(window)
+    seconds = sum(elapsed[step + 1] - elapsed[step] for step in kept)
     figures.update({
-        "steps_per_second": measured / seconds, "samples_per_second": measured * trainer.global_batch / seconds,
-        "measured_steps": measured, "measured_seconds": round(seconds, 3),
-        "first_step_seconds": round(elapsed[0], 3), "peak_memory_bytes": memory.peak,
+        "steps_per_second": len(kept) / seconds, "samples_per_second": len(kept) * trainer.global_batch / seconds,
+        "measured_steps": len(kept), "measured_seconds": round(seconds, 3),
+        "compiling_steps": sorted(compiling), "compiling_steps_seconds": round(
+            sum(elapsed[step + 1] - elapsed[step] for step in compiling), 3),
+        "first_step_seconds": round(elapsed[1], 3), "peak_memory_bytes": memory.peak,
         "losses": [round(float(r["loss"]), 6) for r in rows],
         "exact": bool(config.deterministic and not config.bf16),
     })
@@ -283,6 +290,25 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
         figures["cache"] = cache.stats()
     figures["peak_memory_30s_bytes"] = _longest_clip_step(trainer, config, shards, tokenizing, counter, device)
     return figures, model, config
+
+
+def _count_compiling_steps(trainer) -> set[int]:
+    """The (0-based) steps of `trainer` during which torch.compile built a graph; filled while it trains."""
+    from torch._dynamo.utils import counters
+
+    compiling: set[int] = set()
+    step = trainer._step
+
+    def counted(batches):
+        graphs = counters["stats"]["unique_graphs"]
+        try:
+            return step(batches)
+        finally:
+            if counters["stats"]["unique_graphs"] != graphs:
+                compiling.add(trainer.state.step)
+
+    trainer._step = counted
+    return compiling
 
 
 def _longest_clip_step(trainer, config, shards: dict, tokenizing, counter, device: torch.device) -> int:
@@ -444,8 +470,11 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
             figures, model, config = train_path(name, overrides, sizes, train_data, dev, workdir)
             results["train"][name] = figures
             extra = ""
+            if figures["compiling_steps"]:
+                extra = (f", compiling in steps {[step + 1 for step in figures['compiling_steps']]} "
+                         f"({figures['compiling_steps_seconds']} s, left out of the rate)")
             if "cache" in figures:
-                extra = (f", cache filled with {figures['cache_fill_clips']} clips in {figures['cache_fill_seconds']} s,"
+                extra += (f", cache filled with {figures['cache_fill_clips']} clips in {figures['cache_fill_seconds']} s,"
                          f" hit rate {figures['cache']['hit_rate']:.2f}")
             echo(f"train {name:14s} {figures['steps_per_second']:.3f} steps/s  {figures['samples_per_second']:.2f} "
                  f"samples/s  peak {_gib(figures['peak_memory_bytes'])} (30 s clips: "
@@ -459,7 +488,7 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
         echo(f"  {name:14s} x{ratio:.2f} vs naive training ({'exact' if figures['exact'] else 'not exact'}; "
              f"loss curve within {figures['max_loss_difference_vs_naive']:.1e} of naive)")
     for name, ratio in results.get("eval_ratios", {}).items():
-        echo(f"  eval {name:20s} x{ratio:.2f} vs the naive decoding loop "
+        echo(f"  eval {name:26s} x{ratio:.2f} vs the naive decoding loop "
              f"({results['eval'][name]['answers_agree_with_kv_cache']:.0%} of answers as the fp32 KV-cached ones)")
     if results.get("best_exact_path"):
         echo(f"best exact path: {results['best_exact_path']} (x{results['exact_speedup']:.2f})")
@@ -482,7 +511,7 @@ def _evaluate_all(results, answers, model, config, train_data, eval_data, sizes,
     for name, cfg, naive in runs:
         figures, answers[name] = eval_path(name, model, cfg, model.tokenizer, eval_data, sizes, dev, naive)
         results["eval"][name] = figures
-        echo(f"eval  {name:20s} {figures['eval_samples_per_second']:.2f} samples/s  "
+        echo(f"eval  {name:26s} {figures['eval_samples_per_second']:.2f} samples/s  "
              f"({figures['eval_clips']} clips in {figures['eval_seconds']:.1f} s, "
              f"{figures['mean_answer_tokens']:.1f} answer tokens on average)  peak {_gib(figures['peak_memory_bytes'])}")
         save()

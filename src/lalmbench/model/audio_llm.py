@@ -11,7 +11,7 @@ Loss logits are computed only where a label exists when `target_logits_only` is 
 the vocabulary projection over hundreds of audio frames is most of the memory, and skipping rows
 whose loss is ignored changes nothing else.
 
-Launch overhead (docs/speed.md): `compile_training` compiles the decoder body for training; with
+Launch overhead (docs/speed.md): `compile_training` compiles the decoder layers for training; with
 `length_bucket` the packed length is rounded up to a multiple of it, so the compiled graph (and, with
 mode "reduce-overhead", its CUDA graph) is reused across batches instead of rebuilt per length. The
 extra positions are padding: no attention reaches them and they carry no label. `merged_lora` folds
@@ -65,7 +65,8 @@ class AudioLLM(nn.Module):
         self.target_logits_only = target_logits_only
         self.feature_hook = None  # optional callable(batch) -> (features, mask) (feature cache)
         self.length_bucket = 0  # > 0: training sequences padded to a multiple of this many positions
-        self._train_body = None  # compiled decoder body for training (compile_training)
+        self._compiled: list = []  # (module, its compiled forward) for training steps (compile_training)
+        self._cuda_graphs = False
 
     # -- pieces -------------------------------------------------------------------------------------------
     @property
@@ -75,21 +76,46 @@ class AudioLLM(nn.Module):
         return causal_lm.base_model, causal_lm.get_output_embeddings()
 
     def compile_training(self, mode: str = "default", exact_random: bool = True) -> None:
-        """torch.compile the decoder body for training steps; generation keeps the eager body.
+        """torch.compile the decoder for training steps; generation keeps the eager decoder.
 
-        Shapes are dynamic: one compiled graph serves every sequence length. Mode "reduce-overhead" records
-        a CUDA graph per distinct shape, which `length_bucket` keeps to a few. `exact_random` makes
-        compiled dropout draw the eager masks (inductor's fallback_random, a process-wide setting), so a
-        compiled run follows the eager loss curve to float rounding. Parameter names, and so
-        checkpoints, are unchanged.
+        Each transformer layer is compiled on its own (regional compilation): the layers share one code
+        object and shape, so one compilation serves all of them, minutes faster than compiling the
+        unrolled body. Shapes are dynamic: one graph serves every sequence length. Mode
+        "reduce-overhead" records a CUDA graph per distinct shape, which `length_bucket` keeps to a few.
+        `exact_random` makes compiled dropout draw the eager masks (inductor's fallback_random, a
+        process-wide setting), so a compiled run follows the eager loss curve to float rounding.
+        Parameter names, and so checkpoints, are unchanged.
         """
         import torch._inductor.config
 
         if exact_random:
             torch._inductor.config.fallback_random = True
         body, _ = self._base
-        compiled = torch.compile(body, mode=mode, dynamic=True)
-        object.__setattr__(self, "_train_body", compiled)  # not a submodule: state_dict keys stay as they are
+        layers = getattr(body, "layers", None)
+        if not isinstance(layers, nn.ModuleList):  # not a Llama-like body: compile it whole
+            layers = [body]
+        self._compiled = [(layer, torch.compile(layer.forward, mode=mode, dynamic=True)) for layer in layers]
+        self._cuda_graphs = mode in ("reduce-overhead", "max-autotune")
+
+    @contextlib.contextmanager
+    def _compiled_forwards(self):
+        """Within: the compiled forwards of compile_training run in place of the eager ones."""
+        if not self._compiled:
+            yield
+            return
+        if self._cuda_graphs:  # each training forward is a new step: earlier graph outputs are done with
+            torch.compiler.cudagraph_mark_step_begin()
+        before = [module.__dict__.get("forward") for module, _ in self._compiled]  # a hook's own, if any
+        for module, compiled in self._compiled:
+            module.forward = compiled
+        try:
+            yield
+        finally:
+            for (module, _), forward in zip(self._compiled, before):
+                if forward is None:
+                    del module.forward  # the class's eager forward again
+                else:
+                    module.forward = forward
 
     @contextlib.contextmanager
     def merged_lora(self):
@@ -196,10 +222,10 @@ class AudioLLM(nn.Module):
         """(sum of token losses, number of target tokens) for a batch: the caller normalizes."""
         embeds, attention, labels = self.build_training_inputs(batch)
         body, head = self._base
-        body = body if self._train_body is None else self._train_body
         positions = torch.arange(embeds.shape[1], device=embeds.device)[None].expand(embeds.shape[0], -1)
-        hidden = body(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
-                      use_cache=False).last_hidden_state
+        with self._compiled_forwards():
+            hidden = body(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
+                          use_cache=False).last_hidden_state
         shifted = labels[:, 1:]
         if self.target_logits_only:
             keep = shifted != IGNORE
