@@ -46,3 +46,20 @@ def test_bench_rejects_a_non_positive_step_count():
 
     with pytest.raises(ConfigError, match="--steps: expected a positive number of measured steps, got 0"):
         bench_command(quick=True, device="cpu", measured_steps=0)
+
+
+def test_a_compile_path_that_fails_is_reported_and_the_rest_stands(tmp_path, monkeypatch):
+    from lalmbench.model.audio_llm import AudioLLM
+
+    def no_compiler(self, mode="default", exact_random=True):
+        raise RuntimeError("inductor: no C++ compiler found\nsecond line")
+
+    monkeypatch.setattr(AudioLLM, "compile_training", no_compiler)
+    lines: list[str] = []
+    paths = [p for p in PATHS if p[0] in ("naive", "target_logits", "compile_exact")]
+    results = run_bench(TINY, "cpu", tmp_path / "bench.json", paths=paths, compile_paths=True, echo=lines.append)
+    assert results["failed"] == {"compile_exact": "RuntimeError: inductor: no C++ compiler found"}
+    assert set(results["train"]) == {"naive", "target_logits"} and results["best_path"] == "target_logits"
+    assert "kv_cache" in results["eval"]  # evaluation still ran, on the last path that trained
+    assert any("compile_exact  failed: RuntimeError" in line for line in lines)
+    assert lines[-1].startswith("speedup: ")

@@ -449,7 +449,7 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
     results = {"lalmbench_version": __version__, "torch": torch.__version__, "device": device_name(dev),
                "device_type": dev.type, "sizes": sizes, "workload": [
                    {"task": t, "seconds": s, "sample_rate": r, "classes": c, "weight": w} for t, s, r, c, w in WORKLOAD],
-               "train": {}, "eval": {}}
+               "train": {}, "eval": {}, "failed": {}}
     echo(f"lalmbench bench on {results['device']}, torch {torch.__version__}")
     echo(f"sizes: encoder {sizes['encoder']}, decoder {sizes['decoder']}, batch {sizes['batch_size']}, "
          f"{sizes['warmup_steps']}+{sizes['measured_steps']} steps (warm-up + measured) per path, "
@@ -466,8 +466,18 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
         workdir = Path(tmp)
         train_data, eval_data = write_workload(workdir / "data", sizes["train_clips_per_task"],
                                                sizes["eval_clips_per_task"])
-        for index, (name, overrides) in enumerate(paths):
-            figures, model, config = train_path(name, overrides, sizes, train_data, dev, workdir)
+        model = config = None
+        for name, overrides in paths:
+            try:
+                figures, trained, trained_config = train_path(name, overrides, sizes, train_data, dev, workdir)
+            except Exception as exc:  # a compiler that cannot build on this machine must not cost the run
+                if name not in COMPILE_PATHS:
+                    raise
+                results["failed"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                echo(f"train {name:14s} failed: {results['failed'][name]} (the other paths' figures stand)")
+                save()
+                continue
+            model, config = trained, trained_config
             results["train"][name] = figures
             extra = ""
             if figures["compiling_steps"]:
@@ -480,9 +490,15 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
                  f"samples/s  peak {_gib(figures['peak_memory_bytes'])} (30 s clips: "
                  f"{_gib(figures['peak_memory_30s_bytes'])}), first step {figures['first_step_seconds']} s{extra}")
             save()
-            if name == EVAL_AFTER or (index == len(paths) - 1 and not results["eval"]):
+            if name == EVAL_AFTER:
                 _evaluate_all(results, answers, model, config, train_data, eval_data, sizes, dev, echo, save)
+        if not results["eval"] and model is not None:
+            _evaluate_all(results, answers, model, config, train_data, eval_data, sizes, dev, echo, save)
     save()
+    if "speedup" not in results:
+        from lalmbench.errors import LalmbenchError
+
+        raise LalmbenchError(f"no fast path finished ({results['failed']}); the naive figures are in {output}")
     for name, ratio in results["train_ratios"].items():
         figures = results["train"][name]
         echo(f"  {name:14s} x{ratio:.2f} vs naive training ({'exact' if figures['exact'] else 'not exact'}; "
