@@ -37,6 +37,8 @@ def test_bench_tiny_writes_figures(tmp_path):
     assert saved["eval"]["kv_cache"]["eval_clips"] == 5 and saved["eval"]["kv_cache"]["answers_agree_with_kv_cache"] == 1
     assert saved["eval"]["kv_cache_merged_lora"]["merged_lora"]
     assert saved["sizes"] == TINY and saved["torch"] and saved["device"].startswith("CPU")
+    best_rate = saved["train"][saved["best_path"]]["steps_per_second"]
+    assert saved["vs_published"]["train"] == pytest.approx(best_rate / 2.97)  # the published H200 figure
     assert lines[-1] == f"speedup: {results['speedup']:.2f}"
 
 

@@ -87,6 +87,9 @@ PATHS = [
 COMPILE_PATHS = ("compile_exact", "compile_fast")
 EVAL_AFTER = "bf16"  # evaluation runs on this path's model, before the slower-to-build compile paths
 EXACT_TOLERANCE = 1e-5  # the largest loss difference from the naive curve an exact path may show
+# The published system on this workload (../shared/bench/README.md of the project's references): one
+# H200, fp32, batch 4; evaluation 44 s per 64 clips at batch 16 with answers running to 150 tokens.
+PUBLISHED = {"device": "NVIDIA H200", "train_steps_per_second": 2.97, "eval_samples_per_second": 64 / 44}
 
 
 # -- workload -----------------------------------------------------------------------------------------------
@@ -449,7 +452,7 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
     results = {"lalmbench_version": __version__, "torch": torch.__version__, "device": device_name(dev),
                "device_type": dev.type, "sizes": sizes, "workload": [
                    {"task": t, "seconds": s, "sample_rate": r, "classes": c, "weight": w} for t, s, r, c, w in WORKLOAD],
-               "train": {}, "eval": {}, "failed": {}}
+               "published": PUBLISHED, "train": {}, "eval": {}, "failed": {}}
     echo(f"lalmbench bench on {results['device']}, torch {torch.__version__}")
     echo(f"sizes: encoder {sizes['encoder']}, decoder {sizes['decoder']}, batch {sizes['batch_size']}, "
          f"{sizes['warmup_steps']}+{sizes['measured_steps']} steps (warm-up + measured) per path, "
@@ -508,6 +511,10 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
              f"({results['eval'][name]['answers_agree_with_kv_cache']:.0%} of answers as the fp32 KV-cached ones)")
     if results.get("best_exact_path"):
         echo(f"best exact path: {results['best_exact_path']} (x{results['exact_speedup']:.2f})")
+    published = results["vs_published"]
+    echo(f"against the published system on an {PUBLISHED['device']} (meaningful on a GPU only): training "
+         f"x{published['train']:.2f} (best path), x{published.get('train_exact', 0):.2f} (best exact path); "
+         f"evaluation x{published.get('eval', 0):.2f}")
     echo(f"best path: {results['best_path']}; total {results['total_seconds']} s; figures in {output}")
     echo(f"speedup: {results['speedup']:.2f}")
     return results
@@ -556,6 +563,13 @@ def _summarize(results: dict, answers: dict) -> None:
         if reference is not None:
             figures["answers_agree_with_kv_cache"] = (sum(a == b for a, b in zip(answers[name], reference))
                                                       / max(len(reference), 1))
+    results["vs_published"] = {"train": fast[results["best_path"]] / PUBLISHED["train_steps_per_second"]}
+    if exact:
+        results["vs_published"]["train_exact"] = (exact[results["best_exact_path"]]
+                                                  / PUBLISHED["train_steps_per_second"])
+    if evals:
+        best_eval = max(f["eval_samples_per_second"] for f in evals.values())
+        results["vs_published"]["eval"] = best_eval / PUBLISHED["eval_samples_per_second"]
     if "naive" in evals:
         base = evals["naive"]["eval_samples_per_second"]
         results["eval_ratios"] = {n: f["eval_samples_per_second"] / base for n, f in evals.items() if n != "naive"}
