@@ -207,17 +207,22 @@ def _make_config(train_data: dict, sizes: dict, overrides: dict, device: torch.d
     return TrainConfig.from_mapping(raw, "bench")
 
 
+def _whole_clips(spec, shards: dict, config, counter) -> list:
+    """The examples of a training dataset whose clips the crop leaves whole (the same samples every epoch)."""
+    from lalmbench.data.examples import iter_examples
+
+    return [e for path in shards[spec.name] for _, _, e in iter_examples(spec.name, path, spec.key, counter)
+            if e.seconds <= config.crop_audio_length]
+
+
 def _fill_cache(cache, config, specs, shards, tokenizing, counter) -> int:
     """One pass over the training clips no longer than the crop (their features do not depend on the epoch)."""
     from lalmbench.data.batches import BatchMaker
-    from lalmbench.data.examples import iter_examples
 
     maker = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, None)
     filled = 0
     for spec in specs:
-        examples = [e for path in shards[spec.name]
-                    for _, _, e in iter_examples(spec.name, path, spec.key, counter)
-                    if e.seconds <= config.crop_audio_length]
+        examples = _whole_clips(spec, shards, config, counter)
         for start in range(0, len(examples), config.per_device_train_batch_size):
             batch = maker.make(examples[start:start + config.per_device_train_batch_size])
             if batch is not None:
@@ -317,10 +322,9 @@ def _count_compiling_steps(trainer) -> set[int]:
 def _longest_clip_step(trainer, config, shards: dict, tokenizing, counter, device: torch.device) -> int:
     """Peak memory of one training step on four clips of the longest task (30 s, the protocol's crop)."""
     from lalmbench.data.batches import BatchMaker
-    from lalmbench.data.examples import iter_examples
 
     longest = max(WORKLOAD, key=lambda task: task[1])[0]
-    examples = [e for path in shards[longest] for _, _, e in iter_examples(longest, path, "label", counter)]
+    examples = _whole_clips(config.train_data[longest], shards, config, counter)
     batch = BatchMaker(tokenizing, counter, config.sample_rate, config.crop_audio_length, None).make(
         examples[:config.per_device_train_batch_size])
     trainer.model.train()
