@@ -35,6 +35,11 @@ from lalmbench.errors import ConfigError
 
 DEFAULT_DECODER = "HuggingFaceTB/SmolLM2-135M"
 
+# The two named protocols (README, "Protocols"). `official` reproduces the published system's numbers,
+# its defects included; `corrected` is what lalmbench believes is right. Never mixed silently.
+PROTOCOLS = ("official", "corrected")
+DEFAULT_PROTOCOL = "official"
+
 
 @dataclass
 class DatasetSpec:
@@ -98,6 +103,9 @@ class TrainConfig:
     """The training mixture: dataset name -> DatasetSpec."""
     config_name: str = "default"
     """Name of the train config (YAML stem or built-in name); the run directory uses it."""
+    protocol: str = DEFAULT_PROTOCOL
+    """official: every number as the published system computes it (default); corrected: lalmbench's fixes
+    (truly frozen encoder, padding-independent packing and evaluation, soxr resampling, stricter targets)."""
     decoder_model_name: str = DEFAULT_DECODER
     """Hub name, local directory, a .gguf file, or `tiny-random`."""
     max_steps: int = 10_000
@@ -234,6 +242,8 @@ class TrainConfig:
             problems.append(f"warmup_steps: expected >= 0, got {self.warmup_steps}")
         if not 0 <= self.lora_dropout < 1:
             problems.append(f"lora_dropout: expected 0 <= p < 1, got {self.lora_dropout}")
+        if self.protocol not in PROTOCOLS:
+            problems.append(f"protocol: expected one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.feature_cache not in ("off", "memory", "disk"):
             problems.append(f"feature_cache: expected off, memory or disk, got {self.feature_cache!r}")
         if not 0 <= self.max_bad_fraction <= 1:

@@ -224,7 +224,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
         atomic_write_text(run_dir / "eval_config.yaml", dump_yaml({t.name: t.to_dict() for t in tasks}))
     run_dir = Path(broadcast_object(dist, str(run_dir) if run_dir else None))
     setup_logging(run_dir, dist.is_main)
-    log.info("lalmbench %s: encoder %s, train %s, eval %s, run directory %s", __version__, encoder, train, eval, run_dir)
+    log.info("lalmbench %s: encoder %s, train %s, eval %s, protocol %s, run directory %s", __version__, encoder, train,
+             eval, config.protocol, run_dir)
 
     # -- data and metrics preflight: fail now, not after hours of training ------------------------------------
     specs = list(config.train_data.values())
@@ -337,7 +338,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
         training = json.loads(complete_marker.read_text())  # how it was trained (batch, processes)
         summary = {"lalmbench_version": __version__, "encoder": encoder, "encoder_name": encoder_name,
                    "model_args": model_args or {}, "decoder": config.decoder_model_name,
-                   "train_config": config.config_name, "eval_config": eval, "identity": identity_hash,
+                   "train_config": config.config_name, "eval_config": eval, "protocol": config.protocol,
+                   "identity": identity_hash,
                    "steps": config.max_steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                    "total_seconds": time.perf_counter() - started, "reused_training": reused,
                    "world_size": dist.world, "global_batch_size": training.get("global_batch_size"),
