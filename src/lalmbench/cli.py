@@ -175,7 +175,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from lalmbench.errors import LalmbenchError
+    from lalmbench.threads import prefer_sleeping_waits
 
+    prefer_sleeping_waits()  # before anything imports torch: OpenMP reads it once (lalmbench.threads)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

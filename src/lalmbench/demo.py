@@ -181,7 +181,7 @@ def demo_command(output_dir: str = "demo_output", data_only: str | None = None, 
     output = Path(output_dir)
     train_yaml, eval_yaml, chance = write_demo_data(output / "data", seed)
     run("lalmbench.encoders.LogMelEncoder", str(train_yaml), str(eval_yaml), model_args={},
-                 overrides={"torch_num_threads": 2, **(overrides or {})}, output_dir=output / "runs",
+                 overrides=dict(overrides or {}), output_dir=output / "runs",
                  extra_columns={name: {"chance": f"{value:.4f}"} for name, value in chance.items()})
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0

@@ -32,6 +32,7 @@ from lalmbench.data.examples import BadDataCounter, ExampleRef
 from lalmbench.distributed import DistInfo, all_sum, barrier, gather_objects
 from lalmbench.errors import ConfigError, EncoderRuntimeError
 from lalmbench.io_utils import atomic_directory, atomic_write_text
+from lalmbench.threads import configure_threads
 
 log = logging.getLogger("lalmbench")
 
@@ -63,8 +64,7 @@ def configure_determinism(config: TrainConfig) -> None:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
-    if config.torch_num_threads:
-        torch.set_num_threads(config.torch_num_threads)
+    configure_threads(config.torch_num_threads)  # the usable cores, not the machine's (lalmbench.threads)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

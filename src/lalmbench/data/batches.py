@@ -18,6 +18,7 @@ import torch
 
 from lalmbench.data.audio import AudioDecodeError, prepare_audio
 from lalmbench.data.examples import BadDataCounter, Example
+from lalmbench.threads import single_thread_worker
 
 
 def _prepare(args: tuple[bytes, float | None, float | None, int]) -> np.ndarray | str:
@@ -52,7 +53,8 @@ class BatchMaker:
         self.prefetch = max(1, prefetch)
         self.pool = None
         if workers > 0:
-            self.pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            self.pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                   initializer=single_thread_worker)
 
     def close(self) -> None:
         if self.pool is not None:
