@@ -281,3 +281,31 @@ def test_failure_table_names_the_fix_and_exit_status(tmp_path, capsys):
 def test_cuda_requested_without_cuda():
     report = run_checks(GoodEncoder(), device="cuda", options=FAST)
     assert problems(report) == {"device": "fail"} and "--device cpu" in report.get("device").fix
+
+
+def test_failed_constructor_is_not_buried_under_skipped_rows(tmp_path):
+    path = tmp_path / "encoder.py"
+    path.write_text(GOOD_FILE)
+    table = run_checks(str(path), {"width": 3}, options=FAST).render_table()
+    rows = [line.split()[0] for line in table.splitlines()[3:] if line[:1].isalpha()]  # first column only
+    assert rows[:4] == ["load", "class", "constructor", "not"]
+    assert "SKIP" not in table
+    folded = [line for line in table.splitlines() if line.startswith("not run (")]
+    assert len(folded) == 1 and "the encoder could not be built" in folded[0] and "T4 budget" in table
+
+
+class TransposedOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.output_dim = 8
+
+    def forward(self, audio, audio_attention_mask=None):
+        frames = audio.shape[-1] // 320
+        return torch.zeros(audio.shape[0], self.output_dim, frames), None  # [B, D, T']
+
+
+def test_transposed_features_get_the_transpose_hint():
+    report = run_checks(TransposedOutput(), options=FAST)
+    assert problems(report) == {"feature dim": "fail"}
+    assert "transpose(1, 2)" in report.get("feature dim").fix
+    assert "set output_dim" not in report.get("feature dim").fix

@@ -577,6 +577,18 @@ def _skip_missing(report: CheckReport, reason: str) -> None:
             report.results.append(CheckResult(name, mandatory, SKIP, f"not run: {reason}"))
 
 
+def _fold_skipped(results: list[CheckResult]) -> tuple[list[CheckResult], dict[str, list[str]]]:
+    """Rows that did not run are folded into one line per reason: after a failed load, twenty SKIP rows
+    would bury the one row that matters. A skip with a reason of its own (older template) stays a row."""
+    shown, not_run = [], {}
+    for result in results:
+        if result.status == SKIP and result.value.startswith("not run: "):
+            not_run.setdefault(result.value[len("not run: "):], []).append(result.name)
+        else:
+            shown.append(result)
+    return shown, not_run
+
+
 def render_table(report: CheckReport, width: int = 140) -> str:
     """One table: check, mandatory or informational, result, measured value, what to fix."""
     name_w, kind_w, status_w = 19, 4, 6
@@ -586,7 +598,8 @@ def render_table(report: CheckReport, width: int = 140) -> str:
              + f" on {report.device}" + (f", model args {json.dumps(report.model_args)}" if report.model_args else "")]
     header = f"{'check':<{name_w}}  {'kind':<{kind_w}}  {'result':<{status_w}}  {'value':<{value_w}}  fix"
     lines += [header, "-" * min(width, len(header) + fix_w)]
-    for r in report.results:
+    results, not_run = _fold_skipped(report.results)
+    for r in results:
         fix = r.fix if r.status in (FAIL, WARN) else ""
         if fix and r.expected and r.status == FAIL:
             fix = f"expected {r.expected}. {fix}"
@@ -598,6 +611,8 @@ def render_table(report: CheckReport, width: int = 140) -> str:
                          f"{r.status.upper() if first else '':<{status_w}}  "
                          f"{value_lines[i] if i < len(value_lines) else '':<{value_w}}  "
                          f"{fix_lines[i] if i < len(fix_lines) else ''}".rstrip())
+    for reason, names in not_run.items():
+        lines.append(textwrap.fill(f"not run ({len(names)}, {reason}): {', '.join(names)}", width))
     mandatory = [r for r in report.results if r.mandatory]
     lines.append("")
     lines.append("kind: 'must' checks decide the exit status; 'info' checks only measure or warn.")

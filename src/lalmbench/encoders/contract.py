@@ -108,8 +108,13 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000, 
         raise EncoderContractError("batch size", f"batch dimension {batch}", f"{features.shape[0]}",
                                    "keep the batch dimension first")
     if features.shape[-1] != output_dim:
+        if features.shape[1] == output_dim:  # [B, D, T'], the layout of Conv1d outputs
+            fix = (f"the features look transposed: [B, D, T'] = {list(features.shape)} with D = output_dim in "
+                   f"dimension 1; return features.transpose(1, 2) ([B, T', D])")
+        else:
+            fix = "set output_dim to the real feature size"
         raise EncoderContractError("feature dim", f"last dimension == output_dim ({output_dim})",
-                                   f"{features.shape[-1]}", "set output_dim to the real feature size")
+                                   f"{features.shape[-1]}", fix)
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
             got = f"shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
