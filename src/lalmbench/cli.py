@@ -21,27 +21,18 @@ from lalmbench import __version__
 
 RUN_EPILOG = """\
 TRAIN and EVAL are a built-in name (see `lalmbench tasks`) or a YAML file in the published XARES-LLM
-format. --args overrides any training field, for example:
-  --args '{"max_steps": 2000, "bf16": true, "decoder_model_name": "tiny-random"}'
-Training fields (defaults reproduce the official protocol):
+format. Every training field is a flag (above); --args sets several at once, as JSON, a YAML mapping or
+a YAML file:
+  lalmbench run my_encoder.py task1 --max-steps 2000 --bf16 --decoder-model-name tiny-random
+  lalmbench run my_encoder.py task1 --args '{max_steps: 2000, bf16: true}'
+Precedence: flags over --args over the YAML over the defaults (which reproduce the official protocol).
 """
 
 
-def _train_field_help() -> str:
-    import dataclasses
-
-    from lalmbench.config import TrainConfig
-
-    lines = []
-    for f in dataclasses.fields(TrainConfig):
-        if f.name.startswith("_") or f.name == "train_data":
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else "..."
-        lines.append(f"  {f.name} (default {default!r})")
-    return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from lalmbench.config import TrainConfig
+    from lalmbench.config_flags import add_config_flags
+
     parser = argparse.ArgumentParser(
         prog="lalmbench",
         description="Score an audio encoder by the audio language model built on it "
@@ -50,23 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="train and evaluate an LALM on an encoder",
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=RUN_EPILOG + _train_field_help())
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG)
     run.add_argument("encoder", help="encoder .py file (one attribute ending in 'Encoder') or dotted path pkg.module.Class")
     run.add_argument("train", nargs="?", default="task1", help="train config: built-in name or YAML file (default: task1)")
     run.add_argument("eval", nargs="?", default=None, help="eval config: built-in name or YAML file (default: same name as TRAIN)")
     run.add_argument("--model-args", default=None, metavar="JSON", help="keyword arguments for the encoder constructor, as JSON")
-    run.add_argument("--args", default=None, metavar="JSON", help="training field overrides, as JSON (see below)")
+    run.add_argument("--args", default=None, metavar="JSON|YAML",
+                     help="training field overrides: a JSON object, a YAML mapping or a YAML file (see below)")
     run.add_argument("--output-dir", default="lalmbench_runs", metavar="DIR", help="where run directories go (default: ./lalmbench_runs)")
     run.add_argument("--force", action="store_true", help="recompute everything even if a finished run with the same identity exists")
     run.add_argument("--no-download", action="store_true", help="never fetch missing shards; stop and list them instead")
     run.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    add_config_flags(run, TrainConfig, "training fields (each overrides the YAML and --args)", skip=("train_data",))
 
     demo = commands.add_parser("demo", help="offline demo: synthetic tasks, LogMelEncoder, tiny-random decoder")
     demo.add_argument("--output-dir", default="demo_output", metavar="DIR", help="where the demo writes data and results (default: ./demo_output)")
     demo.add_argument("--data-only", default=None, metavar="DIR", help="only write the synthetic shards plus DIR/train.yaml and DIR/eval.yaml")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
-    demo.add_argument("--args", default=None, metavar="JSON", help="training field overrides, as JSON")
+    demo.add_argument("--args", default=None, metavar="JSON|YAML", help="training field overrides (JSON, YAML or a YAML file)")
+    add_config_flags(demo, TrainConfig, "training fields (each overrides the demo's and --args)",
+                     skip=("train_data", "config_name"))
 
     check = commands.add_parser("check", help="check an encoder against the challenge contract")
     check.add_argument("encoder", help="encoder .py file or dotted path")
@@ -122,20 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from lalmbench.config import parse_json_arg
+    from lalmbench.config_flags import collect_overrides
+    from lalmbench.config_flags import parse_mapping_arg as parse_json_arg
+
+    if hasattr(args, "args"):  # flags over --args
+        args.overrides = {**parse_json_arg(args.args, "--args"), **collect_overrides(args)}
 
     if args.command == "run":
         from lalmbench.runner import run_command
 
         return run_command(encoder=args.encoder, train=args.train, eval=args.eval,
                            model_args=parse_json_arg(args.model_args, "--model-args"),
-                           overrides=parse_json_arg(args.args, "--args"), output_dir=args.output_dir,
+                           overrides=args.overrides, output_dir=args.output_dir,
                            force=args.force, allow_download=not args.no_download, write_report=not args.no_report)
     if args.command == "demo":
         from lalmbench.demo import demo_command
 
         return demo_command(output_dir=args.output_dir, data_only=args.data_only, seed=args.seed,
-                            overrides=parse_json_arg(args.args, "--args"))
+                            overrides=args.overrides)
     if args.command == "check":
         from lalmbench.encoders.check import check_command
 
