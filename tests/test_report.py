@@ -93,6 +93,18 @@ def test_report_has_every_section_and_embedded_images(tmp_path):
     assert written == ["ap_eval_fsd50k.png", "confusion_eval_esc-50.png", "loss.png", "scores.png"]
     assert (run_dir / "report" / "loss.png").read_bytes() in images
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched
+    # the scores table names tasks as the chart does (esc-50, not eval_esc-50)
+    assert '<td title="eval_esc-50">esc-50</td>' in page
+
+
+def test_report_header_shows_a_config_path_by_its_file_name(tmp_path):
+    run_dir = make_fake_run(tmp_path / "run")
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    summary.update(eval_config="/very/long/path/to/some/folder/eval.yaml", protocol="official")
+    (run_dir / "run_summary.json").write_text(json.dumps(summary))
+    page = report_html.write_report(run_dir).read_text()
+    assert "<b>eval config</b>eval.yaml" in page and "/very/long/path" not in page
+    assert "<b>protocol</b>official" in page and "<b>decoder</b>tiny-random" in page
 
 
 def test_missing_files_become_notes(tmp_path):
@@ -124,9 +136,15 @@ def test_confusion_keeps_top_labels_and_counts_the_rest_as_other():
     rows = [{"prediction": p, "reference": r} for p, r in
             [("Dog", "dog"), ("cat", "dog"), ("dog", "dog"), ("bird", "cat"), ("cat", "cat"), ("x", "bird")]]
     labels, counts, vocabulary = report_html.confusion(rows, top=2)
-    # reference frequency: dog 3, cat 2, bird 1 -> rows dog, cat, (other)
-    assert labels == ["dog", "cat", report_html.OTHER_LABEL] and vocabulary == 3
-    assert counts == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # reference frequency: dog 3, cat 2, bird 1 -> the top two, in reading order, then (other)
+    assert labels == ["cat", "dog", report_html.OTHER_LABEL] and vocabulary == 3
+    assert counts == [[1, 0, 1], [1, 2, 0], [0, 0, 1]]
+
+
+def test_confusion_rows_follow_numbers_by_value():
+    rows = [{"prediction": str(n), "reference": str(n)} for n in (10, 2, 1, 2, 10, 3)]
+    labels, _, _ = report_html.confusion(rows, top=10)
+    assert labels == ["1", "2", "3", "10"]
 
 
 def test_example_scores_are_hand_computed():

@@ -19,6 +19,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -168,6 +169,11 @@ def plot_loss(rows: list[dict[str, float]]) -> bytes:
     return _png(figure)
 
 
+def _natural_key(label: str) -> list:
+    """Sort key that orders numbers by value inside labels: '2 speakers' before '10 speakers'."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", label) if part]
+
+
 def confusion(rows: list[dict[str, str]], top: int = CONFUSION_TOP_LABELS) -> tuple[list[str], list[list[int]], int]:
     """(labels, counts[reference][prediction], vocabulary size) over normalized labels.
 
@@ -177,7 +183,8 @@ def confusion(rows: list[dict[str, str]], top: int = CONFUSION_TOP_LABELS) -> tu
     references = [normalize_text(r.get("reference", "")) for r in rows]
     predictions = [normalize_text(r.get("prediction", "")) for r in rows]
     frequency = Counter(references)
-    labels = [label for label, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+    kept = [label for label, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+    labels = sorted(kept, key=_natural_key)  # rows in reading order (1, 2, 10; a, b), not by frequency
     needs_other = len(frequency) > top or any(p not in labels for p in predictions)
     if needs_other:
         labels.append(OTHER_LABEL)
@@ -277,7 +284,7 @@ th{background:#f9fafb;font-weight:600}td.num,th.num{text-align:right;font-varian
 tr:nth-child(even) td{background:#fcfcfd}.better{color:#047857;font-weight:600}.worse{color:#b91c1c}
 img{max-width:100%;height:auto;display:block;margin:8px auto}
 .facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:8px 18px;margin:0}
-.facts div{font-size:.9rem}.facts b{display:block;color:#6b7280;font-weight:500;font-size:.78rem}
+.facts div{font-size:.9rem;overflow-wrap:anywhere}.facts b{display:block;color:#6b7280;font-weight:500;font-size:.78rem}
 nav a{margin-right:12px;font-size:.9rem;color:#2563eb;text-decoration:none}
 .ok{color:#047857}.bad{color:#b91c1c}td.text{max-width:380px;word-wrap:break-word}
 """
@@ -317,11 +324,19 @@ def _safe_section(builder: Callable[[], str], title: str) -> str:
         return f"<section><h2>{_esc(title)}</h2>{_note(f'This section could not be built: {detail}')}</section>"
 
 
+def _short(value):
+    """A config given as a file path shows as its file name: a long path overflowed the next fact's cell."""
+    if not isinstance(value, str) or ("/" not in value and "\\" not in value):
+        return value
+    return Path(value).name
+
+
 def _facts_section(data: RunData) -> str:
     summary = data.summary
     facts = [("encoder", summary.get("encoder_name") or data.run_dir.name),
-             ("train config", summary.get("train_config")), ("eval config", summary.get("eval_config")),
-             ("decoder", summary.get("decoder")), ("steps", summary.get("steps")),
+             ("train config", _short(summary.get("train_config"))), ("eval config", _short(summary.get("eval_config"))),
+             ("protocol", summary.get("protocol")),
+             ("decoder", summary.get("decoder")), ("steps", summary.get("steps_trained", summary.get("steps"))),
              ("train time", f"{summary['train_seconds']:.0f} s" if _float(summary.get("train_seconds")) is not None else None),
              ("eval time", f"{summary['eval_seconds']:.0f} s" if _float(summary.get("eval_seconds")) is not None else None),
              ("overall score", f"{data.overall:.4f}" if data.overall is not None else None),
@@ -353,7 +368,7 @@ def _scores_section(report: _Report, data: RunData) -> str:
             css = "" if published is None else (" better" if score > published else " worse" if score < published else "")
             baseline_cells.append(f'<td class="num{css}">{"-" if published is None else f"{published:.3f}"}</td>')
         info = (data.summary.get("tasks") or {}).get(task) or {}
-        rows.append(f"<tr><td>{_esc(task)}</td><td>{_esc(info.get('metric', '-'))}</td><td class=num><b>{score:.4f}</b></td>"
+        rows.append(f"<tr><td title=\"{_esc(task)}\">{_esc(task_key(task))}</td><td>{_esc(info.get('metric', '-'))}</td><td class=num><b>{score:.4f}</b></td>"
                     + "".join(baseline_cells)
                     + f"<td class=num>{weight:g}</td><td class=num>{_esc(info.get('num_examples', '-'))}</td></tr>")
     overall = "" if data.overall is None else (
