@@ -30,3 +30,23 @@ class DecoderLoadError(LalmbenchError):
 
 class EncoderRuntimeError(LalmbenchError):
     """The encoder failed (exception, NaN/Inf, out of memory) on a specific example during a run."""
+
+
+def did_you_mean(name: str, candidates) -> str:
+    """' Did you mean "esc-50"?' for a near miss of one of `candidates`, else ''.
+
+    Names are compared without case, '-', '_' and spaces first (esc50, ESC_50 -> esc-50), then by
+    difflib's similarity (max_step -> max_steps).
+    """
+    import difflib
+    import re
+
+    candidates = [str(c) for c in candidates]
+    squash = lambda text: re.sub(r"[^0-9a-z]", "", text.lower())
+    same = [c for c in candidates if squash(c) == squash(name)]
+    if not same:
+        squashed = {squash(c): c for c in candidates}
+        same = [squashed[m] for m in difflib.get_close_matches(squash(name), list(squashed), n=2, cutoff=0.75)]
+    if not same:
+        return ""
+    return " Did you mean " + " or ".join(f"{c!r}" for c in same) + "?"

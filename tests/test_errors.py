@@ -1,0 +1,25 @@
+"""Near misses get a suggestion: task names, config names (lalmbench.errors.did_you_mean)."""
+
+import pytest
+
+from lalmbench.config import load_train_config
+from lalmbench.errors import ConfigError, did_you_mean
+from lalmbench.tasks.listing import tasks_command
+
+
+def test_did_you_mean_handles_separators_case_and_typos():
+    assert did_you_mean("esc50", ["esc-50", "gtzan"]) == " Did you mean 'esc-50'?"
+    assert did_you_mean("ESC_50", ["esc-50"]) == " Did you mean 'esc-50'?"
+    assert did_you_mean("max_step", ["max_steps", "seed"]) == " Did you mean 'max_steps'?"
+    assert did_you_mean("librispeech_gender", ["librispeech", "librispeech-gender"]) == " Did you mean 'librispeech-gender'?"
+    assert did_you_mean("zzz", ["esc-50", "gtzan"]) == ""
+
+
+def test_unknown_train_config_suggests_the_builtin():
+    with pytest.raises(ConfigError, match="Did you mean 'esc-50'"):
+        load_train_config("esc50")
+
+
+def test_tasks_command_suggests_the_task():
+    with pytest.raises(ConfigError, match="Did you mean 'fsd50k'"):
+        tasks_command("fsd-50k")
