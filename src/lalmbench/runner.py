@@ -161,6 +161,25 @@ def _pick_device(config: TrainConfig, dist: DistInfo) -> torch.device:
     return device
 
 
+# Measured on a 2-core CPU: one training step of the full-size SmolLM2-135M decoder took about 37 s.
+CPU_SECONDS_PER_STEP_FULL_SIZE = 37.0
+FULL_SIZE_DECODER_PARAMETERS = 50_000_000
+
+
+def warn_if_slow_on_cpu(decoder, device: torch.device, max_steps: int) -> None:
+    """A full-size decoder on a CPU takes tens of seconds a step: say so before hours go by."""
+    if device.type != "cpu":
+        return
+    parameters = sum(p.numel() for p in decoder.parameters())
+    if parameters < FULL_SIZE_DECODER_PARAMETERS:
+        return
+    days = max_steps * CPU_SECONDS_PER_STEP_FULL_SIZE / 86_400
+    log.warning("a %.0fM-parameter decoder is training on a CPU: expect tens of seconds per step (about %.0f s on "
+                "2 cores), so %d steps could take %.1f days. Use a GPU, or decoder_model_name tiny-random for a "
+                "quick look; the measured pace is logged after the first steps.", parameters / 1e6,
+                CPU_SECONDS_PER_STEP_FULL_SIZE, max_steps, days)
+
+
 def write_scores(run_dir: Path, rows: list[dict]) -> float:
     total_weight = sum(r["weight"] for r in rows)
     overall = sum(r["score"] * r["weight"] for r in rows) / total_weight if total_weight else float("nan")
@@ -238,6 +257,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     # -- model ------------------------------------------------------------------------------------------------------
     device = _pick_device(config, dist)
     decoder, tokenizer = load_decoder(config.decoder_model_name, seed=config.seed)
+    warn_if_slow_on_cpu(decoder, device, config.max_steps)
     torch.manual_seed(config.seed)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
     model = AudioLLM(FrozenEncoder(encoder_module), decoder, tokenizer, config.target_logits_only).to(device)

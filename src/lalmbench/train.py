@@ -328,6 +328,7 @@ class Trainer:
         self._snapshot = self._snapshot or self.stream.snapshot()
         micro = self._micro_batches()
         start = time.perf_counter() - self.state.elapsed
+        session_first_step, estimate_clock = self.state.step, None
         try:
             while self.state.step < config.max_steps:
                 batches, position = [], None
@@ -354,6 +355,11 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if self.state.step == session_first_step + ESTIMATE_WARMUP_STEPS:
+                    estimate_clock = (self.state.step, time.perf_counter())  # compiling, caches: left out
+                elif estimate_clock and self.state.step == estimate_clock[0] + ESTIMATE_STEPS and self.dist.is_main:
+                    seconds_per_step = (time.perf_counter() - estimate_clock[1]) / ESTIMATE_STEPS
+                    log.info(training_time_estimate(seconds_per_step, config.max_steps - self.state.step))
                 if self.dist.is_main and self.state.step % config.logging_steps == 0:
                     log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g", self.state.step, config.max_steps,
                              loss, lr, grad_norm)
@@ -368,6 +374,18 @@ class Trainer:
             if progress is not None:
                 progress.close()
         return self.state
+
+
+ESTIMATE_WARMUP_STEPS = 3  # steps left out of the time estimate (first-step allocations, compiling)
+ESTIMATE_STEPS = 10  # steps timed for it
+
+
+def training_time_estimate(seconds_per_step: float, remaining_steps: int) -> str:
+    """A log line: the measured pace and when training should end at that pace."""
+    remaining = seconds_per_step * remaining_steps
+    hours, rest = divmod(int(round(remaining)), 3600)
+    return (f"time estimate: {seconds_per_step:.3g} s per step over {ESTIMATE_STEPS} steps; {remaining_steps} steps "
+            f"left, about {hours} h {rest // 60:02d} min of training on this device at this pace")
 
 
 class _null:
