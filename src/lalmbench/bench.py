@@ -87,7 +87,7 @@ PATHS = [
 COMPILE_PATHS = ("compile_exact", "compile_fast")
 EVAL_AFTER = "bf16"  # evaluation runs on this path's model, before the slower-to-build compile paths
 EXACT_TOLERANCE = 1e-5  # the largest loss difference from the naive curve an exact path may show
-# The published system on this workload (../shared/bench/README.md of the project's references): one
+# The published system on this workload, as the organizers measured it (docs/speed.md): one
 # H200, fp32, batch 4; evaluation 44 s per 64 clips at batch 16 with answers running to 150 tokens.
 PUBLISHED = {"device": "NVIDIA H200", "train_steps_per_second": 2.97, "eval_samples_per_second": 64 / 44}
 
@@ -150,7 +150,8 @@ def build_model(sizes: dict, config, device: torch.device, seed: int = 0):
     encoder = MelTransformerEncoder(dim=e["dim"], layers=e["layers"], heads=e["heads"], seed=seed)
     torch.manual_seed(seed)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
-    model = AudioLLM(FrozenEncoder(encoder), decoder, tokenizer, config.target_logits_only).to(device)
+    model = AudioLLM(FrozenEncoder(encoder), decoder, tokenizer, config.target_logits_only,
+                     protocol=config.protocol).to(device)
     return model, tokenizer
 
 

@@ -10,7 +10,7 @@ class ConfigError(LalmbenchError):
 
 
 class EncoderContractError(LalmbenchError):
-    """An encoder does not satisfy the challenge contract (PROTOCOL.md, "Encoder contract")."""
+    """An encoder does not satisfy the challenge contract (docs/protocol.md, "What the encoder must be")."""
 
     def __init__(self, check: str, expected: str, got: str, fix: str = ""):
         self.check, self.expected, self.got, self.fix = check, expected, got, fix

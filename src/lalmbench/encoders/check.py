@@ -29,7 +29,7 @@ from lalmbench.encoders.contract import OFFICIAL_CHECKS, call_encoder, forward_a
 from lalmbench.errors import EncoderContractError
 
 SAMPLE_RATE = 16_000
-# PROTOCOL.md, "Encoder contract": the submitted encoder must run in a Google Colab T4 runtime.
+# docs/protocol.md, "What the encoder must be": the submitted encoder must run in a Google Colab T4 runtime.
 BUDGET_GPU_BYTES = 16 * 1024 ** 3
 BUDGET_RAM_BYTES = 12 * 1024 ** 3
 

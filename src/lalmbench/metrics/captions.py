@@ -1,4 +1,4 @@
-"""FENSE and DATE caption scores, computed by the organizers' `mecat` package (PROTOCOL.md, "Evaluation").
+"""FENSE and DATE caption scores, computed by the organizers' `mecat` package (docs/protocol.md, "Evaluation").
 
 Each text is normalized like every other metric (`normalize_text`), wrapped in a one-element list, and
 handed to `mecat.evaluate(..., task='caption', metrics='fense'|'date', subtask='long')`; the score is

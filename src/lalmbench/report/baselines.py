@@ -1,4 +1,4 @@
-"""Published baseline scores and the challenge track of every public task (PROTOCOL.md).
+"""Published baseline scores and the challenge track of every public task (docs/protocol.md).
 
 Data only. Task names here are the PROTOCOL table names, without the `eval_` prefix of the published
 eval configs; `task_key` maps either spelling to this one.
