@@ -1,6 +1,17 @@
-"""Accuracy (exact match of normalized strings) and mAP over ';'-separated label strings."""
+"""Accuracy (exact match of normalized strings) and mAP over ';'-separated label strings.
+
+How a label string becomes labels depends on the protocol (config.PROTOCOLS):
+  official   as the published system parses it: normalized with every punctuation mark kept, split on
+             the separator, each part taken as it is. "Bark; Dog" holds the labels "bark" and " dog"
+             (a leading space: no match for "dog"), and "Male speech, man speaking" only matches
+             itself with its comma.
+  corrected  normalized with the punctuation dropped (the separator kept), each label trimmed: the
+             two strings above match "bark;dog" and "male speech man speaking".
+"""
 
 from __future__ import annotations
+
+import unicodedata
 
 import numpy as np
 
@@ -12,19 +23,23 @@ def accuracy(predictions: list[str], references: list[str]) -> float:
     return hits / len(references)
 
 
-def _split_labels(text: str, separator: str) -> list[str]:
-    # Labels are compared after the same normalization as the whole string, trimmed around ';'.
-    return [label.strip() for label in normalize_text(text, keep_label_separator=True).split(separator)]
+def split_labels(text: str, separator: str = ";", protocol: str = "official") -> list[str]:
+    """The labels of one label string, as the protocol reads them (module docstring)."""
+    if protocol == "official":
+        return normalize_text(text, remove_punctuation=False).split(separator)
+    # Split before the punctuation goes, so that any separator survives (not only ';'); NFKC first, so
+    # that a full-width separator splits as well.
+    return [normalize_text(part) for part in unicodedata.normalize("NFKC", str(text)).split(separator)]
 
 
-def label_matrices(predictions: list[str], references: list[str], num_classes: int,
-                   separator: str = ";") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def label_matrices(predictions: list[str], references: list[str], num_classes: int, separator: str = ";",
+                   protocol: str = "official") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Binary indicator matrices (references, predictions) of width num_classes, and the label names.
 
     The label vocabulary is the set of labels in the references (sorted; column order does not change
     a macro average). Predicted labels outside it are ignored; unused columns stay all-zero.
     """
-    reference_labels = [_split_labels(r, separator) for r in references]
+    reference_labels = [split_labels(r, separator, protocol) for r in references]
     vocabulary = sorted({label for labels in reference_labels for label in labels})
     if len(vocabulary) > num_classes:
         raise ValueError(f"mAP: the references use {len(vocabulary)} distinct labels but num_classes="
@@ -35,13 +50,13 @@ def label_matrices(predictions: list[str], references: list[str], num_classes: i
     for row, labels in enumerate(reference_labels):
         targets[row, [index[label] for label in labels]] = 1.0
     for row, text in enumerate(predictions):
-        hits = [index[label] for label in _split_labels(text, separator) if label in index]
+        hits = [index[label] for label in split_labels(text, separator, protocol) if label in index]
         scores[row, hits] = 1.0
     return targets, scores, vocabulary
 
 
 def mean_average_precision(predictions: list[str], references: list[str], num_classes: int,
-                           separator: str = ";") -> float:
+                           separator: str = ";", protocol: str = "official") -> float:
     """Macro average precision (scikit-learn) of binary predictions against binary references.
 
     Columns no reference uses count as AP 0, as scikit-learn >= 1.9 does for them.
@@ -50,7 +65,7 @@ def mean_average_precision(predictions: list[str], references: list[str], num_cl
 
     from sklearn.metrics import average_precision_score
 
-    targets, scores, _ = label_matrices(predictions, references, num_classes, separator)
+    targets, scores, _ = label_matrices(predictions, references, num_classes, separator, protocol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "No positive class found" for unused columns
         per_class = average_precision_score(targets, scores, average=None)
@@ -59,13 +74,13 @@ def mean_average_precision(predictions: list[str], references: list[str], num_cl
 
 
 def average_precision_per_class(predictions: list[str], references: list[str], num_classes: int,
-                                separator: str = ";") -> dict[str, float]:
+                                separator: str = ";", protocol: str = "official") -> dict[str, float]:
     """AP of each label the references use (for reports)."""
     import warnings
 
     from sklearn.metrics import average_precision_score
 
-    targets, scores, vocabulary = label_matrices(predictions, references, num_classes, separator)
+    targets, scores, vocabulary = label_matrices(predictions, references, num_classes, separator, protocol)
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

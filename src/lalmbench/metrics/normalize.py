@@ -1,7 +1,9 @@
-"""Text normalization applied before scoring (PROTOCOL.md, "Evaluation").
+"""Text normalization applied before scoring (docs/protocol.md, "Evaluation").
 
-NFKC, lower case, '-' -> space, ASCII punctuation removed (';' kept for mAP, where it separates
-labels), runs of white space collapsed to one space, stripped.
+NFKC, lower case, '-' -> space, ASCII punctuation removed, runs of white space collapsed to one space,
+stripped. Two variants for label lists (mAP): `keep_label_separator` keeps ';' while dropping the rest
+of the punctuation (the `corrected` protocol), `remove_punctuation=False` keeps every punctuation mark
+(the published system's mAP, so `official`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ _DROP_ALL = str.maketrans("", "", string.punctuation)
 _DROP_KEEP_SEPARATOR = str.maketrans("", "", string.punctuation.replace(";", ""))
 
 
-def normalize_text(text: str, keep_label_separator: bool = False) -> str:
+def normalize_text(text: str, keep_label_separator: bool = False, remove_punctuation: bool = True) -> str:
     text = unicodedata.normalize("NFKC", str(text)).lower().replace("-", " ")
-    text = text.translate(_DROP_KEEP_SEPARATOR if keep_label_separator else _DROP_ALL)
+    if remove_punctuation:
+        text = text.translate(_DROP_KEEP_SEPARATOR if keep_label_separator else _DROP_ALL)
     return _WHITESPACE.sub(" ", text).strip()
