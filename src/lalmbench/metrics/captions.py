@@ -255,3 +255,42 @@ def fense(predictions: list[str], references: list[str], **kwargs) -> float:
 def date(predictions: list[str], references: list[str], **kwargs) -> float:
     """DATE (MECAT). kwargs: sbert_model, echecker_model, device."""
     return _mecat_score("date", predictions, references, **kwargs)
+
+
+def caption_item_scores(metric: str, predictions: list[str], references: list[str], sbert_model: str | None = None,
+                        echecker_model: str | None = None, device: str | None = None) -> list[float]:
+    """mecat's per-item FENSE or DATE scores, in input order; their mean is the task score.
+
+    The same mecat call as `fense`/`date`, asked to keep its details: mecat writes each item's
+    similarity (FENSE) or DATE into a table in a scratch directory, read back here. DATE's per-item
+    discrimination is ranked against every reference of this call. Used for confidence intervals
+    (report/confidence.py).
+    """
+    import glob
+
+    import pandas as pd
+
+    if metric not in CAPTION_METRICS:
+        raise ValueError(f"per-item scores exist for {', '.join(CAPTION_METRICS)}, not {metric!r}")
+    _require_packages()
+    models = locate_caption_models(sbert_model, echecker_model)
+    name = metric.lower()
+    column = "similarity" if name == "fense" else "date"  # mecat's detail table columns
+    import mecat
+
+    extra = {"device": device} if device else {}
+    with tempfile.TemporaryDirectory(prefix="lalmbench-items-") as details, _mecat_sees(models):
+        table = mecat.evaluate(predicted_data=[[normalize_text(t)] for t in predictions],
+                               reference_data=[[normalize_text(t)] for t in references], task="caption",
+                               metrics=name, subtask="long", output_dir=details, save_details=True, **extra)
+        found = glob.glob(os.path.join(details, f"{name}_results_*.csv"))
+        if len(found) != 1:
+            raise RuntimeError(f"mecat kept no single per-item {metric} table in its details ({found})")
+        items = pd.read_csv(found[0])[column].astype(float).tolist()
+    rows = table[table["subtask"] == MECAT_SUBTASK_ROW]
+    if len(items) != len(predictions) or len(rows) != 1:
+        raise RuntimeError(f"mecat returned {len(items)} per-item {metric} scores for {len(predictions)} items")
+    if abs(sum(items) / len(items) - float(rows[name].iloc[0])) > 6e-5:  # mecat rounds the mean to 4 places
+        raise RuntimeError(f"mecat's per-item {metric} scores average to {sum(items) / len(items):.6f}, its "
+                           f"score is {float(rows[name].iloc[0]):.4f}; the detail table is not in input order")
+    return items
