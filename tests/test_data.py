@@ -21,6 +21,72 @@ def test_target_selection_rules():
     assert select_texts({"other": 1}, "label") is None
 
 
+def test_official_targets_follow_the_published_json_rules():
+    official = lambda meta, key="label": select_texts(meta, key, "official")
+    assert official({"label": ""}) == [""]                                # an empty string is a target
+    assert official({"label": "", "text": "fallback"}) == [""]            # ... and stops the key search
+    assert official({"label": True}) == ["True"]                          # a bool is a number: str(True)
+    assert official({"label": False}) == ["False"]
+    assert official({"label": 3}) == ["3"] and official({"label": 2.5}) == ["2.5"]
+    assert official({"label": ["a", "", 3]}) == ["a", "", 3]              # a list as it is, items keep their place
+    assert official({"label": [], "text": "t"}) == ["t"]                  # an empty list falls through
+    assert official({"label": None, "caption": "c"}) == ["c"]             # so does null
+    assert official({"label": {"x": 1}, "text": "t"}) == ["t"]            # and an object
+    assert official({"label": "  "}) == ["  "]                            # blank: taken (the corrupt filter drops it)
+    assert official({"other": 1}) is None
+
+
+def test_corrected_targets_skip_empty_and_bool_values():
+    corrected = lambda meta, key="label": select_texts(meta, key, "corrected")
+    assert corrected({"label": ""}) is None
+    assert corrected({"label": "", "text": "fallback"}) == ["fallback"]
+    assert corrected({"label": True, "text": "t"}) == ["t"]
+    assert corrected({"label": ["a", "", 3, True]}) == ["a", "3"]
+    assert corrected({"label": 3}) == ["3"]
+
+
+def _edge_target_shard(tmp_path):
+    return write_shard(tmp_path / "edge.tar", [
+        {"__key__": "empty", "wav": wav_bytes(0.1), "json": {"label": ""}},
+        {"__key__": "bool", "wav": wav_bytes(0.1), "json": {"label": True}},
+        {"__key__": "list", "wav": wav_bytes(0.1), "json": {"label": ["one", 7, ""]}},
+        {"__key__": "blank", "wav": wav_bytes(0.1), "json": {"label": "  ", "text": "fb"}},
+        {"__key__": "number", "wav": wav_bytes(0.1), "json": {"label": 4.5}},
+        {"__key__": "nokey", "wav": wav_bytes(0.1), "json": {"other": 1}},
+    ])
+
+
+def test_edge_targets_become_examples_as_published_under_official(tmp_path):
+    shard = _edge_target_shard(tmp_path)
+    counter = BadDataCounter()
+    found = [(i, t, e.ref.key, e.text) for i, t, e in iter_examples("d", shard, "label", counter, protocol="official")]
+    assert found == [(0, 0, "empty", ""), (1, 0, "bool", "True"), (2, 0, "list", "one"), (2, 2, "list", ""),
+                     (4, 0, "number", "4.5")]
+    report = counter.as_dict()["d"]
+    assert report["examples_seen"] == 8  # 1 + 1 + 3 + 1 + 1 + 1
+    assert report["skipped"] == {"target not text": 1, "corrupt text": 1, "missing key": 1}
+    assert "list item 7 (int) is not a string" in report["samples"]["target not text"]
+
+
+def test_edge_targets_under_corrected(tmp_path):
+    shard = _edge_target_shard(tmp_path)
+    counter = BadDataCounter()
+    found = [(e.ref.key, e.text) for _, _, e in iter_examples("d", shard, "label", counter, protocol="corrected")]
+    assert found == [("list", "one"), ("list", "7"), ("blank", "fb"), ("number", "4.5")]
+    assert counter.as_dict()["d"]["skipped"] == {"missing key": 3}
+
+
+def test_resume_reads_official_list_items_by_their_position(tmp_path):
+    from lalmbench.data.examples import ExampleRef
+    from lalmbench.data.mixture import rematerialize
+
+    shard = _edge_target_shard(tmp_path)
+    specs = {"d": DatasetSpec(data=[shard], key="label", name="d")}
+    refs = [ExampleRef("d", shard, "list", 2), ExampleRef("d", shard, "bool", 0)]
+    assert [e.text for e in rematerialize(refs, specs, "official")] == ["", "True"]
+    assert [e.text for e in rematerialize([ExampleRef("d", shard, "list", 1)], specs, "corrected")] == ["7"]
+
+
 def test_corrupted_text_heuristic():
     assert not looks_corrupted("a dog barks twice")
     assert looks_corrupted("[__] [__] !!")                 # mostly symbols
@@ -28,10 +94,13 @@ def test_corrupted_text_heuristic():
     assert looks_corrupted("ababababababab")               # long, fewer than 4 distinct characters
 
 
-def test_audio_is_mixed_scaled_cropped_and_resampled():
+@pytest.mark.parametrize("protocol", ["official", "corrected"])
+def test_audio_is_mixed_scaled_cropped_and_resampled(protocol):
     stereo_44k = wav_bytes(seconds=3.0, rate=44_100, channels=2)
-    audio = prepare_audio(stereo_44k, crop_start_fraction=0.5, crop_seconds=2.0, target_rate=16_000)
+    audio = prepare_audio(stereo_44k, crop_start_fraction=0.5, crop_seconds=2.0, target_rate=16_000, protocol=protocol)
     assert audio.ndim == 1 and abs(len(audio) - 32_000) <= 1
+    if protocol == "official":
+        assert len(audio) == 32_000  # 88200 source samples * 160 / 441
     assert np.abs(audio).max() <= 1.0
 
 

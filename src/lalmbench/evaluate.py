@@ -42,10 +42,11 @@ class TaskResult:
     seconds: float
 
 
-def _numbered_examples(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo):
+def _numbered_examples(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo,
+                       protocol: str = "official"):
     number = 0
     for shard in shards:
-        for _, _, example in iter_examples(task.name, shard, task.data.key, counter):
+        for _, _, example in iter_examples(task.name, shard, task.data.key, counter, protocol=protocol):
             if number % dist.world == dist.rank:
                 yield number, example
             number += 1
@@ -69,7 +70,7 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
     batch_size = batch_size or config.eval_batch_size or task.batch_size
     task_counts, decode_failures = BadDataCounter(), BadDataCounter()  # read on every rank; decoded on one
     maker = BatchMaker(tokenize, decode_failures, config.sample_rate, config.eval_crop_audio_length, None,
-                       workers=workers, add_eos=False)
+                       workers=workers, add_eos=False, protocol=config.protocol)
     answers: dict[int, tuple[str, str, str]] = {}
     model.eval()
     progress = None
@@ -82,7 +83,7 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
 
     def groups():
         """Batches of distinct clips, longest first within a chunk, tagged {ref: example numbers}."""
-        for chunk in _chunks(_numbered_examples(task, shards, task_counts, dist), SORT_CHUNK):
+        for chunk in _chunks(_numbered_examples(task, shards, task_counts, dist, config.protocol), SORT_CHUNK):
             numbers: dict[tuple, list[int]] = {}
             first: dict[tuple, Example] = {}
             for number, example in chunk:

@@ -30,6 +30,7 @@ from lalmbench.data.batches import BatchMaker
 from lalmbench.data.examples import BadDataCounter
 from lalmbench.data.mixture import TrainStream
 from lalmbench.data.shards import data_home, resolve_shards
+from lalmbench.data.tokenizing import Tokenizing  # also reachable as lalmbench.runner.Tokenizing (parity kit)
 from lalmbench.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed
 from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
 from lalmbench.encoders.loading import encoder_display_name, encoder_identity, load_encoder
@@ -102,29 +103,6 @@ def choose_run_dir(output_dir: Path, config_name: str, encoder_name: str, identi
         if candidate == base:
             log.info("%s holds a run with another identity; this run goes to %s", base, candidates[1])
     raise ConfigError(f"{candidates[1]} exists and belongs to another run; move it away or pass --output-dir")
-
-
-class Tokenizing:
-    """(prompt ids, target ids [+ EOS]) per dataset name, with prompt ids cached."""
-
-    def __init__(self, tokenizer, prompts: dict[str, str]):
-        self.tokenizer, self.prompts = tokenizer, prompts
-        self._prompt_ids: dict[str, list[int]] = {}
-
-    def prompt_ids(self, dataset: str) -> list[int]:
-        if dataset not in self._prompt_ids:
-            prompt = self.prompts.get(dataset, "")
-            self._prompt_ids[dataset] = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        return self._prompt_ids[dataset]
-
-    def __call__(self, dataset: str, text: str, add_eos: bool) -> tuple[list[int], list[int]]:
-        target = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if add_eos:
-            target = target + [self.tokenizer.eos_token_id]
-        return self.prompt_ids(dataset), target
-
-    def count(self, dataset: str, text: str) -> int:
-        return len(self.prompt_ids(dataset)) + len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
 
 
 def _fetch_data(specs, config: TrainConfig, allow_download: bool, dist: DistInfo) -> None:
@@ -262,7 +240,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
     model = AudioLLM(FrozenEncoder(encoder_module), decoder, tokenizer, config.target_logits_only).to(device)
     counter = BadDataCounter()  # what the run reports: training (every process's) and evaluation
-    tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}})
+    tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}},
+                            config.protocol)
 
     compiled = apply_speed_switches(model, config)
     if compiled:
@@ -296,9 +275,9 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
         stream = TrainStream(specs, train_shards, micro_batch, config.seed, tokenizing.count, BadDataCounter(),
                              rank=dist.rank, world=dist.world, shuffle_buffer=config.shuffle_buffer,
                              sort_buffer=config.sort_buffer, crop_seconds=config.crop_audio_length,
-                             max_bad_fraction=config.max_bad_fraction)
+                             max_bad_fraction=config.max_bad_fraction, protocol=config.protocol)
         maker = BatchMaker(tokenizing, BadDataCounter(), config.sample_rate, config.crop_audio_length,
-                           stream.crop_fraction, workers=config.num_workers)
+                           stream.crop_fraction, workers=config.num_workers, protocol=config.protocol)
         trainer = Trainer(model, config, run_dir, dist, device, stream, maker, stream.counter, identity_hash,
                           show_progress=show_progress)
         log.info("global batch %d = %d process(es) x %d example(s) x %d accumulation step(s)",

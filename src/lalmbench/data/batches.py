@@ -21,10 +21,10 @@ from lalmbench.data.examples import BadDataCounter, Example
 from lalmbench.threads import single_thread_worker
 
 
-def _prepare(args: tuple[bytes, float | None, float | None, int]) -> np.ndarray | str:
-    data, fraction, crop, rate = args
+def _prepare(args: tuple[bytes, float | None, float | None, int, str]) -> np.ndarray | str:
+    data, fraction, crop, rate, protocol = args
     try:
-        return prepare_audio(data, fraction, crop, rate)
+        return prepare_audio(data, fraction, crop, rate, protocol)
     except AudioDecodeError as exc:
         return str(exc)
 
@@ -45,8 +45,9 @@ class BatchMaker:
     def __init__(self, tokenize: Callable[[str, str, bool], tuple[list[int], list[int]]], counter: BadDataCounter,
                  sample_rate: int = 16_000, crop_seconds: float | None = None,
                  crop_fraction: Callable[[Example], float] | None = None, workers: int = 0, prefetch: int = 4,
-                 add_eos: bool = True):
+                 add_eos: bool = True, protocol: str = "official"):
         self.tokenize = tokenize
+        self.protocol = protocol  # the resampler and crop rule (audio.py)
         self.counter = counter
         self.sample_rate, self.crop_seconds, self.crop_fraction = sample_rate, crop_seconds, crop_fraction
         self.add_eos = add_eos
@@ -62,8 +63,8 @@ class BatchMaker:
             self.pool = None
 
     def _jobs(self, examples: list[Example]) -> list[tuple]:
-        return [(e.audio, self.crop_fraction(e) if self.crop_fraction else None, self.crop_seconds, self.sample_rate)
-                for e in examples]
+        return [(e.audio, self.crop_fraction(e) if self.crop_fraction else None, self.crop_seconds, self.sample_rate,
+                 self.protocol) for e in examples]
 
     def _assemble(self, examples: list[Example], clips: list) -> dict | None:
         kept, audio = [], []

@@ -3,7 +3,15 @@
 A shard is a tar (optionally gzip) whose members are `<key>.<ext>`; members sharing a key form one
 record: one audio member (wav, flac, mp3, ogg, opus) and one `.json`. The target text comes from the
 JSON field named by the dataset's `key` (`a;b;c`: first present wins, then captions, caption, text).
-A list gives one example per text; a number becomes its string.
+A list gives one example per text; a number becomes its string. What counts as a target depends on the
+protocol:
+  - official (as the published `text_from_json`): any string, the empty one included, is a target, and
+    so is a number or a bool ("True", "False"); a list is taken as it is, and a non-empty list stops the
+    search for a key. A list item that is not a string is counted as bad data (the published pipeline
+    stops with a TypeError on it, so it has no number to reproduce).
+  - corrected: empty or blank strings and bools are no target (the next key is tried); a list keeps its
+    non-blank strings and numbers.
+Under both, a target that looks corrupted (the published heuristic, `looks_corrupted`) is skipped.
 
 Problems never pass silently: a record without audio or JSON, an unreadable audio header, a missing
 target field, corrupt text, or a truncated/corrupt tar is skipped and counted per dataset in
@@ -235,12 +243,30 @@ def _as_texts(value) -> list[str] | None:
     return None
 
 
-def select_texts(meta: dict, key: str | None) -> list[str] | None:
-    """The target texts of a record: the first of the `;`-separated keys present, then the defaults."""
+def _published_texts(value) -> list | None:
+    """The texts the published pipeline takes from one JSON value (list items are left as they are)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (int, float)):  # a bool is an int here: True -> "True"
+        return [str(value)]
+    if isinstance(value, list):
+        return value
+    return None
+
+
+def select_texts(meta: dict, key: str | None, protocol: str = "official") -> list | None:
+    """The target texts of a record: the first of the `;`-separated keys present, then the defaults.
+
+    Under `official` a list comes back as it is, so its items keep their positions (text indices) even
+    when one of them is not a string; `iter_examples` counts those as bad.
+    """
     keys = [k for k in (key or "").split(";") if k] + list(DEFAULT_TEXT_KEYS)
+    take = _published_texts if protocol == "official" else _as_texts
     for name in keys:
-        texts = _as_texts(meta.get(name))
-        if texts:
+        texts = take(meta.get(name))
+        if texts:  # None and [] fall through to the next key; [""] does not
             return texts
     return None
 
@@ -257,13 +283,14 @@ def looks_corrupted(text: str) -> bool:
 
 
 def iter_examples(dataset: str, shard: str | Path, key: str | None, counter: BadDataCounter,
-                  epoch: int = 0, start_record: int = 0, start_text: int = 0, rank: int = 0, world: int = 1
-                  ) -> Iterator[tuple[int, int, Example]]:
+                  epoch: int = 0, start_record: int = 0, start_text: int = 0, rank: int = 0, world: int = 1,
+                  protocol: str = "official") -> Iterator[tuple[int, int, Example]]:
     """Examples of one shard, as (record index, text index, example); bad ones are counted and skipped.
 
     Records before `start_record` (and texts before `start_text` in that record) are skipped without
     being counted again, so a resumed stream counts each example once. With `world` > 1 only the records
     whose index is `rank` modulo `world` are taken; the others belong to other processes, which count them.
+    `protocol` decides what counts as a target text (module docstring).
     """
     for record_index, record in enumerate(iter_records(shard)):
         if record_index < start_record or record_index % world != rank:
@@ -273,7 +300,7 @@ def iter_examples(dataset: str, shard: str | Path, key: str | None, counter: Bad
             reason = "corrupt shard" if record.problem.startswith("truncated") else "bad record"
             counter.count_bad(dataset, reason, str(shard), f"{Path(shard).name}:{record.key}: {record.problem}")
             continue
-        texts = select_texts(record.meta, key)
+        texts = select_texts(record.meta, key, protocol)
         first_text = start_text if record_index == start_record else 0
         if texts is None:
             counter.count_seen(dataset)
@@ -291,6 +318,11 @@ def iter_examples(dataset: str, shard: str | Path, key: str | None, counter: Bad
             if text_index < first_text:
                 continue
             counter.count_seen(dataset)
+            if not isinstance(text, str):
+                counter.count_bad(dataset, "target not text", str(shard),
+                                  f"{Path(shard).name}:{record.key}: target list item {text!r} ({type(text).__name__}) "
+                                  "is not a string (the published system stops on it)")
+                continue
             if looks_corrupted(text):
                 counter.count_bad(dataset, "corrupt text", str(shard), f"{Path(shard).name}:{record.key}: {text[:40]!r}")
                 continue

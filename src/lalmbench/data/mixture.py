@@ -1,6 +1,6 @@
 """The training stream: datasets mixed by weight, shuffled, length-sorted, batched, and resumable.
 
-Order of operations (PROTOCOL.md, "Training"):
+Order of operations (docs/protocol.md, "Training"):
   each dataset: endless passes over its shards (shard order reshuffled every pass)
   -> mixture: each example drawn from a dataset picked at random with the `prob` weights
   -> shuffle buffer (256) -> length sort within buffers of 128 (audio seconds + text tokens,
@@ -55,7 +55,7 @@ class TrainStream:
     def __init__(self, specs: list[DatasetSpec], shards: dict[str, list[Path]], batch_size: int, seed: int,
                  token_count: Callable[[str, str], int], counter: BadDataCounter, *, rank: int = 0, world: int = 1,
                  shuffle_buffer: int = 256, sort_buffer: int = 128, crop_seconds: float = 30.0,
-                 max_bad_fraction: float = 0.01):
+                 max_bad_fraction: float = 0.01, protocol: str = "official"):
         self.specs = specs
         self.shards = {name: [str(p) for p in paths] for name, paths in shards.items()}
         self.batch_size = batch_size
@@ -65,6 +65,7 @@ class TrainStream:
         self.shuffle_size, self.sort_size = shuffle_buffer, max(sort_buffer, batch_size)
         self.crop_seconds = crop_seconds
         self.max_bad_fraction = max_bad_fraction
+        self.protocol = protocol  # what counts as a target text (examples.py)
         self.weights = mixture_weights(specs, [len(self.shards[s.name]) for s in specs])
         self._mix_rng = np.random.default_rng([seed, rank, 1])
         self._shuffle_rng = np.random.default_rng([seed, rank, 2])
@@ -94,7 +95,8 @@ class TrainStream:
                 first = position == shard_pos
                 for record_index, text_index, example in iter_examples(
                         spec.name, shards[position], spec.key, self.counter, epoch,
-                        start_record if first else 0, start_text if first else 0, *share):
+                        start_record if first else 0, start_text if first else 0, *share,
+                        protocol=self.protocol):
                     self.positions[spec.name] = (epoch, position, record_index, text_index + 1)
                     example.token_count = self.token_count(spec.name, example.text)
                     produced = True
@@ -174,7 +176,7 @@ class TrainStream:
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         refs = [r if isinstance(r, ExampleRef) else ExampleRef(**r)
                 for r in state["shuffle_buffer"] + state["sorted_buffer"]]
-        examples = rematerialize(refs, {s.name: s for s in self.specs})
+        examples = rematerialize(refs, {s.name: s for s in self.specs}, self.protocol)
         for example in examples:
             example.token_count = self.token_count(example.ref.dataset, example.text)
         split = len(state["shuffle_buffer"])
@@ -182,7 +184,8 @@ class TrainStream:
         self._iterators = {}
 
 
-def rematerialize(refs: list[ExampleRef], specs: dict[str, DatasetSpec]) -> list[Example]:
+def rematerialize(refs: list[ExampleRef], specs: dict[str, DatasetSpec], protocol: str = "official"
+                  ) -> list[Example]:
     """Read the examples named by `refs` again from their shards (each shard read once)."""
     wanted: dict[str, set[str]] = {}
     for ref in refs:
@@ -198,6 +201,6 @@ def rematerialize(refs: list[ExampleRef], specs: dict[str, DatasetSpec]) -> list
         if record is None:
             raise DataError(f"cannot resume: example {ref.key} of {ref.shard} is no longer readable; the shard "
                             "changed since the checkpoint was written. Re-download it or start with --force.")
-        texts = select_texts(record.meta, specs[ref.dataset].key) or []
+        texts = select_texts(record.meta, specs[ref.dataset].key, protocol) or []
         examples.append(Example(ref, record.audio, texts[ref.text_index], probe_duration(record.audio)))
     return examples
