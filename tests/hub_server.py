@@ -1,14 +1,25 @@
 """A tiny stand-in for the Hugging Face hub on 127.0.0.1, for download tests.
 
-Serves `<root>/<repo_id>/<path>` at `/datasets/<repo_id>/resolve/main/<path>` with the headers the hub
-sends for LFS files (X-Linked-Size, X-Linked-Etag = quoted sha256, ETag, Accept-Ranges) and honours
-`Range: bytes=N-` / `bytes=N-M` (206 + Content-Range, 416 past the end). With `redirect=True` the
-resolve URL answers 302 with the X-Linked-* headers and a Location on `/cdn/...` at host `localhost`
-(another host name for the same server), like the hub's redirect to its CDN.
+It answers the requests `huggingface_hub` makes for `hf_hub_download` and `HfApi.dataset_info`:
 
-Faults, each used once per path: `drop_after[path] = n` sends the full headers then only n body bytes and
-closes the connection; `corrupt[path] = True` flips a byte of the body. `require_token` answers 401
-without `Authorization: Bearer <token>`. Every request is recorded in `requests`.
+    GET  /api/datasets/<repo>/revision/<rev>        -> JSON {"id", "sha", "siblings"}
+    HEAD /datasets/<repo>/resolve/<rev>/<path>      -> X-Repo-Commit, ETag, X-Linked-Etag/-Size, Content-Length
+    GET  /datasets/<repo>/resolve/<rev>/<path>      -> the bytes (Range: bytes=N- honoured: 206 + Content-Range)
+
+A revision is a branch or tag name, or the 40-hex commit of one (`commit_of`); each name has its own set
+of files (`add_file(..., revision="v1")`). Errors carry the hub's X-Error-Code (RepoNotFound,
+RevisionNotFound, EntryNotFound) so the client raises the same exceptions as against the real hub.
+
+ETag styles: "lfs" (the default: ETag and X-Linked-Etag are the quoted sha256, X-Linked-Size the size, as
+for the hub's large files), "git" (ETag is the git blob sha1, as for small files), "opaque" (an ETag that
+is no content hash, as some mirrors send). With `redirect=True` the resolve URL answers 302 with the
+metadata headers and a Location on `/cdn/...` at host `localhost` (another host name for this server),
+like the hub's redirect to its CDN.
+
+Faults, each used once per path (for GETs of the body): `drop_after[path] = n` sends the full headers then
+only n body bytes and closes; `corrupt[path] = True` flips a byte of the body (size unchanged).
+`require_token` answers 401 without `Authorization: Bearer <token>`. Every request for a dataset is
+recorded in `requests`.
 """
 
 from __future__ import annotations
@@ -23,6 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+CHUNK_BYTES = 1 << 20
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -32,69 +49,110 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self):
-        self._serve(head=True)
+        self._dispatch(head=True)
 
     def do_GET(self):
-        self._serve(head=False)
+        self._dispatch(head=False)
 
-    def _send_status(self, status: int, headers: dict | None = None) -> None:
+    def _send(self, status: int, headers: dict | None = None, body: bytes = b"") -> None:
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
 
-    def _serve(self, head: bool) -> None:
+    def _dispatch(self, head: bool) -> None:
         hub: HubServer = self.server.hub
-        raw_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        hub.requests.append({"path": raw_path, "range": self.headers.get("Range"),
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if not path.startswith(("/api/datasets/", "/datasets/", "/cdn/")):
+            self._send(404)  # e.g. the client's once-a-day registry fetch: not part of a download
+            return
+        hub.requests.append({"method": self.command, "path": path, "range": self.headers.get("Range"),
                              "authorization": self.headers.get("Authorization"),
                              "host": self.headers.get("Host")})
-        cdn = raw_path.startswith("/cdn/")
-        if raw_path.startswith("/datasets/") and "/resolve/main/" in raw_path:
-            repo_id, rel = raw_path[len("/datasets/"):].split("/resolve/main/", 1)
+        cdn = path.startswith("/cdn/")
+        if not cdn and hub.require_token and self.headers.get("Authorization") != f"Bearer {hub.require_token}":
+            self._send(401, {"X-Error-Message": "Invalid credentials in Authorization header"}
+                       if self.headers.get("Authorization") else {})
+            return
+        if path.startswith("/api/datasets/") and "/revision/" in path:
+            repo_id, revision = path[len("/api/datasets/"):].split("/revision/", 1)
+            self._repo_info(hub, repo_id, revision)
+        elif path.startswith("/datasets/") and "/resolve/" in path:
+            repo_id, rest = path[len("/datasets/"):].split("/resolve/", 1)
+            revision, _, rel = rest.partition("/")
+            self._file(hub, repo_id, revision, rel, head, cdn=False)
         elif cdn:
-            repo_id, rel = raw_path[len("/cdn/"):].split("/-/", 1)
+            repo_id, revision, rel = path[len("/cdn/"):].split("/-/", 2)
+            self._file(hub, repo_id, revision, rel, head, cdn=True)
         else:
-            self._send_status(404)
+            self._send(404)
+
+    def _find_revision(self, hub: "HubServer", repo_id: str, revision: str) -> str | None:
+        """The revision name `revision` stands for (itself, or the name whose commit it is); None: none."""
+        if not (hub.root / repo_id).is_dir():
+            self._send(404, {"X-Error-Code": "RepoNotFound"})
+            return None
+        for name in hub.revisions(repo_id):
+            if revision in (name, hub.commit_of(repo_id, name)):
+                return name
+        self._send(404, {"X-Error-Code": "RevisionNotFound"})
+        return None
+
+    def _repo_info(self, hub: "HubServer", repo_id: str, revision: str) -> None:
+        name = self._find_revision(hub, repo_id, revision)
+        if name is None:
             return
-        if hub.require_token and not cdn and self.headers.get("Authorization") != f"Bearer {hub.require_token}":
-            self._send_status(401)
+        base = hub.root / repo_id / name
+        files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+        body = json.dumps({"id": repo_id, "sha": hub.commit_of(repo_id, name),
+                           "siblings": [{"rfilename": f} for f in files]}).encode()
+        self._send(200, {"Content-Type": "application/json"}, body)
+
+    def _file(self, hub: "HubServer", repo_id: str, revision: str, rel: str, head: bool, cdn: bool) -> None:
+        name = self._find_revision(hub, repo_id, revision)
+        if name is None:
             return
-        file = hub.root / repo_id / rel
+        commit = hub.commit_of(repo_id, name)
+        file = hub.root / repo_id / name / rel
         if not file.is_file():
-            self._send_status(404)
+            self._send(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
             return
         data = file.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        linked = {"X-Linked-Size": str(len(data)), "X-Linked-Etag": f'"{sha}"'} if hub.send_linked else {}
+        meta = {"X-Repo-Commit": commit}
+        if hub.etag_style == "lfs":
+            sha = hashlib.sha256(data).hexdigest()
+            meta.update({"ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data))})
+        elif hub.etag_style == "git":
+            meta["ETag"] = f'"{git_blob_sha1(data)}"'
+        else:
+            meta["ETag"] = f'"mirror-{len(data)}"'
         if hub.redirect and not cdn:
-            location = f"http://localhost:{hub.port}/cdn/{urllib.parse.quote(repo_id)}/-/{urllib.parse.quote(rel)}"
-            self._send_status(302, {"Location": location, **linked})
+            location = (f"http://localhost:{hub.port}/cdn/{urllib.parse.quote(repo_id)}/-/"
+                        f"{urllib.parse.quote(name)}/-/{urllib.parse.quote(rel)}")
+            self._send(302, {"Location": location, **meta})
             return
-        start, end = 0, len(data) - 1
+        start, end, status = 0, len(data) - 1, 200
         range_header = self.headers.get("Range")
-        status = 200
         if range_header and hub.honour_range:
             first, _, last = range_header.removeprefix("bytes=").partition("-")
-            start = int(first)
-            end = int(last) if last else len(data) - 1
+            start, end = int(first), int(last) if last else len(data) - 1
             if start >= len(data):
-                self._send_status(416, {"Content-Range": f"bytes */{len(data)}"})
+                self._send(416, {"Content-Range": f"bytes */{len(data)}"})
                 return
             status = 206
         body = data[start:end + 1]
-        if hub.corrupt.pop(rel, False) and body:
-            body = bytes([body[0] ^ 0xFF]) + body[1:] if len(body) == 1 else body[:-1] + bytes([body[-1] ^ 0xFF])
+        if not head and hub.corrupt.pop(rel, False) and body:
+            body = body[:-1] + bytes([body[-1] ^ 0xFF])
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
-        if hub.send_etag:
-            self.send_header("ETag", f'"{sha}"')
-        for name, value in ({} if cdn else linked).items():
-            self.send_header(name, value)
+        for key, value in meta.items():
+            self.send_header(key, value)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.send_header("Connection", "close")
@@ -108,8 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             return  # the connection closes with the body unfinished
         view = memoryview(body)
-        for offset in range(0, len(body), 1 << 20):
-            self.wfile.write(view[offset:offset + (1 << 20)])
+        for offset in range(0, len(body), CHUNK_BYTES):
+            self.wfile.write(view[offset:offset + CHUNK_BYTES])
 
 
 class _Server(ThreadingHTTPServer):
@@ -118,14 +176,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class HubServer:
-    """Context manager: `with HubServer(root) as hub: hub.endpoint` -> 'http://127.0.0.1:PORT'."""
+    """Context manager: `with HubServer(root) as hub: hub.endpoint` -> 'http://127.0.0.1:PORT'.
+
+    Files live at `<root>/<repo_id>/<revision name>/<path>`.
+    """
 
     def __init__(self, root: Path, redirect: bool = False):
         self.root = Path(root)
         self.redirect = redirect
         self.require_token: str | None = None
-        self.send_linked = True
-        self.send_etag = True
+        self.etag_style = "lfs"
         self.honour_range = True
         self.drop_after: dict[str, int] = {}
         self.corrupt: dict[str, bool] = {}
@@ -146,14 +206,23 @@ class HubServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def add_file(self, repo_id: str, path: str, data: bytes) -> Path:
-        target = self.root / repo_id / path
+    def add_file(self, repo_id: str, path: str, data: bytes, revision: str = "main") -> Path:
+        target = self.root / repo_id / revision / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         return target
 
+    def revisions(self, repo_id: str) -> list[str]:
+        return sorted(p.name for p in (self.root / repo_id).iterdir() if p.is_dir())
+
+    @staticmethod
+    def commit_of(repo_id: str, revision: str = "main") -> str:
+        """The commit a revision name points at (stable, so tests can pin it)."""
+        return hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+
     def downloads_of(self, path: str) -> list[dict]:
-        return [r for r in self.requests if r["path"].endswith("/" + path)]
+        """The GET requests for the body of `path` (metadata HEADs left out)."""
+        return [r for r in self.requests if r["method"] == "GET" and r["path"].endswith("/" + path)]
 
 
 def make_shard(examples: list[dict], sample_rate: int = 16000, seconds: float = 0.25, seed: int = 0) -> bytes:

@@ -1,9 +1,10 @@
-"""Downloads against a real HTTP server on 127.0.0.1 that mimics the hub (tests/hub_server.py)."""
+"""Downloads through huggingface_hub against a real HTTP server on 127.0.0.1 that answers like the hub
+(tests/hub_server.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,18 +12,20 @@ from hub_server import HubServer, make_shard
 
 from lalmbench.config import DatasetSpec
 from lalmbench.data import download
-from lalmbench.data.download import download_command, ensure_downloaded, find_missing
+from lalmbench.data.download import data_revisions, download_command, ensure_downloaded, find_missing
 from lalmbench.errors import ConfigError, DataError
 
 REPO = "test-org/tiny_data"
 
 
 @pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch):
-    monkeypatch.setattr(download, "RETRY_BACKOFF_SECONDS", 0.0)
-    monkeypatch.setattr(download, "TIMEOUT_SECONDS", 10.0)
-    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "LALMBENCH_DATA_HOME", "XARES_DATA_HOME"):
+def _clean_environment(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "LALMBENCH_DATA_HOME", "XARES_DATA_HOME"):
         monkeypatch.delenv(name, raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # in case the shell that started pytest set it
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", "/nonexistent/token")  # no token from a login
 
 
 @pytest.fixture
@@ -32,102 +35,92 @@ def hub(tmp_path, monkeypatch):
         yield server
 
 
-def _publish(hub: HubServer, paths: list[str], examples: int = 4, key: str = "label") -> dict[str, bytes]:
+def _publish(hub: HubServer, paths: list[str], examples: int = 4, revision: str = "main",
+             seed: int = 0) -> dict[str, bytes]:
     out = {}
     for index, path in enumerate(paths):
-        data = make_shard([{key: f"class{i % 2}"} for i in range(examples)], seed=index)
-        hub.add_file(REPO, path, data)
+        data = make_shard([{"label": f"class{i % 2}"} for i in range(examples)], seed=seed + index)
+        hub.add_file(REPO, path, data, revision=revision)
         out[path] = data
     return out
 
 
-def _specs() -> list[DatasetSpec]:
+def _specs(revision: str | None = None) -> list[DatasetSpec]:
     return [DatasetSpec(data=["Tiny/train/train_{0..1}.tar.gz"], key="label", prompt="Classify.",
-                        repo_id=REPO, name="Tiny"),
+                        repo_id=REPO, revision=revision, name="Tiny"),
             DatasetSpec(data=["Tiny/test/test_0.tar.gz"], key="label", prompt="Classify.", repo_id=REPO,
-                        name="eval_tiny"),
+                        revision=revision, name="eval_tiny"),
             DatasetSpec(data=["/nonexistent/local_{0..3}.tar"], name="Local")]  # local: ignored
 
 
 PATHS = ["Tiny/train/train_0.tar.gz", "Tiny/train/train_1.tar.gz", "Tiny/test/test_0.tar.gz"]
 
 
+def _first() -> list[DatasetSpec]:
+    """A dataset of PATHS[0] alone."""
+    return [DatasetSpec(data=[PATHS[0]], key="label", prompt="Classify.", repo_id=REPO, name="Tiny")]
+
+
 def _assert_fetched(home: Path, published: dict[str, bytes]) -> None:
     for path, data in published.items():
         assert (home / path).read_bytes() == data
-        assert not Path(f"{home / path}.incomplete").exists()
     assert not list(home.rglob("*.incomplete"))
 
 
-def test_full_download_then_nothing_to_do(hub, tmp_path):
+def test_full_download_records_the_commit_then_nothing_to_do(hub, tmp_path):
     published = _publish(hub, PATHS)
     home = tmp_path / "home"
-    ensure_downloaded(_specs(), home=home, workers=3)
+    revisions = ensure_downloaded(_specs(), home=home, workers=3)
     _assert_fetched(home, published)
-    record = json.loads((home / ".lalmbench-meta" / f"{PATHS[0]}.json").read_text())
-    assert record["sha256"] == hashlib.sha256(published[PATHS[0]]).hexdigest()
-    assert record["size"] == len(published[PATHS[0]])
-    assert len(hub.requests) == 3
+    main = hub.commit_of(REPO, "main")
+    assert revisions == [{"repo_id": REPO, "revision": "main", "commits": [main], "files": 3, "unrecorded_files": 0}]
+    record = download.read_record(home, PATHS[0])
+    assert record.commit == main and record.etag == hashlib.sha256(published[PATHS[0]]).hexdigest()
+    # one commit lookup, then a HEAD and a GET per file, each at that commit
+    assert sorted(r["method"] for r in hub.requests) == ["GET"] * 4 + ["HEAD"] * 3
+    assert all(f"/resolve/{main}/" in r["path"] for r in hub.requests if "/resolve/" in r["path"])
+    hub.requests.clear()
     ensure_downloaded(_specs(), home=home)  # complete files are checked locally, not fetched again
-    assert len(hub.requests) == 3
-    assert find_missing(_specs(), home) == []
+    assert hub.requests == [] and find_missing(_specs(), home) == []
 
 
-def test_interrupted_transfer_is_resumed_with_range(hub, tmp_path):
-    published = _publish(hub, PATHS, examples=20)
-    half = len(published[PATHS[1]]) // 2
-    hub.drop_after[PATHS[1]] = half
-    home = tmp_path / "home"
-    ensure_downloaded(_specs(), home=home)
-    _assert_fetched(home, published)
-    ranges = [r["range"] for r in hub.downloads_of(PATHS[1])]
-    assert ranges == [None, f"bytes={half}-"]
+def test_dropped_connection_is_resumed_with_range(hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # the client writes whole chunks (10 MB by default): with 16 KiB ones a 150 kB file resumes mid-way
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16384)
+    published = _publish(hub, PATHS[:1], examples=20)
+    half = len(published[PATHS[0]]) // 2
+    hub.drop_after[PATHS[0]] = half
+    ensure_downloaded(_first(), home=tmp_path / "home")
+    assert (tmp_path / "home" / PATHS[0]).read_bytes() == published[PATHS[0]]
+    kept = half // 16384 * 16384
+    assert kept > 0 and [r["range"] for r in hub.downloads_of(PATHS[0])] == [None, f"bytes={kept}-"]
 
 
-def test_partial_file_from_an_earlier_run_is_resumed(hub, tmp_path):
-    published = _publish(hub, PATHS[:1], examples=10)
-    home = tmp_path / "home"
-    part = Path(f"{home / PATHS[0]}.incomplete")
-    part.parent.mkdir(parents=True)
-    part.write_bytes(published[PATHS[0]][:1000])
-    assert find_missing(_specs()[:1], home)[0][1] in ("missing", "partially downloaded")
-    download.download_files([download.RemoteFile(REPO, PATHS[0])], home, progress=False)
-    assert (home / PATHS[0]).read_bytes() == published[PATHS[0]]
-    assert [r["range"] for r in hub.requests] == ["bytes=1000-"]
-
-
-def test_server_ignoring_range_restarts_from_zero(hub, tmp_path):
-    published = _publish(hub, PATHS[:1], examples=10)
+def test_server_ignoring_range_after_a_drop_gives_the_right_bytes(hub, tmp_path):
+    published = _publish(hub, PATHS[:1], examples=20)
+    hub.drop_after[PATHS[0]] = 1000
     hub.honour_range = False
-    home = tmp_path / "home"
-    part = Path(f"{home / PATHS[0]}.incomplete")
-    part.parent.mkdir(parents=True)
-    part.write_bytes(b"x" * 500)  # garbage that must not end up in the file
-    download.download_files([download.RemoteFile(REPO, PATHS[0])], home, progress=False)
-    assert (home / PATHS[0]).read_bytes() == published[PATHS[0]]
+    ensure_downloaded(_first(), home=tmp_path / "home")
+    assert (tmp_path / "home" / PATHS[0]).read_bytes() == published[PATHS[0]]
+    assert len(hub.downloads_of(PATHS[0])) == 2
 
 
-def test_corrupted_file_is_detected_and_fetched_again(hub, tmp_path):
+@pytest.mark.parametrize("etag_style", ["lfs", "git", "opaque"])
+def test_checksum_mismatch_is_detected_and_fetched_again(hub, tmp_path, etag_style):
+    """sha256 (large files), git blob sha1 (small files), or without a hash the gzip/tar check."""
     published = _publish(hub, PATHS)
+    hub.etag_style = etag_style
     hub.corrupt[PATHS[2]] = True
     home = tmp_path / "home"
     ensure_downloaded(_specs(), home=home)
     _assert_fetched(home, published)
-    assert [r["range"] for r in hub.downloads_of(PATHS[2])] == [None, None]  # deleted, not resumed
+    assert [r["range"] for r in hub.downloads_of(PATHS[2])] == [None, None]  # deleted, fetched whole again
+    assert len(hub.downloads_of(PATHS[0])) == 1
 
 
-def test_corruption_without_hash_is_caught_by_the_gzip_check(hub, tmp_path):
-    published = _publish(hub, PATHS[:1])
-    hub.send_linked = hub.send_etag = False
-    hub.corrupt[PATHS[0]] = True
-    home = tmp_path / "home"
-    download.download_files([download.RemoteFile(REPO, PATHS[0])], home, progress=False)
-    assert (home / PATHS[0]).read_bytes() == published[PATHS[0]]
-    assert len(hub.downloads_of(PATHS[0])) == 2
-    assert json.loads((home / ".lalmbench-meta" / f"{PATHS[0]}.json").read_text())["sha256"] is None
-
-
-def test_always_corrupt_gives_up_and_keeps_nothing(hub, tmp_path, monkeypatch):
+def test_always_corrupt_gives_up_and_keeps_nothing(hub, tmp_path):
     _publish(hub, PATHS[:1])
     home = tmp_path / "home"
 
@@ -136,23 +129,96 @@ def test_always_corrupt_gives_up_and_keeps_nothing(hub, tmp_path, monkeypatch):
             return True
 
     hub.corrupt = AlwaysCorrupt()
-    with pytest.raises(DataError, match="failed verification.*sha256"):
-        download.download_files([download.RemoteFile(REPO, PATHS[0])], home, progress=False)
-    assert not (home / PATHS[0]).exists()
-    assert not Path(f"{home / PATHS[0]}.incomplete").exists()
-    assert len(hub.requests) == download.MAX_BAD_FILES
+    with pytest.raises(DataError, match="failed its content check.*sha256") as info:
+        ensure_downloaded(_first(), home=home)
+    assert f"{hub.endpoint}/datasets/{REPO}/resolve/" in str(info.value)
+    assert not (home / PATHS[0]).exists() and not list(home.rglob("*.incomplete"))
+    assert len(hub.downloads_of(PATHS[0])) == download.MAX_TRIES
+    assert find_missing(_first(), home)[0][1] == "missing"
 
 
 def test_damaged_existing_file_is_fetched_again(hub, tmp_path):
     published = _publish(hub, PATHS)
     home = tmp_path / "home"
     ensure_downloaded(_specs(), home=home)
-    truncated = home / PATHS[0]
-    truncated.write_bytes(published[PATHS[0]][:100])  # size disagrees with the download record
-    assert [(r.path, p) for r, p in find_missing(_specs(), home)] == [
-        (PATHS[0], f"size 100 bytes, expected {len(published[PATHS[0]])}")]
+    time.sleep(1.1)  # the client's record allows one second between its time stamp and the file's
+    (home / PATHS[0]).write_bytes(published[PATHS[0]][:100])
+    assert [(r.path, p) for r, p in find_missing(_specs(), home)] == [(PATHS[0], "changed since it was downloaded")]
     ensure_downloaded(_specs(), home=home)
     _assert_fetched(home, published)
+    assert len(hub.downloads_of(PATHS[0])) == 2 and len(hub.downloads_of(PATHS[1])) == 1
+
+
+def test_cache_of_the_published_system_is_used_as_it_is(hub, tmp_path):
+    """Files at <home>/<path> without the client's record (as the published system leaves them)."""
+    published = _publish(hub, PATHS)
+    home = tmp_path / "home"
+    for path, data in published.items():
+        (home / path).parent.mkdir(parents=True, exist_ok=True)
+        (home / path).write_bytes(data)
+    assert ensure_downloaded(_specs(), home=home) == [
+        {"repo_id": REPO, "revision": "main", "commits": [], "files": 3, "unrecorded_files": 3}]
+    assert hub.requests == []
+
+
+def test_pinned_revision_fetches_that_revision(hub, tmp_path):
+    """Two revisions served; the pinned one (tag or commit) is fetched, recorded, and enforced offline."""
+    main_files = _publish(hub, PATHS, seed=0)
+    v1_files = _publish(hub, PATHS, seed=10, revision="v1")
+    assert main_files[PATHS[0]] != v1_files[PATHS[0]]
+    v1 = hub.commit_of(REPO, "v1")
+    home = tmp_path / "home"
+    ensure_downloaded(_specs(), home=home)
+    _assert_fetched(home, main_files)
+
+    # pinned by commit: the main copies are not that commit's, so the local check sends them back
+    assert {p for _, p in find_missing(_specs(v1), home)} == {
+        f"from commit {hub.commit_of(REPO, 'main')[:12]}, not the pinned {v1[:12]}"}
+    hub.requests.clear()
+    revisions = ensure_downloaded(_specs(v1), home=home)
+    _assert_fetched(home, v1_files)
+    assert revisions == [{"repo_id": REPO, "revision": v1, "commits": [v1], "files": 3, "unrecorded_files": 0}]
+    resolves = [r for r in hub.requests if "/resolve/" in r["path"]]
+    assert len(resolves) == 6 and all(f"/resolve/{v1}/" in r["path"] for r in resolves)
+
+    # pinned by tag: resolved online to the same commit, so nothing is fetched again
+    hub.requests.clear()
+    assert ensure_downloaded(_specs("v1"), home=home)[0]["commits"] == [v1]
+    assert [r["path"] for r in hub.requests] == [f"/api/datasets/{REPO}/revision/v1"]
+
+
+def test_pinned_tag_with_the_hub_down_uses_the_files_here(hub, tmp_path, monkeypatch, caplog):
+    _publish(hub, PATHS, revision="v1")
+    home = tmp_path / "home"
+    ensure_downloaded(_specs("v1"), home=home)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    revisions = ensure_downloaded(_specs("v1"), home=home)
+    assert revisions[0]["commits"] == [hub.commit_of(REPO, "v1")]
+    assert "HF_HUB_OFFLINE=1" in caplog.text
+
+
+def test_pinned_revision_that_does_not_exist(hub, tmp_path):
+    _publish(hub, PATHS)
+    with pytest.raises(DataError, match="revision 'v9' does not exist in test-org/tiny_data"):
+        ensure_downloaded(_specs("v9"), home=tmp_path / "home")
+
+
+def test_revision_in_yaml_is_read_and_written(tmp_path):
+    from lalmbench.config import load_train_config
+
+    path = tmp_path / "train.yaml"
+    path.write_text(f"train_data:\n  Tiny: {{prompt: Classify., data: ['a.tar'], key: label, repo_id: {REPO}, "
+                    "revision: v1}\n")
+    spec = load_train_config(str(path)).train_data["Tiny"]
+    assert spec.revision == "v1" and spec.to_dict()["revision"] == "v1"
+    assert "revision" not in DatasetSpec(data=["a.tar"], repo_id=REPO).to_dict()
+
+
+def test_same_path_at_two_revisions_is_a_config_error():
+    specs = [DatasetSpec(data=["a.tar"], repo_id=REPO, name="A"),
+             DatasetSpec(data=["a.tar"], repo_id=REPO, revision="v1", name="B")]
+    with pytest.raises(ConfigError, match="revision main.*revision v1"):
+        download.remote_files(specs)
 
 
 def test_offline_lists_missing_files_and_the_command(hub, tmp_path, monkeypatch):
@@ -185,34 +251,40 @@ def test_offline_hint_uses_catalog_names(tmp_path, monkeypatch):
     assert "ESC-50/train/esc50_fold_1_0000000.tar.gz" in str(info.value)
 
 
-def test_missing_token_gives_401_advice_and_token_is_sent(hub, tmp_path, monkeypatch):
+def test_missing_token_gives_401_advice_and_the_token_is_sent(hub, tmp_path, monkeypatch):
     published = _publish(hub, PATHS)
     hub.require_token = "secret"
     home = tmp_path / "home"
     with pytest.raises(DataError) as info:
         ensure_downloaded(_specs(), home=home)
-    assert "HTTP 401" in str(info.value) and "HF_TOKEN" in str(info.value) and hub.endpoint in str(info.value)
+    message = str(info.value)
+    assert "HTTP 401" in message and "set HF_TOKEN" in message and hub.endpoint in message
     assert not list(home.rglob("*.tar.gz"))
+    monkeypatch.setenv("HF_TOKEN", "wrong")
+    with pytest.raises(DataError, match="HF_TOKEN is set but the hub rejected it"):
+        ensure_downloaded(_specs(), home=home)
     monkeypatch.setenv("HF_TOKEN", "secret")
+    hub.requests.clear()
     ensure_downloaded(_specs(), home=home)
     _assert_fetched(home, published)
+    assert len(hub.requests) == 7 and {r["authorization"] for r in hub.requests} == {"Bearer secret"}
 
 
-def test_redirect_to_cdn_keeps_linked_headers_and_drops_token(tmp_path, monkeypatch):
+def test_redirect_to_cdn_keeps_linked_headers_and_drops_the_token(tmp_path, monkeypatch):
     with HubServer(tmp_path / "server", redirect=True) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_TOKEN", "secret")
         hub.require_token = "secret"
-        hub.send_etag = False  # the sha256 can only come from X-Linked-Etag on the redirect
         published = _publish(hub, PATHS[:1])
         home = tmp_path / "home"
-        download.download_files([download.RemoteFile(REPO, PATHS[0])], home, progress=False)
+        hub.corrupt[PATHS[0]] = True  # only the sha256 from the redirect's X-Linked-Etag can catch this
+        ensure_downloaded(_first(), home=home)
     assert (home / PATHS[0]).read_bytes() == published[PATHS[0]]
-    record = json.loads((home / ".lalmbench-meta" / f"{PATHS[0]}.json").read_text())
-    assert record["sha256"] == hashlib.sha256(published[PATHS[0]]).hexdigest()
-    hub_request, cdn_request = hub.requests
-    assert hub_request["authorization"] == "Bearer secret"
-    assert cdn_request["path"].startswith("/cdn/") and cdn_request["authorization"] is None
+    on_hub = [r for r in hub.requests if not r["path"].startswith("/cdn/")]
+    on_cdn = [r for r in hub.requests if r["path"].startswith("/cdn/")]
+    assert [r["method"] for r in on_hub] == ["GET", "HEAD", "HEAD"] and [r["method"] for r in on_cdn] == ["GET"] * 2
+    assert {r["authorization"] for r in on_hub} == {"Bearer secret"}
+    assert {r["authorization"] for r in on_cdn} == {None} and {r["host"].split(":")[0] for r in on_cdn} == {"localhost"}
 
 
 def test_not_found_names_url_and_status(hub, tmp_path):
@@ -220,15 +292,19 @@ def test_not_found_names_url_and_status(hub, tmp_path):
     with pytest.raises(DataError) as info:
         ensure_downloaded(_specs(), home=tmp_path / "home")
     message = str(info.value)
-    assert "HTTP 404" in message and f"{hub.endpoint}/datasets/{REPO}/resolve/main/{PATHS[2]}" in message
+    assert "1 of 3 downloads failed" in message and "HTTP 404" in message and "shard pattern" in message
+    assert f"{hub.endpoint}/datasets/{REPO}/resolve/{hub.commit_of(REPO)}/{PATHS[2]}" in message
     assert (tmp_path / "home" / PATHS[0]).is_file()  # the others still arrived
 
 
-def test_unreachable_server_is_reported(tmp_path, monkeypatch):
+def test_unreachable_hub_fails_fast_with_the_offline_hint(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
-    monkeypatch.setattr(download, "MAX_ATTEMPTS", 2)
-    with pytest.raises(DataError, match="cannot reach http://127.0.0.1:9/datasets/"):
+    started = time.monotonic()
+    with pytest.raises(DataError) as info:
         ensure_downloaded(_specs(), home=tmp_path)
+    assert time.monotonic() - started < 5  # no rounds of retries with back-off
+    message = str(info.value)
+    assert "http://127.0.0.1:9/api/datasets/" in message and "HF_HUB_OFFLINE=1" in message
 
 
 def test_download_command_with_yaml_target_and_split(hub, tmp_path, monkeypatch, capsys):
@@ -241,9 +317,10 @@ def test_download_command_with_yaml_target_and_split(hub, tmp_path, monkeypatch,
     assert download_command([str(train_yaml)], workers=2, split="test") == 0
     assert "0 to fetch" in capsys.readouterr().out
     assert download_command([str(train_yaml)], workers=2, split="both") == 0
-    assert "fetched 2 file(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fetched 2 file(s)" in out and f"{REPO}@main = commit {hub.commit_of(REPO)}" in out
     assert (tmp_path / "home" / PATHS[0]).read_bytes() == published[PATHS[0]]
-    with pytest.raises(ConfigError, match="Suites: task1, task2, all"):
+    with pytest.raises(ConfigError, match="Suites: task1, task2"):
         download_command(["no-such-task"])
 
 
@@ -259,6 +336,8 @@ def test_specs_for_builtin_targets():
 
 
 def test_end_to_end_suite_on_downloaded_shards(hub, tmp_path, monkeypatch):
+    import json
+
     runner = pytest.importorskip("lalmbench.runner")
     for i in range(2):
         hub.add_file(REPO, f"Tiny/train/train_{i}.tar.gz",
@@ -297,3 +376,6 @@ def test_end_to_end_suite_on_downloaded_shards(hub, tmp_path, monkeypatch):
     lines = scores[0].read_text().splitlines()
     assert lines[0].split("\t") == ["Task", "score", "weight"]
     assert {line.split("\t")[0] for line in lines[1:]} == {"eval_tiny", "eval_count", "Overall"}
+    summary = json.loads((scores[0].parent / "run_summary.json").read_text())
+    assert summary["data_revisions"] == [{"repo_id": REPO, "revision": "main", "commits": [hub.commit_of(REPO)],
+                                          "files": 5, "unrecorded_files": 0}]

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Files go to $LALMBENCH_DATA_HOME (else $XARES_DATA_HOME, else ./xares_data) with the hub's layout.\n"
                "Environment: HF_ENDPOINT (mirror, default https://huggingface.co), HF_TOKEN (gated/private\n"
-               "repos), HF_HUB_OFFLINE=1 (never download). Interrupted downloads resume; run it again.")
+               "repos), HF_HUB_OFFLINE=1 (never download). A `revision:` in a dataset pins its files.\n"
+               "Files already here are kept; after an interruption, run it again to fetch the rest.")
     download.add_argument("targets", nargs="+", metavar="SUITE|TASK",
                           help="suite names (task1, task2, all), task names, or train/eval YAML files")
     download.add_argument("--workers", type=int, default=4, help="parallel downloads (default: 4)")

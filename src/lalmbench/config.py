@@ -55,6 +55,8 @@ class DatasetSpec:
     """Mixture weight; unset means proportional to the number of shards."""
     repo_id: str | None = None
     """Hub dataset repo the shards come from (None: local files)."""
+    revision: str | None = None
+    """Branch, tag or commit of repo_id to fetch the shards at (None: main); the run records the commit."""
     name: str = ""
     """Dataset name (the key of the YAML mapping)."""
 
@@ -92,6 +94,8 @@ class DatasetSpec:
             out["prob"] = self.prob
         if self.repo_id is not None:
             out["repo_id"] = self.repo_id
+        if self.revision is not None:
+            out["revision"] = self.revision
         return out
 
 

@@ -105,14 +105,17 @@ def choose_run_dir(output_dir: Path, config_name: str, encoder_name: str, identi
     raise ConfigError(f"{candidates[1]} exists and belongs to another run; move it away or pass --output-dir")
 
 
-def _fetch_data(specs, config: TrainConfig, allow_download: bool, dist: DistInfo) -> None:
+def _fetch_data(specs, config: TrainConfig, allow_download: bool, dist: DistInfo) -> list[dict]:
+    """Fetch missing hub shards (main process); returns the commits the hub files came from."""
     if not any(spec.repo_id for spec in specs):
-        return
+        return []
     from lalmbench.data.download import ensure_downloaded
 
+    revisions = []
     if dist.is_main:
-        ensure_downloaded(specs, home=config.data_home, allow_download=allow_download)
+        revisions = ensure_downloaded(specs, home=config.data_home, allow_download=allow_download)
     barrier(dist)
+    return revisions
 
 
 def _preflight_metrics(tasks: list[EvalTaskConfig]) -> None:
@@ -226,7 +229,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
 
     # -- data and metrics preflight: fail now, not after hours of training ------------------------------------
     specs = list(config.train_data.values())
-    _fetch_data(specs + [t.data for t in tasks], config, allow_download, dist)
+    data_revisions = _fetch_data(specs + [t.data for t in tasks], config, allow_download, dist)
     _preflight_metrics(tasks)
     home = data_home(config.data_home)
     train_shards = {s.name: resolve_shards(s, home) for s in specs}
@@ -344,7 +347,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
                    "world_size": dist.world, "global_batch_size": training.get("global_batch_size"),
                    "train_world_size": training.get("world_size"),
                    "bad_data": counter.as_dict(), "tasks": task_summaries,
-                   "overall": overall, "device": str(device)}
+                   "overall": overall, "device": str(device), "data_revisions": data_revisions}
         atomic_write_json(run_dir / "run_summary.json", summary)
         atomic_write_json(run_dir / COMPLETED, {"identity": identity_hash, "overall": overall,
                                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")})

@@ -1,61 +1,57 @@
 """Fetch the shards that task definitions name from the Hugging Face hub into the data home.
 
-Only the files the configs name are fetched, each from
-`{HF_ENDPOINT}/datasets/{repo_id}/resolve/main/{path}` (no listing API), into `<data home>/<path>`: the
-layout `shards.resolve_shards` reads. Flow for one file:
+Glue around `huggingface_hub`: it does the HTTP (redirects, the token, timeouts, resuming a dropped
+transfer, per-file locks, atomic placement); this module decides which files a run needs, pins them to
+one commit per repo, checks what arrived against the hub's ETag, and turns failures into advice.
 
-    <path>.incomplete  --(HTTP Range resume, retries)-->  size + sha256 (or gzip/tar) check  --> os.replace
-                                                            `-- failed: delete, fetch again (bounded)
+Layout: `<data home>/<path in repo>` (`hf_hub_download(local_dir=...)`), the layout of the published
+system's cache, so an existing cache is used as it is. The hub client keeps a record per file (commit,
+ETag, time) under `<data home>/.cache/huggingface/download/`; files without one (a cache filled by the
+published system) count as present unless a revision is pinned.
 
-The sha256 comes from the hub's `X-Linked-Etag` (LFS files; sent on the redirect to the CDN, which is
-followed here by hand so its headers are kept), the size from `X-Linked-Size`/`Content-Length`. A small
-record of the verified size and hash goes to `<data home>/.lalmbench-meta/<path>.json`, so a later run
-checks an existing file cheaply (size, gzip header) without the network.
+    specs --> files (repo, path, revision) --> local check, no network --> offline? DataError naming the
+          files and the `lalmbench download` command
+      --> per (repo, revision): one API call gives the commit (and shows at once whether the hub answers)
+      --> per file, in a thread pool: hf_hub_download(revision=commit) --> sha256 / git sha1 vs the ETag
+          --> a bad file is deleted and fetched once more
 
-Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN (sent as a Bearer token to the
-hub host only), HF_HUB_OFFLINE=1 (never download; missing files are an error that names them).
+A dataset's `revision` (YAML `revision:`, a branch, tag or commit) pins its files; a branch or tag is
+resolved to its commit whenever the hub can be reached. `data_revisions` reports the commits the files
+in the data home came from, for run_summary.json.
+
+Environment: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=1 (never download; missing files are an error that
+names them), HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT (seconds, read by huggingface_hub).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
-import json
+import logging
 import os
 import re
-import socket
 import tarfile
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lalmbench import __version__
 from lalmbench.config import DatasetSpec
 from lalmbench.data.shards import data_home, hub_relative_paths
 from lalmbench.errors import ConfigError, DataError
 
-try:  # POSIX: serialize processes that fetch the same file (e.g. several runs sharing a data home)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no cross-process lock
-    fcntl = None
+log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-META_DIR = ".lalmbench-meta"
+DEFAULT_REVISION = "main"
+RECORD_DIR = Path(".cache") / "huggingface" / "download"
+"""Where hf_hub_download(local_dir=...) keeps its per-file record: commit, ETag, time (three lines)."""
+MAX_TRIES = 2
+"""Times a file is fetched before a failed content check is reported."""
 CHUNK_BYTES = 1 << 20
-TIMEOUT_SECONDS = 60.0
-MAX_ATTEMPTS = 5
-"""Tries per file: dropped connections resume, server errors back off, bad files are fetched anew."""
-MAX_BAD_FILES = 2
-"""Times a file may fail verification before we give up on it."""
-RETRY_BACKOFF_SECONDS = 1.0
-MAX_REDIRECTS = 5
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -67,6 +63,10 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def is_commit(revision: str | None) -> bool:
+    return bool(revision and _COMMIT.match(revision))
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One shard of a hub dataset repo."""
@@ -76,10 +76,11 @@ class RemoteFile:
     """Path inside the repo; also the path below the data home."""
     owner: str = ""
     """Name of the dataset (train_data key or eval name) that asked for it, for messages."""
+    revision: str | None = None
+    """Branch, tag or commit the dataset pins (None: the repo's main branch, not checked again once here)."""
 
-    def url(self, endpoint: str | None = None) -> str:
-        quoted = urllib.parse.quote(self.path)
-        return f"{endpoint or hub_endpoint()}/datasets/{self.repo_id}/resolve/main/{quoted}"
+    def url(self, revision: str | None = None) -> str:
+        return f"{hub_endpoint()}/datasets/{self.repo_id}/resolve/{revision or self.revision or DEFAULT_REVISION}/{self.path}"
 
     def local_path(self, home: Path) -> Path:
         return home / self.path
@@ -88,11 +89,11 @@ class RemoteFile:
 @dataclass
 class DownloadStats:
     files_requested: int = 0
-    files_present: int = 0
     files_downloaded: int = 0
     bytes_downloaded: int = 0
     seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
+    commits: dict[str, str] = field(default_factory=dict)
+    """repo_id@revision -> the commit the files were fetched at."""
 
 
 def remote_files(specs: list[DatasetSpec]) -> list[RemoteFile]:
@@ -104,41 +105,46 @@ def remote_files(specs: list[DatasetSpec]) -> list[RemoteFile]:
         for path in hub_relative_paths(spec):
             previous = seen.get(path)
             if previous is None:
-                seen[path] = RemoteFile(spec.repo_id, path, spec.name)
-            elif previous.repo_id != spec.repo_id:
+                seen[path] = RemoteFile(spec.repo_id, path, spec.name, spec.revision)
+            elif (previous.repo_id, previous.revision) != (spec.repo_id, spec.revision):
                 raise ConfigError(
-                    f"{path!r} is named by {previous.owner} (repo {previous.repo_id}) and by {spec.name} "
-                    f"(repo {spec.repo_id}); both would be stored at the same place in the data home. "
-                    "Give the files distinct paths.")
+                    f"{path!r} is named by {previous.owner} (repo {previous.repo_id}, revision "
+                    f"{previous.revision or DEFAULT_REVISION}) and by {spec.name} (repo {spec.repo_id}, revision "
+                    f"{spec.revision or DEFAULT_REVISION}); both would be stored at the same place in the data "
+                    "home. Use the same repo and revision for both, or give the files distinct paths.")
     return list(seen.values())
 
 
 # --------------------------------------------------------------------------------------------------
-# Cheap checks of files already on disk
+# What is on disk (no network)
 
 
-def _meta_path(home: Path, path: str) -> Path:
-    return home / META_DIR / f"{path}.json"
+@dataclass(frozen=True)
+class FileRecord:
+    """hf_hub_download's record of one file in the data home."""
+
+    commit: str
+    etag: str
+    stale: bool
+    """The file changed after it was recorded (the client then trusts neither the commit nor the ETag)."""
 
 
-def _read_meta(home: Path, path: str) -> dict:
+def read_record(home: Path, path: str) -> FileRecord | None:
+    """The record of `path`, read without taking the client's lock (which would create directories)."""
+    record = home / RECORD_DIR / f"{path}.metadata"
     try:
-        return json.loads(_meta_path(home, path).read_text(encoding="utf-8"))
+        commit, etag, stamp = record.read_text(encoding="utf-8").splitlines()[:3]
+        changed = (home / path).stat().st_mtime
+        return FileRecord(commit.strip(), etag.strip(), stale=changed - 1 > float(stamp))
     except (OSError, ValueError):
-        return {}
-
-
-def _write_meta(home: Path, path: str, record: dict) -> None:
-    from lalmbench.io_utils import atomic_write_json
-
-    atomic_write_json(_meta_path(home, path), record)
+        return None
 
 
 def _gzip_looks_whole(path: Path, size: int) -> bool:
     """Gzip magic at the start and an 8-byte trailer that can be read (cheap: reads 10 bytes).
 
-    Files only reach their final name after full verification, so this guards against foreign or
-    hand-copied files, not against our own partial downloads (those stay `.incomplete`).
+    Files reach their final name only when complete, so this guards against foreign or hand-copied
+    files, not against our own partial downloads.
     """
     if size < 18:  # 10-byte header + 8-byte trailer
         return False
@@ -149,198 +155,251 @@ def _gzip_looks_whole(path: Path, size: int) -> bool:
         return len(handle.read(8)) == 8
 
 
-def existing_file_problem(home: Path, remote: RemoteFile) -> str | None:
-    """None when the local copy looks complete; otherwise what is wrong with it."""
+def existing_file_problem(home: Path, remote: RemoteFile, commit: str | None = None) -> str | None:
+    """None when the local copy can be used; otherwise what is wrong with it.
+
+    `commit`: the commit the file must come from (a pinned commit, or a pinned branch or tag resolved
+    online); None accepts any copy that looks whole.
+    """
     local = remote.local_path(home)
     try:
         size = local.stat().st_size
     except FileNotFoundError:
-        return "missing" if not Path(f"{local}.incomplete").exists() else "partially downloaded"
-    record = _read_meta(home, remote.path)
-    if record.get("size") is not None and record["size"] != size:
-        return f"size {size} bytes, expected {record['size']}"
+        return "missing"
+    record = read_record(home, remote.path)
+    if record is not None and record.stale:
+        return "changed since it was downloaded"
     if local.name.endswith((".gz", ".tgz")):
         try:
             if not _gzip_looks_whole(local, size):
                 return "not a complete gzip file"
         except OSError as exc:
             return f"unreadable ({exc.strerror or exc})"
+    if commit is not None and (record is None or record.commit != commit):
+        came_from = f"commit {record.commit[:12]}" if record is not None else "an unrecorded commit"
+        return f"from {came_from}, not the pinned {commit[:12]}"
     return None
 
 
-def find_missing(specs: list[DatasetSpec], home: str | os.PathLike | None = None) -> list[tuple[RemoteFile, str]]:
-    root = data_home(home)
+def _pinned_commit(remote: RemoteFile, commits: dict[str, str]) -> str | None:
+    if is_commit(remote.revision):
+        return remote.revision
+    return commits.get(_revision_key(remote)) if remote.revision else None
+
+
+def _find_problems(files: list[RemoteFile], root: Path, commits: dict[str, str]) -> list[tuple[RemoteFile, str]]:
     out = []
-    for remote in remote_files(specs):
-        problem = existing_file_problem(root, remote)
+    for remote in files:
+        problem = existing_file_problem(root, remote, _pinned_commit(remote, commits))
         if problem is not None:
             out.append((remote, problem))
     return out
 
 
+def find_missing(specs: list[DatasetSpec], home: str | os.PathLike | None = None) -> list[tuple[RemoteFile, str]]:
+    """The hub files of `specs` that are not usable in the data home, with why (no network)."""
+    return _find_problems(remote_files(specs), data_home(home), {})
+
+
+def data_revisions(specs: list[DatasetSpec], home: str | os.PathLike | None = None) -> list[dict]:
+    """Per (repo, requested revision): the commits its files in the data home were fetched at.
+
+    `unrecorded_files` counts files without the hub client's record (e.g. a cache filled by the published
+    system): their commit is unknown.
+    """
+    root = data_home(home)
+    groups: dict[tuple[str, str], list[RemoteFile]] = {}
+    for remote in remote_files(specs):
+        groups.setdefault((remote.repo_id, remote.revision or DEFAULT_REVISION), []).append(remote)
+    out = []
+    for (repo_id, revision), members in groups.items():
+        records = [read_record(root, remote.path) for remote in members]
+        commits = sorted({r.commit for r in records if r is not None and not r.stale})
+        out.append({"repo_id": repo_id, "revision": revision, "commits": commits, "files": len(members),
+                    "unrecorded_files": sum(r is None or r.stale for r in records)})
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
-# HTTP
+# The hub
 
 
-class _Fatal(DataError):
-    """An error retrying cannot fix (not found, too many redirects)."""
+def _revision_key(remote: RemoteFile) -> str:
+    return f"{remote.repo_id}@{remote.revision or DEFAULT_REVISION}"
 
 
-_STOPPED = "stopped after another download failed or the user interrupted"
+def _hub_advice(exc: Exception, what: str, repo_id: str, revision: str) -> str:
+    """A hub client failure -> what went wrong and what to do."""
+    from huggingface_hub import errors
 
-
-class _AuthError(_Fatal):
-    """401/403: every other file would fail the same way, so the other downloads stop too."""
-
-
-class _Retryable(Exception):
-    """A transient failure (dropped connection, 5xx, 429); the file is tried again, resuming."""
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # follow by hand, to keep the hub's X-Linked-* headers and drop the token off-host
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects())
-
-
-def _explain_status(status: int, url: str, repo_id: str) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
     token_set = bool(os.environ.get("HF_TOKEN"))
-    if status == 401:
-        todo = ("HF_TOKEN is set but the server rejected it: check that the token is valid and has read access"
-                if token_set else
-                "set HF_TOKEN to a Hugging Face access token (https://huggingface.co/settings/tokens)")
-    elif status == 403:
+    if isinstance(exc, errors.RevisionNotFoundError):
+        todo = (f"revision {revision!r} does not exist in {repo_id}: check `revision:` in the task definition "
+                f"(a branch, tag or commit listed at {hub_endpoint()}/datasets/{repo_id}/commits)")
+    elif isinstance(exc, errors.GatedRepoError) or status == 403:
         todo = (f"the dataset may be gated: accept its terms at {hub_endpoint()}/datasets/{repo_id} with the "
                 "account of your HF_TOKEN" + ("" if token_set else ", and set HF_TOKEN"))
-    elif status == 404:
-        todo = ("the file does not exist in the repo: check repo_id and the shard pattern in the task "
-                "definition, and HF_ENDPOINT if you use a mirror")
-    elif status == 416:
-        todo = "the server refused the resume range; delete the .incomplete file and retry"
-    else:
+    elif status == 401 or (isinstance(exc, errors.RepositoryNotFoundError) and status != 404):
+        todo = ("HF_TOKEN is set but the hub rejected it: check that the token is valid and has read access"
+                if token_set else
+                "set HF_TOKEN to a Hugging Face access token (https://huggingface.co/settings/tokens)")
+    elif isinstance(exc, errors.RepositoryNotFoundError):
+        todo = f"no dataset repo {repo_id} at {hub_endpoint()}: check repo_id in the task definition, and HF_ENDPOINT"
+    elif isinstance(exc, errors.EntryNotFoundError) and not isinstance(exc, errors.LocalEntryNotFoundError):
+        todo = (f"the file does not exist in {repo_id} at revision {revision}: check the shard pattern in the "
+                "task definition, and HF_ENDPOINT if you use a mirror")
+    elif status is not None:
         todo = "try again later, or with fewer --workers"
-    return f"GET {url} failed with HTTP {status}: {todo}"
+    else:  # no HTTP answer: connection refused, timeout, no usable headers
+        return (f"{what}: no usable answer from the hub at {hub_endpoint()} ({type(exc).__name__}: {exc}). "
+                "Check the network or proxy, or HF_ENDPOINT; to run on the shards already in the data home, "
+                "set HF_HUB_OFFLINE=1")
+    return f"{what} failed" + (f" with HTTP {status}" if status else "") + f": {todo}"
 
 
-def _open(url: str, offset: int, repo_id: str) -> tuple[http.client.HTTPResponse, dict]:
-    """GET with Range from `offset`, following redirects by hand. Returns the response and hub headers."""
-    token = os.environ.get("HF_TOKEN")
-    hub_host = urllib.parse.urlsplit(hub_endpoint()).netloc
-    linked: dict[str, str] = {}
-    current = url
-    for _ in range(MAX_REDIRECTS + 1):
-        request = urllib.request.Request(current, headers={"User-Agent": f"lalmbench/{__version__}"})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        if token and urllib.parse.urlsplit(current).netloc == hub_host:
-            request.add_header("Authorization", f"Bearer {token}")
+def resolve_revisions(files: list[RemoteFile]) -> dict[str, str]:
+    """repo_id@revision -> commit, one API call each. Fails at once (no retries) when the hub is unreachable."""
+    from huggingface_hub import HfApi, constants
+
+    api = HfApi(endpoint=hub_endpoint())
+    commits: dict[str, str] = {}
+    for remote in files:
+        key = _revision_key(remote)
+        if key in commits:
+            continue
+        revision = remote.revision or DEFAULT_REVISION
         try:
-            response = _OPENER.open(request, timeout=TIMEOUT_SECONDS)
-        except urllib.error.HTTPError as exc:
-            for name in ("X-Linked-Size", "X-Linked-Etag"):
-                if exc.headers.get(name) and name not in linked:
-                    linked[name] = exc.headers[name]
-            if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
-                current = urllib.parse.urljoin(current, exc.headers["Location"])
-                exc.close()
-                continue
-            exc.close()
-            if exc.code in (429, 500, 502, 503, 504):
-                raise _Retryable(_explain_status(exc.code, current, "")) from exc
-            if exc.code == 416:
-                raise _Retryable(_explain_status(exc.code, current, "")) from exc
-            error = _AuthError if exc.code in (401, 403) else _Fatal
-            raise error(_explain_status(exc.code, current, repo_id)) from exc
-        for name in ("X-Linked-Size", "X-Linked-Etag"):
-            if response.headers.get(name) and name not in linked:
-                linked[name] = response.headers[name]
-        linked.setdefault("ETag", response.headers.get("ETag") or "")
-        return response, linked
-    raise _Fatal(f"GET {url}: more than {MAX_REDIRECTS} redirects; check HF_ENDPOINT")
+            info = api.dataset_info(remote.repo_id, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+        except Exception as exc:  # one request: every failure is reported with its type and advice
+            url = f"{hub_endpoint()}/api/datasets/{remote.repo_id}/revision/{revision}"
+            raise DataError(_hub_advice(exc, f"GET {url} (the commit of {remote.repo_id} at {revision})",
+                                        remote.repo_id, revision)) from exc
+        if not is_commit(info.sha):
+            raise DataError(f"{hub_endpoint()} gave no commit for {remote.repo_id} at revision {revision} "
+                            f"(got {info.sha!r}); check that HF_ENDPOINT points to a Hugging Face hub or mirror")
+        commits[key] = info.sha
+    return commits
 
 
-def _sha256_from_etag(value: str | None) -> str | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"').lower()
-    return value if _SHA256.match(value) else None
+# --------------------------------------------------------------------------------------------------
+# Checking a downloaded file against the ETag
 
 
-def _content_verifies(path: Path) -> str | None:
-    """Without a hash: the whole file must decompress (gzip CRC and length) and read as a tar.
+def _file_digest(path: Path, algorithm: str, prefix: bytes = b"") -> str:
+    digest = hashlib.new(algorithm, prefix)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    One pass: the tar is read from the decompressed stream, then the rest of the stream is drained so
-    that the gzip trailer is checked too (a tar reader alone stops at the end-of-archive blocks).
-    """
-    name = path.name.removesuffix(".incomplete")
+
+def _archive_problem(path: Path) -> str | None:
+    """Without a hash: the whole file must decompress (gzip CRC and length) and read as a tar."""
     try:
         with open(path, "rb") as raw:
             is_gzip = raw.read(2) == b"\x1f\x8b"
-        if not is_gzip and name.endswith((".gz", ".tgz")):
+        if not is_gzip and path.name.endswith((".gz", ".tgz")):
             return "not a gzip file"
         with (gzip.open(path, "rb") if is_gzip else open(path, "rb")) as stream:
-            if name.endswith((".tar.gz", ".tgz", ".tar")):
+            if path.name.endswith((".tar.gz", ".tgz", ".tar")):
                 with tarfile.open(fileobj=stream, mode="r|") as archive:
                     for _ in archive:
                         pass
-            while stream.read(CHUNK_BYTES):
+            while stream.read(CHUNK_BYTES):  # a tar reader stops at the end blocks: drain to check the trailer
                 pass
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         return f"not a readable archive ({exc})"
     return None
 
 
+def content_problem(path: Path, etag: str) -> str | None:
+    """The hub's ETag is the sha256 of a large (LFS) file, or the git blob sha1 of a small one."""
+    if _SHA256.match(etag):
+        got = _file_digest(path, "sha256")
+        return None if got == etag else f"sha256 {got}, expected {etag}"
+    if _COMMIT.match(etag):
+        got = _file_digest(path, "sha1", b"blob %d\0" % path.stat().st_size)
+        return None if got == etag else f"git sha1 {got}, expected {etag}"
+    return _archive_problem(path)  # a mirror's ETag that is no content hash
+
+
 # --------------------------------------------------------------------------------------------------
-# One file
+# Downloading
 
 
 class _Progress:
-    """One tqdm bar (bytes, rate, ETA) over all files of this run.
+    """One tqdm bar (bytes, rate, ETA) over all files; the hub client reports into it per file.
 
-    The bar counts bytes fetched by this process. Its total is the sum of the sizes known so far,
-    less what earlier runs had already fetched of resumed files, plus an estimate for files whose size
-    is not known yet (their count times the average known size), so the ETA is sensible early on.
+    The total is the sum of the sizes known so far plus, for files not started yet, their count times the
+    average known size, so the ETA is sensible early on.
     """
 
-    def __init__(self, files: int, enabled: bool = True):
+    def __init__(self, files: int, enabled: bool):
         from tqdm import tqdm
 
         self._lock = threading.Lock()
-        self._remaining_size: dict[str, int] = {}  # path -> size minus bytes fetched by earlier runs
-        self._carried: dict[str, int] = {}  # path -> bytes on disk from earlier runs
-        self._shown: dict[str, int] = {}  # path -> bytes counted in the bar
+        self._sizes: dict[str, int] = {}
+        self._shown: dict[str, int] = {}
         self._files = files
         self._done = 0
         self.bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="download",
                         disable=not enabled, dynamic_ncols=True)
 
-    def begin(self, path: str, offset: int, size: int | None) -> None:
-        """A transfer of `path` starts at byte `offset` of a file of `size` bytes (None: unknown)."""
-        with self._lock:
-            if path not in self._shown:
-                self._carried[path], self._shown[path] = offset, 0
-            lost = self._carried[path] + self._shown[path] - offset
-            if lost > 0:  # restarted lower than before (bad file deleted, server ignored Range)
-                from_bar = min(lost, self._shown[path])
-                self._shown[path] -= from_bar
-                self._carried[path] -= lost - from_bar
-                self.bar.update(-from_bar)
-            if size is not None:
-                self._remaining_size[path] = size - self._carried[path]
-                known = self._remaining_size.values()
-                unknown = self._files - len(self._remaining_size)
-                self.bar.total = int(sum(known) + sum(known) / len(self._remaining_size) * unknown)
-                self.bar.refresh()
+    def file_bar(self, path: str) -> type:
+        """A tqdm stand-in for `hf_hub_download(tqdm_class=...)` that adds to this bar for `path`."""
+        progress = self
 
-    def update(self, path: str, nbytes: int) -> None:
+        class FileBar:
+            def __init__(self, total: int | None = None, initial: int = 0, **_ignored):
+                progress._start(path, total, initial)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def close(self) -> None:
+                pass
+
+            def update(self, n: int | float | None = 1) -> None:
+                progress._update(path, int(n or 0))
+
+            # Xet transfers also report network bytes and rates; the bar counts bytes written only.
+            def update_transfer(self, n: int | float | None = 1) -> None:
+                pass
+
+            def set_postfix_str(self, *args, **kwargs) -> None:
+                pass
+
+            set_transfer_postfix_str = set_postfix_str
+
+        return FileBar
+
+    def _start(self, path: str, total: int | None, initial: int) -> None:
         with self._lock:
-            self._shown[path] = self._shown.get(path, 0) + nbytes
-            self.bar.update(nbytes)
+            self.bar.update(-self._shown.pop(path, 0))  # a second try starts this file's count again
+            self._shown[path] = 0
+            if total:
+                self._sizes[path] = total
+                known = sum(self._sizes.values())
+                self.bar.total = int(known + known / len(self._sizes) * (self._files - len(self._sizes)))
+            if initial:
+                self._update_locked(path, initial)
+            self.bar.refresh()
+
+    def _update(self, path: str, nbytes: int) -> None:
+        with self._lock:
+            self._update_locked(path, nbytes)
+
+    def _update_locked(self, path: str, nbytes: int) -> None:
+        self._shown[path] = self._shown.get(path, 0) + nbytes
+        self.bar.update(nbytes)
+
+    def bytes_for(self, path: str) -> int:
+        with self._lock:
+            return self._shown.get(path, 0)
 
     def file_done(self) -> None:
         with self._lock:
@@ -351,170 +410,71 @@ class _Progress:
         self.bar.close()
 
 
-def _fetch_one(remote: RemoteFile, home: Path, progress: _Progress, stop: threading.Event) -> int:
-    """Download, verify and move one file into place. Returns the bytes transferred."""
-    dest = remote.local_path(home)
-    part = Path(f"{dest}.incomplete")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    url = remote.url()
-    transferred = 0
-    bad_files = 0
-    last_error = ""
-    lock_path = home / META_DIR / f"{remote.path}.lock"  # kept: unlinking a lock file races with waiters
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process fetching the same file: wait for it
-        if dest.exists() and _read_meta(home, remote.path) and existing_file_problem(home, remote) is None:
-            progress.file_done()  # it fetched the file while we waited
-            return 0
-        for attempt in range(MAX_ATTEMPTS):
-            if stop.is_set():
-                raise _Fatal(_STOPPED)
-            if attempt:
-                time.sleep(min(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1), 30.0))
-            try:
-                result = _transfer(url, part, remote, progress, stop)
-            except _Retryable as exc:
-                last_error = str(exc)
-                continue
-            transferred += result.pop("transferred")
-            problem = _verify(part, result)
-            if problem is None:
-                os.replace(part, dest)
-                _write_meta(home, remote.path, {"repo_id": remote.repo_id, "size": result["size"],
-                                                "sha256": result["sha256"], "url": url})
-                progress.file_done()
-                return transferred
-            bad_files += 1
-            last_error = f"{url}: downloaded file failed verification ({problem})"
-            part.unlink(missing_ok=True)
-            if bad_files >= MAX_BAD_FILES:
-                break
-    raise DataError(f"{last_error}. Gave up after {attempt + 1} tries; run the same command again to resume"
-                    + (" (the partial file is kept)" if part.exists() else ""))
+def _fetch_one(remote: RemoteFile, home: Path, commit: str, progress: _Progress, refetch: bool) -> int:
+    """hf_hub_download one file at `commit`, check it against its ETag; returns the bytes transferred."""
+    from huggingface_hub import hf_hub_download
 
-
-def _transfer(url: str, part: Path, remote: RemoteFile, progress: _Progress, stop: threading.Event) -> dict:
-    """One HTTP attempt: append to `part` from its current size. Raises _Retryable on transient failures."""
-    offset = part.stat().st_size if part.exists() else 0
-    try:
-        response, linked = _open(url, offset, remote.repo_id)
-    except _Retryable:
-        if offset:  # e.g. 416 for a part file longer than the remote file: start over
-            part.unlink(missing_ok=True)
-        raise
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _Retryable(f"cannot reach {url}: {reason}. Check the network or proxy, or HF_ENDPOINT") from exc
-    with response:
-        if response.status == 206:
-            content_range = response.headers.get("Content-Range", "")
-            match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range)
-            if not match or int(match.group(1)) != offset:
-                part.unlink(missing_ok=True)
-                raise _Retryable(f"{url}: server answered range {content_range!r} for bytes={offset}-")
-            total = int(match.group(3)) if match.group(3) != "*" else None
-            mode = "ab"
-        else:  # 200: the whole file (the server ignored Range)
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            offset, mode = 0, "wb"
-        linked_size = linked.get("X-Linked-Size", "")
-        if linked_size.isdigit():
-            total = int(linked_size) if total is None else total
-            if int(linked_size) != total:
-                part.unlink(missing_ok=True)
-                raise _Retryable(f"{url}: size {total} disagrees with X-Linked-Size {linked_size}")
-        progress.begin(remote.path, offset, total)
-        expected_sha = _sha256_from_etag(linked.get("X-Linked-Etag")) or _sha256_from_etag(linked.get("ETag"))
-        hasher = hashlib.sha256() if expected_sha else None
-        if hasher is not None and offset:
-            with open(part, "rb") as previous:
-                for block in iter(lambda: previous.read(CHUNK_BYTES), b""):
-                    hasher.update(block)
-        received = 0
+    revision = remote.revision or DEFAULT_REVISION
+    problem = ""
+    for attempt in range(MAX_TRIES):
         try:
-            with open(part, mode) as out:
-                while True:
-                    block = response.read(CHUNK_BYTES)
-                    if not block:
-                        break
-                    if stop.is_set():  # keep what we have: the next run resumes from here
-                        raise _Fatal(_STOPPED)
-                    out.write(block)
-                    received += len(block)
-                    if hasher is not None:
-                        hasher.update(block)
-                    progress.update(remote.path, len(block))
-                out.flush()
-                os.fsync(out.fileno())
-        except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
-            raise _Retryable(f"{url}: connection lost after {offset + received} bytes ({exc}); resuming") from exc
-    size = offset + received
-    if total is not None and size < total:
-        raise _Retryable(f"{url}: connection closed after {size} of {total} bytes; resuming")
-    return {"transferred": received, "size": size, "expected_size": total, "expected_sha256": expected_sha,
-            "sha256": hasher.hexdigest() if hasher is not None else None}
-
-
-def _verify(part: Path, result: dict) -> str | None:
-    if result["expected_size"] is not None and result["size"] != result["expected_size"]:
-        return f"size {result['size']} bytes, expected {result['expected_size']}"
-    if result["expected_sha256"] is not None:
-        if result["sha256"] != result["expected_sha256"]:
-            return f"sha256 {result['sha256']}, expected {result['expected_sha256']}"
-        return None
-    return _content_verifies(part)
-
-
-# --------------------------------------------------------------------------------------------------
-# Entry points
+            path = Path(hf_hub_download(remote.repo_id, remote.path, repo_type="dataset", revision=commit,
+                                        local_dir=home, endpoint=hub_endpoint(), force_download=refetch or attempt > 0,
+                                        tqdm_class=progress.file_bar(remote.path)))
+        except Exception as exc:  # the hub client's errors, translated into advice
+            raise DataError(_hub_advice(exc, f"GET {remote.url(commit)}", remote.repo_id, revision)) from exc
+        record = read_record(home, remote.path)
+        problem = content_problem(path, record.etag if record is not None else "")
+        if problem is None:
+            progress.file_done()
+            return progress.bytes_for(remote.path)
+        log.warning("%s failed its content check (%s); fetching it again", remote.url(commit), problem)
+        path.unlink(missing_ok=True)  # also drops the record: it is stale without its file
+    raise DataError(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) {MAX_TRIES} "
+                    "times; nothing was kept. Try again later, or report the file to the dataset's owners")
 
 
 def download_files(files: list[RemoteFile], home: str | os.PathLike | None = None, workers: int = 4,
-                   progress: bool = True) -> DownloadStats:
-    """Fetch `files` (already known to be missing or damaged) in parallel under one progress bar."""
+                   progress: bool = True, commits: dict[str, str] | None = None,
+                   refetch: frozenset[str] = frozenset()) -> DownloadStats:
+    """Fetch `files` in parallel under one progress bar. `commits` (repo_id@revision -> commit) is looked
+    up for the revisions it lacks; paths in `refetch` are downloaded even if the client thinks them current."""
     root = data_home(home)
     stats = DownloadStats(files_requested=len(files))
     if not files:
         return stats
     started = time.monotonic()
-    stop = threading.Event()
+    commits = dict(commits or {})
+    commits.update(resolve_revisions([f for f in files if _revision_key(f) not in commits]))
+    stats.commits = {_revision_key(f): commits[_revision_key(f)] for f in files}
     bar = _Progress(len(files), enabled=progress)
     errors: list[str] = []
-
-    def task(remote: RemoteFile) -> int:
-        try:
-            return _fetch_one(remote, root, bar, stop)
-        except _AuthError:
-            stop.set()
-            raise
-
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="lalmbench-download")
     try:
-        futures = [pool.submit(task, remote) for remote in files]
+        futures = [pool.submit(_fetch_one, remote, root, commits[_revision_key(remote)], bar,
+                               remote.path in refetch) for remote in files]
         for future in futures:
             try:
                 stats.bytes_downloaded += future.result()
                 stats.files_downloaded += 1
             except DataError as exc:
-                if _STOPPED not in str(exc):
-                    errors.append(str(exc))
-    except BaseException:  # Ctrl-C: stop the workers at their next chunk; partial files stay for resuming
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+                errors.append(str(exc))
+    except BaseException:  # Ctrl-C: queued files are dropped; files in flight finish, into the client's temp files
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
-        pool.shutdown(wait=True)
         bar.close()
+    pool.shutdown(wait=True)
     stats.seconds = time.monotonic() - started
-    stats.failures = errors
     if errors:
-        shown = "\n  - ".join(errors[:10])
+        shown = "\n  - ".join(dict.fromkeys(errors[:10]))
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise DataError(f"{len(errors)} of {len(files)} downloads failed:\n  - {shown}{more}")
     return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
 
 
 def _download_hint(missing: list[RemoteFile]) -> str:
@@ -536,24 +496,54 @@ def _download_hint(missing: list[RemoteFile]) -> str:
     return "lalmbench download " + " ".join(names)
 
 
+def _missing_error(missing: list[tuple[RemoteFile, str]], root: Path, why: str, explicit_home: bool) -> DataError:
+    shown = "\n    ".join(f"{root / r.path} ({problem})" for r, problem in missing[:20])
+    more = f"\n    ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+    return DataError(f"{len(missing)} shard file(s) are not in the data home {root} and {why}:\n    "
+                     f"{shown}{more}\nFetch them (online) with: {_download_hint([r for r, _ in missing])}"
+                     + (f" (with LALMBENCH_DATA_HOME={root})" if explicit_home else ""))
+
+
+def _plan(files: list[RemoteFile], root: Path) -> tuple[list[tuple[RemoteFile, str]], dict[str, str]]:
+    """What must be fetched, and the commits of the revisions looked up (online, only when needed).
+
+    Missing files and pinned branches or tags need the hub; a pinned commit or the unpinned default does
+    not once its files are here.
+    """
+    missing = _find_problems(files, root, {})
+    named = [f for f in files if f.revision and not is_commit(f.revision)]
+    if not named or is_offline():
+        return missing, {}
+    try:
+        commits = resolve_revisions(named + [r for r, _ in missing])
+    except DataError as exc:
+        if missing:
+            raise
+        log.warning("%s. Using the files in the data home as they are (their commits are recorded).", exc)
+        return missing, {}
+    return _find_problems(files, root, commits), commits
+
+
 def ensure_downloaded(specs: list[DatasetSpec], home: str | os.PathLike | None = None,
-                      allow_download: bool = True, workers: int = 4) -> None:
+                      allow_download: bool = True, workers: int = 4) -> list[dict]:
     """Make sure every hub shard of `specs` is in the data home; fetch what is missing unless offline.
 
-    Specs without repo_id are local files and are left to `resolve_shards`.
+    Returns `data_revisions(specs, home)`: the commits the files came from. Specs without repo_id are
+    local files and are left to `resolve_shards`.
     """
     root = data_home(home)
-    missing = find_missing(specs, root)
-    if not missing:
-        return
+    files = remote_files(specs)
     if is_offline() or not allow_download:
-        why = "HF_HUB_OFFLINE is set" if is_offline() else "downloads are disabled (--no-download)"
-        shown = "\n    ".join(f"{root / r.path} ({problem})" for r, problem in missing[:20])
-        more = f"\n    ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise DataError(f"{len(missing)} shard file(s) are not in the data home {root} and {why}:\n    "
-                        f"{shown}{more}\nFetch them (online) with: {_download_hint([r for r, _ in missing])}"
-                        + ("" if home is None else f" (with LALMBENCH_DATA_HOME={root})"))
-    download_files([r for r, _ in missing], root, workers=workers)
+        missing = _find_problems(files, root, {})
+        if missing:
+            why = "HF_HUB_OFFLINE is set" if is_offline() else "downloads are disabled (--no-download)"
+            raise _missing_error(missing, root, why, home is not None)
+        return data_revisions(specs, root)
+    missing, commits = _plan(files, root)
+    if missing:
+        damaged = frozenset(r.path for r, problem in missing if not problem.startswith(("missing", "from ")))
+        download_files([r for r, _ in missing], root, workers=workers, commits=commits, refetch=damaged)
+    return data_revisions(specs, root)
 
 
 def specs_for_targets(targets: list[str], split: str = "both") -> list[DatasetSpec]:
@@ -591,16 +581,23 @@ def download_command(targets: list[str], workers: int = 4, split: str = "both") 
     specs = specs_for_targets(targets, split)
     root = data_home()
     files = remote_files(specs)
-    missing = find_missing(specs, root)
+    if is_offline():
+        missing = _find_problems(files, root, {})
+        if missing:
+            raise DataError(f"HF_HUB_OFFLINE is set, so the {len(missing)} missing file(s) cannot be fetched; "
+                            "unset it and run the command again")
+        print(f"data home: {root}\n{len(files)} file(s) named, all here")
+        return 0
+    missing, commits = _plan(files, root)
     print(f"data home: {root}")
     print(f"{len(files)} file(s) named, {len(files) - len(missing)} already here, {len(missing)} to fetch")
     if not missing:
         return 0
-    if is_offline():
-        raise DataError(f"HF_HUB_OFFLINE is set, so the {len(missing)} missing file(s) cannot be fetched; "
-                        "unset it and run the command again")
-    stats = download_files([r for r, _ in missing], root, workers=workers)
+    damaged = frozenset(r.path for r, problem in missing if not problem.startswith(("missing", "from ")))
+    stats = download_files([r for r, _ in missing], root, workers=workers, commits=commits, refetch=damaged)
     rate = stats.bytes_downloaded / stats.seconds / 1e6 if stats.seconds > 0 else 0.0
     print(f"fetched {stats.files_downloaded} file(s), {stats.bytes_downloaded / 1e6:.1f} MB in "
           f"{stats.seconds:.1f} s ({rate:.1f} MB/s)")
+    for key, commit in sorted(set(stats.commits.items())):
+        print(f"  {key} = commit {commit}")
     return 0
