@@ -82,3 +82,17 @@ def test_speed_switches_are_checked_and_cuda_graphs_need_buckets():
     # decoding with merged LoRA changes evaluation only: same run identity (the score cache keys it)
     assert TrainConfig(merge_lora_for_eval=True).identity_dict() == TrainConfig().identity_dict()
     assert TrainConfig(length_bucket=64).identity_dict() != TrainConfig().identity_dict()
+
+
+def test_published_num_training_workers_sets_num_workers(tmp_path):
+    published = load_train_config(_write(tmp_path / "single.yaml", {**TRAIN, "num_training_workers": 4}))
+    assert (published.num_training_workers, published.num_workers) == (4, 4)
+    # num_workers, when given (YAML or --args), wins over the published name
+    assert load_train_config(str(tmp_path / "single.yaml"), {"num_workers": 0}).num_workers == 0
+    both = load_train_config(_write(tmp_path / "both.yaml", {**TRAIN, "num_training_workers": 4, "num_workers": 1}))
+    assert (both.num_training_workers, both.num_workers) == (4, 1)
+    plain = load_train_config(_write(tmp_path / "plain.yaml", TRAIN))
+    assert (plain.num_training_workers, plain.num_workers) == (None, 0)
+    # worker processes do not change results: not part of the run identity
+    assert published.identity_dict() == plain.identity_dict()
+    assert load_train_config("esc-50").num_workers == 4  # the published single configs set 4

@@ -146,6 +146,9 @@ class TrainConfig:
     """Examples sorted by length (audio seconds + text tokens, longest first) before batching."""
     num_workers: int = 0
     """Processes that decode and resample audio ahead of the training loop (0: in the main process)."""
+    num_training_workers: int | None = None
+    """The published configs' name for num_workers (their single-dataset train configs set 4). A YAML or
+    --args that gives it without num_workers sets num_workers to it; num_workers, when given, wins."""
     deterministic: bool = True
     """Deterministic algorithms and fixed seeds (reproducible; the default)."""
     bf16: bool = False
@@ -192,6 +195,7 @@ class TrainConfig:
 
     # Fields that change results; everything else (logging, workers, device) does not.
     _NOT_IN_IDENTITY = ("config_name", "logging_steps", "save_steps", "save_total_limit", "num_workers",
+                        "num_training_workers",
                         "data_home", "torch_num_threads", "device", "eval_batch_size",
                         "merge_lora_for_eval")
 
@@ -225,6 +229,8 @@ class TrainConfig:
             default = getattr(defaults, name)
             kwargs[name] = _coerce(name, value, default, problems)
         kwargs.setdefault("config_name", config_name)
+        if isinstance(kwargs.get("num_training_workers"), int) and "num_workers" not in kwargs:
+            kwargs["num_workers"] = kwargs["num_training_workers"]
         config = cls(train_data=specs, **kwargs)
         problems.extend(config._check())
         if problems:
@@ -260,6 +266,9 @@ class TrainConfig:
         elif self.compile and self.compile_mode in ("reduce-overhead", "max-autotune") and not self.length_bucket:
             problems.append(f"compile_mode {self.compile_mode} records CUDA graphs, which need a few static shapes: "
                             f"set length_bucket too (e.g. 64)")
+        workers = self.num_training_workers
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
+            problems.append(f"num_training_workers: expected an integer >= 0, got {workers!r}")
         if self.num_workers < 0:
             problems.append(f"num_workers: expected >= 0, got {self.num_workers}")
         if self.global_batch_size is not None and self.global_batch_size < 1:

@@ -5,6 +5,9 @@ published XARES-LLM format (config.py reads them). `tasks/catalog.yaml` says wha
 (domain, task type, metric, number of classes, suites) and which configs belong to it; it is checked
 against the config YAMLs when loaded, so a catalog that disagrees with the configs fails loudly.
 
+Suites: task1, task2 and all are the published ones (their YAMLs equal the published system's). `extended`
+is opt-in and never a default: task1 plus the datasets the published configs lack (`new: true`).
+
     builtin_names(kind)            names of the built-in train or eval configs
     builtin_config_path(kind, n)   the YAML of a built-in config (None when not built in)
     load_catalog()                 the validated Catalog (suites + datasets), cached
@@ -27,7 +30,9 @@ CATALOG_PATH = _ROOT / "catalog.yaml"
 
 DOMAINS = ("speech", "sound", "music")
 TASK_TYPES = ("single-label", "multi-label", "counting", "asr", "caption")
-SUITES = ("task1", "task2", "all")
+PUBLISHED_SUITES = ("task1", "task2", "all")
+OPT_IN_SUITES = ("extended",)
+SUITES = PUBLISHED_SUITES + OPT_IN_SUITES
 
 
 def builtin_names(kind: str) -> list[str]:
@@ -69,17 +74,25 @@ class DatasetInfo:
     eval_config: str
     """Built-in eval config of this dataset alone."""
     new: bool = False
-    """True for tasks that the published configs do not define (LibriSpeech gender, NSynth pitch)."""
+    """True for tasks that the published configs do not define (LibriSpeech gender, NSynth pitch); these
+    belong only to the opt-in suite `extended`."""
     notes: str = ""
     """Where the target comes from when it is not obvious."""
 
 
 @dataclass(frozen=True)
 class SuiteInfo:
+    """A named set of datasets trained together (one train config) and scored together (one eval config)."""
+
     name: str
     description: str
     train_config: str
     eval_config: str
+
+    @property
+    def published(self) -> bool:
+        """True for the published system's suites; False for opt-in ones like `extended`."""
+        return self.name in PUBLISHED_SUITES
 
 
 @dataclass(frozen=True)
@@ -159,8 +172,15 @@ def _parse_dataset(name: str, raw: Any, problems: list[str]) -> DatasetInfo | No
     if not isinstance(suites, list) or not all(s in SUITES for s in suites):
         problems.append(f"{where}.suites: expected a list drawn from {list(SUITES)}, got {suites!r}")
         suites = []
+    elif raw.get("new", False):
+        if suites != ["extended"]:
+            problems.append(f"{where}.suites: a dataset the published configs lack (new: true) belongs only to "
+                            f"the opt-in suite 'extended', got {suites!r}")
     elif "all" not in suites:
-        problems.append(f"{where}.suites: every dataset belongs to suite 'all', got {suites!r}")
+        problems.append(f"{where}.suites: every published dataset belongs to suite 'all', got {suites!r}")
+    elif ("task1" in suites) != ("extended" in suites):
+        problems.append(f"{where}.suites: suite 'extended' is task1 plus the new datasets, so a published "
+                        f"dataset is in both task1 and extended or in neither, got {suites!r}")
     return DatasetInfo(name=name, title=str(raw["title"]), train_name=str(raw["train_name"]),
                        eval_name=str(raw["eval_name"]), domain=raw["domain"], task_type=raw["task_type"],
                        metric=str(raw["metric"]), num_classes=num_classes, suites=tuple(suites),
