@@ -1,5 +1,18 @@
-"""Evaluation bookkeeping: every answer is paired with its own reference, even when a row drops out."""
+"""Evaluation: which examples form each batch (per protocol), and every answer paired with its own reference.
 
+The official batches are checked two ways: by hand on a small set of shards, and against the published
+test loader's own batches on a larger set (tests/fixtures/eval_batches_published.json, written by
+tests/fixtures/make_eval_batches_fixture.py from the published system).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
 import yaml
 
 from lalmbench.config import TrainConfig, eval_configs_from_mapping
@@ -8,10 +21,71 @@ from lalmbench.data.examples import BadDataCounter, iter_records
 from lalmbench.data.shards import resolve_shards
 from lalmbench.distributed import DistInfo
 from lalmbench.encoders import FrozenEncoder, LogMelEncoder
-from lalmbench.evaluate import evaluate_task
+from lalmbench.evaluate import (_published_length, evaluate_task, interleave_worker_batches, official_batches,
+                                published_shard_order, sorted_runs)
 from lalmbench.model.audio_llm import AudioLLM, add_lora
 from lalmbench.model.decoder import load_decoder
 from lalmbench.runner import Tokenizing
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BATCHING_PROMPT = "Name the sound."
+PUBLISHED_LOADER_CASES = [(0, 4), (1, 7), (2, 4), (2, 7), (3, 4)]  # (num_workers, batch_size)
+
+
+def _wav(frames: int, rate: int, rng: np.random.Generator) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, (0.1 * rng.standard_normal(frames)).astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _write_tar(path: Path, records: list[tuple[str, bytes, dict]]) -> Path:
+    import webdataset as wds
+
+    with wds.TarWriter(str(path)) as sink:
+        for key, audio, meta in records:
+            sink.write({"__key__": key, "wav": audio, "json": json.dumps(meta).encode()})
+    return path
+
+
+def write_batching_shards(directory: Path) -> list[Path]:
+    """Five shards of 70, 90, 55, 100 and 41 records (404 examples: every 17th record has three captions),
+    clips of 0.25 to 1 s (repeated lengths, so the sort meets ties) at 16, 22.05 and 44.1 kHz. Seeded."""
+    rng = np.random.default_rng(7)
+    shards = []
+    for shard, count in enumerate([70, 90, 55, 100, 41]):
+        records = []
+        for index in range(count):
+            rate = [16_000, 16_000, 22_050, 44_100][index % 4]
+            seconds = [0.25, 0.5, 0.5, 0.75, 1.0][int(rng.integers(5))]
+            key = f"s{shard}-{index:04d}"
+            meta = ({"captions": [f"{key} one", f"{key} two", f"{key} three"]} if index % 17 == 0
+                    else {"label": key})
+            records.append((key, _wav(int(seconds * rate), rate, rng), meta))
+        shards.append(_write_tar(directory / f"set-{shard:06d}.tar", records))
+    return shards
+
+
+def _task(shards: list[Path], batch_size: int, num_workers: int, name: str = "synth", metric: str = "Accuracy"):
+    (task,) = eval_configs_from_mapping({name: {
+        "data": {"data": [str(s) for s in shards], "key": "label", "prompt": BATCHING_PROMPT},
+        "metric": metric, "batch_size": batch_size, "num_workers": num_workers}})
+    return task
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    decoder, tokenizer = load_decoder("tiny-random")
+    return decoder, tokenizer
+
+
+def _official_texts(shards, batch_size, num_workers, tokenizer, dist=DistInfo()) -> list[list[str]]:
+    task = _task(shards, batch_size, num_workers)
+    tokenize = Tokenizing(tokenizer, {task.name: BATCHING_PROMPT}, "official")
+    return [[example.text for example in examples]
+            for examples, _ in official_batches(task, shards, BadDataCounter(), dist, batch_size,
+                                                lambda example: _published_length(example, tokenize, 16_000))]
 
 
 def test_a_row_that_fails_to_decode_does_not_shift_the_references(demo_suite, monkeypatch):
@@ -41,3 +115,121 @@ def test_a_row_that_fails_to_decode_does_not_shift_the_references(demo_suite, mo
     assert keys == [k for k in sorted(labels) if k != victim]          # shard order, victim absent
     assert all(reference == labels[key] for _, reference, key in result.predictions)
     assert counter.as_dict()["eval_tones"]["skipped"] == {"undecodable audio": 1}
+
+
+# -- official batches ------------------------------------------------------------------------------------------------
+
+def test_published_shard_order_is_sorted_then_shuffled_with_seed_42():
+    # random.Random(42).shuffle of three items puts them in the order [1, 0, 2]; of four, [2, 1, 3, 0].
+    assert published_shard_order([Path("c"), Path("a"), Path("b")]) == [Path("b"), Path("a"), Path("c")]
+    assert published_shard_order([Path(p) for p in "dcba"]) == [Path("c"), Path("b"), Path("d"), Path("a")]
+
+
+def test_worker_batches_interleave_and_sorted_runs_by_hand():
+    # Worker 0 has 5 items, worker 1 has 2, worker 2 none; batches of 2: w0[0:2] w1[0:2] w0[2:4] w0[4:5].
+    streams = [["a0", "a1", "a2", "a3", "a4"], ["b0", "b1"], []]
+    assert list(interleave_worker_batches(streams, 2)) == ["a0", "a1", "b0", "b1", "a2", "a3", "a4"]
+    # Runs of 3 sorted largest first; the tie (two 5s) keeps its order, no item crosses a run boundary.
+    keys = {"p": 1, "q": 5, "r": 5, "s": 2, "t": 9, "u": 2, "v": 7}
+    assert list(sorted_runs(list("pqrstuv"), keys.get, run=3)) == ["q", "r", "p", "t", "s", "u", "v"]
+
+
+def _small_shards(directory: Path) -> list[Path]:
+    """a: a0..a5 (a1 with two captions), b: b0..b4, c: c0..c2; each shard's last clip is long (0.2 s), the
+    others short (0.05 s)."""
+    rng = np.random.default_rng(0)
+    shards = []
+    for name, count in [("a", 6), ("b", 5), ("c", 3)]:
+        records = []
+        for index in range(count):
+            key = f"{name}{index}"
+            meta = {"captions": [f"{key} one", f"{key} two"]} if key == "a1" else {"label": key}
+            records.append((key, _wav(3200 if index == count - 1 else 800, 16_000, rng), meta))
+        shards.append(_write_tar(directory / f"{name}.tar", records))
+    return shards
+
+
+# Shard order (seed 42): b, a, c. Examples, per shard: b0-b4 | a0 a1 one, a1 two, a2-a5 | c0-c2; long: b4 a5 c2.
+# Batches of 4; the 15 examples form one sort run, so the long clips lead, in stream order, then the rest.
+SMALL_SET_BATCHES = {
+    # one stream: b0-b4 a0 "a1 one" "a1 two" a2-a5 c0-c2
+    0: [["b4", "a5", "c2", "b0"], ["b1", "b2", "b3", "a0"], ["a1 one", "a1 two", "a2", "a3"], ["a4", "c0", "c1"]],
+    1: [["b4", "a5", "c2", "b0"], ["b1", "b2", "b3", "a0"], ["a1 one", "a1 two", "a2", "a3"], ["a4", "c0", "c1"]],
+    # worker 0 reads b then c, worker 1 reads a: b0-b3 | a0 "a1 one" "a1 two" a2 | b4 c0 c1 c2 | a3 a4 a5
+    2: [["b4", "c2", "a5", "b0"], ["b1", "b2", "b3", "a0"], ["a1 one", "a1 two", "a2", "c0"], ["c1", "a3", "a4"]],
+    # workers read b, a, c: b0-b3 | a0 "a1 one" "a1 two" a2 | c0 c1 c2 | b4 | a3 a4 a5
+    3: [["c2", "b4", "a5", "b0"], ["b1", "b2", "b3", "a0"], ["a1 one", "a1 two", "a2", "c0"], ["c1", "a3", "a4"]],
+}
+
+
+@pytest.mark.parametrize("num_workers", sorted(SMALL_SET_BATCHES))
+def test_official_batches_by_hand(tmp_path, tiny, num_workers):
+    shards = _small_shards(tmp_path)
+    assert _official_texts(shards, 4, num_workers, tiny[1]) == SMALL_SET_BATCHES[num_workers]
+
+
+def test_official_batches_dealt_to_ranks_in_turn(tmp_path, tiny):
+    shards = _small_shards(tmp_path)
+    everything = SMALL_SET_BATCHES[2]
+    assert _official_texts(shards, 4, 2, tiny[1], DistInfo(rank=0, world=2)) == everything[0::2]
+    assert _official_texts(shards, 4, 2, tiny[1], DistInfo(rank=1, world=2)) == everything[1::2]
+
+
+@pytest.mark.parametrize("num_workers, batch_size", PUBLISHED_LOADER_CASES)
+def test_official_batches_equal_the_published_loader(tmp_path, tiny, num_workers, batch_size):
+    # 404 examples: two sort runs (256 + 148), ties, three sample rates, caption copies, uneven workers.
+    published = json.loads((FIXTURES / "eval_batches_published.json").read_text())[f"{num_workers}/{batch_size}"]
+    shards = write_batching_shards(tmp_path)
+    assert _official_texts(shards, batch_size, num_workers, tiny[1]) == [[text for _, text in b] for b in published]
+
+
+# -- official against corrected, end to end --------------------------------------------------------------------------
+
+def _evaluate(shards, protocol: str, tiny, metric: str = "Accuracy", num_workers: int = 0, spy: list | None = None):
+    decoder, tokenizer = tiny
+    model = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder), tokenizer)
+    if spy is not None:  # record the rows of every generate call, then generate for real
+        generate = model.generate
+
+        def recording_generate(batch, *args, **kwargs):
+            spy.append([ref.key for ref in batch["refs"]])
+            return generate(batch, *args, **kwargs)
+
+        model.generate = recording_generate
+    task = _task(shards, 4, num_workers, metric=metric)
+    config = TrainConfig(max_new_tokens=2, protocol=protocol)
+    return evaluate_task(model, task, shards, config, Tokenizing(tokenizer, {task.name: BATCHING_PROMPT}, protocol),
+                         DistInfo(), BadDataCounter(), show_progress=False)
+
+
+def test_caption_copies_answered_each_under_official_once_under_corrected(tmp_path, tiny):
+    shards = _small_shards(tmp_path)
+    official_rows, corrected_rows = [], []
+    official = _evaluate(shards, "official", tiny, num_workers=2, spy=official_rows)
+    corrected = _evaluate(shards, "corrected", tiny, num_workers=2, spy=corrected_rows)
+    # official: the batches above, a1 twice (once per caption); corrected: 14 distinct clips, longest first.
+    assert official_rows == [["b4", "c2", "a5", "b0"], ["b1", "b2", "b3", "a0"], ["a1", "a1", "a2", "c0"],
+                             ["c1", "a3", "a4"]]
+    assert sorted(sum(corrected_rows, [])) == sorted(f"{s}{i}" for s, n in [("a", 6), ("b", 5), ("c", 3)]
+                                                     for i in range(n))
+    assert [len(rows) for rows in corrected_rows] == [4, 4, 4, 2]
+    assert corrected_rows[0][:3] == ["a5", "b4", "c2"]  # the long clips lead, in shard order (corrected reads a, b, c)
+    # Both list the 15 examples in shard, record, text order, each with its own reference.
+    expected = ["a0", "a1 one", "a1 two", "a2", "a3", "a4", "a5", "b0", "b1", "b2", "b3", "b4", "c0", "c1", "c2"]
+    for result in (official, corrected):
+        assert [reference for _, reference, _ in result.predictions] == expected
+        assert [key for _, _, key in result.predictions] == [text.split()[0] for text in expected]
+    a1_answers = [prediction for prediction, _, key in corrected.predictions if key == "a1"]
+    assert a1_answers[0] == a1_answers[1]  # one answer for both captions
+
+
+def test_references_scored_after_the_token_round_trip_under_official(tmp_path, tiny):
+    # "<|endoftext|>" is the tiny tokenizer's EOS, a special token: decoding its ids skips it, so the
+    # published evaluation scores "dog" where the JSON says "<|endoftext|> dog"; the spaces go with strip.
+    rng = np.random.default_rng(0)
+    shard = _write_tar(tmp_path / "x.tar", [("k0", _wav(800, 16_000, rng), {"label": "<|endoftext|> dog"}),
+                                            ("k1", _wav(800, 16_000, rng), {"label": " a cat "})])
+    official = _evaluate([shard], "official", tiny)
+    corrected = _evaluate([shard], "corrected", tiny)
+    assert [reference for _, reference, _ in official.predictions] == ["dog", "a cat"]
+    assert [reference for _, reference, _ in corrected.predictions] == ["<|endoftext|> dog", " a cat "]

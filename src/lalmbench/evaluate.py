@@ -1,10 +1,32 @@
-"""Evaluation: greedy answers for every test example, exactly once, scored by the task's metric.
+"""Evaluation: greedy answers for every test example, scored by the task's metric.
 
-Examples are read in shard order and numbered; with several ranks each takes the numbers equal to its
-rank modulo the world size, and the answers are gathered back in the original order. Within chunks of
-`SORT_CHUNK` examples the batches are formed longest-first (less padding); that changes nothing in the
-answers, since each row is decoded independently. An example whose audio and prompt equal the previous
-one's (several reference captions of one clip) reuses that answer.
+Which examples share a batch depends on the protocol. It matters because under `official` a clip's
+answer can depend on its batch mates (the published layout attends to the padding of shorter clips when
+the encoder returns no mask, model/audio_llm.py):
+
+  official   the batches of the published test loader (webdataset pipeline + torch DataLoader), rebuilt:
+               1. shards sorted by location, then shuffled by random.Random(42) (the loader's shard list
+                  is seeded with 42);
+               2. dealt to the eval config's `num_workers` loader workers, shard i to worker i mod n
+                  (0 or 1 worker: one stream of every shard);
+               3. each worker batches its own stream by `batch_size`, and the DataLoader hands out one
+                  batch of each worker in turn, skipping workers that ran out;
+               4. the examples are taken in that order in runs of 256, each run sorted longest first by
+                  prompt tokens + seconds of 16 kHz audio (a stable sort: ties keep their order);
+               5. batched again by `batch_size`.
+             Every target text is an example of its own: a clip with five captions is answered five
+             times. References are scored as the published evaluation sees them, decoded back from their
+             token ids (special tokens skipped, stripped).
+  corrected  shards in the given order; within runs of 256 examples, batches of distinct clips longest
+             first (least padding), and the several captions of one clip share its single answer.
+             References are scored as written.
+
+Predictions are paired with their references by example, never by row (a row whose audio fails to
+decode leaves its batch without shifting the others), and listed in shard, record, text order.
+
+Several processes: under `official` every rank rebuilds the same batches and takes every world-th one,
+so the batches are those of a single published process whatever the world size; under `corrected`
+example n goes to rank n mod world. The answers are gathered back.
 
 Bad data: every rank reads every shard, so each counts all the records skipped when read; a clip that
 fails to decode is counted by the rank that decodes it, and those counts are gathered. Every rank then
@@ -14,23 +36,32 @@ holds the whole count of the test set and judges it (`BadDataCounter.check`) aft
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 
 from lalmbench import metrics
 from lalmbench.config import EvalTaskConfig, TrainConfig
 from lalmbench.data.batches import BatchMaker
-from lalmbench.data.examples import BadDataCounter, Example, iter_examples
+from lalmbench.data.examples import BadDataCounter, Example, ExampleRef, iter_examples
 from lalmbench.distributed import DistInfo, gather_objects
 from lalmbench.errors import EncoderRuntimeError
 from lalmbench.train import EncoderFailure
 
 log = logging.getLogger("lalmbench")
-SORT_CHUNK = 256
+SORT_CHUNK = 256  # examples sorted together (the published test loader's sort_by_length)
+PUBLISHED_SHARD_SEED = 42  # the published test loader's shard list shuffles with this seed
+PUBLISHED_SORT_RATE = 16_000  # the published sort key counts seconds as samples / 16000
+
+T = TypeVar("T")
+Position = tuple[int, int, int]  # (shard's place in the given list, record index, text index)
 
 
 @dataclass
@@ -42,36 +73,131 @@ class TaskResult:
     seconds: float
 
 
-def _numbered_examples(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo,
-                       protocol: str = "official"):
-    number = 0
+# -- the published test loader's batches ---------------------------------------------------------------------------
+
+def published_shard_order(shards: list[Path], from_hub: bool = False) -> list[Path]:
+    """The order the published test loader reads `shards` in: sorted by location, shuffled with seed 42.
+
+    It sorts download URLs for hub datasets; they all end in "?download=true", which can change how one
+    name sorts against another that extends it ("a.tar" against "a.tar.gz").
+    """
+    suffix = "?download=true" if from_hub else ""
+    ordered = sorted(dict.fromkeys(shards), key=lambda shard: str(shard) + suffix)
+    random.Random(PUBLISHED_SHARD_SEED).shuffle(ordered)
+    return ordered
+
+
+def interleave_worker_batches(streams: list[Iterable[T]], batch_size: int) -> Iterator[T]:
+    """Items in the order a torch DataLoader hands them out when each stream is one worker batching its
+    own items by `batch_size`: a batch of each worker in turn, workers that ran out skipped."""
+    running = [iter(stream) for stream in streams]
+    while running:
+        still_running = []
+        for worker in running:
+            batch = list(itertools.islice(worker, batch_size))
+            yield from batch
+            if len(batch) == batch_size:  # a short (or empty) batch was the worker's last
+                still_running.append(worker)
+        running = still_running
+
+
+def sorted_runs(items: Iterable[T], key: Callable[[T], float], run: int = SORT_CHUNK) -> Iterator[T]:
+    """Each run of `run` consecutive items, largest key first; equal keys keep their order."""
+    source = iter(items)
+    while chunk := list(itertools.islice(source, run)):
+        yield from sorted(chunk, key=key, reverse=True)  # stable, as the published list.sort(reverse=True)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    source = iter(items)
+    while batch := list(itertools.islice(source, size)):
+        yield batch
+
+
+def published_batches(streams: list[Iterable[T]], batch_size: int, key: Callable[[T], float]) -> Iterator[list[T]]:
+    """Steps 3-5 of the module docstring: one stream per loader worker (at least one) -> batches."""
+    return batched(sorted_runs(interleave_worker_batches(streams, batch_size), key), batch_size)
+
+
+def _header_frames(audio: bytes) -> tuple[int, int]:
+    import soundfile as sf
+
+    info = sf.info(io.BytesIO(audio))  # readable: iter_examples already read this header
+    return info.frames, info.samplerate
+
+
+def _published_length(example: Example, tokenize, sample_rate: int) -> float:
+    """The published sort key: prompt tokens + samples of the (uncropped) clip at `sample_rate` / 16000."""
+    from lalmbench.data.resample import resampled_length
+
+    prompt_ids, _ = tokenize(example.ref.dataset, example.text, False)
+    frames, rate = _header_frames(example.audio)
+    return len(prompt_ids) + resampled_length(frames, rate, sample_rate) / PUBLISHED_SORT_RATE
+
+
+# -- reading ---------------------------------------------------------------------------------------------------------
+
+def _read(task: EvalTaskConfig, shards: list[Path], places: dict[Path, int], counter: BadDataCounter,
+          protocol: str) -> Iterator[tuple[Position, Example]]:
     for shard in shards:
-        for _, _, example in iter_examples(task.name, shard, task.data.key, counter, protocol=protocol):
-            if number % dist.world == dist.rank:
-                yield number, example
-            number += 1
+        for record, text, example in iter_examples(task.name, shard, task.data.key, counter, protocol=protocol):
+            yield (places[shard], record, text), example
 
 
-def _chunks(numbered, size: int):
-    chunk = []
-    for item in numbered:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def official_batches(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo,
+                     batch_size: int, sort_key: Callable[[Example], float]) -> Iterator[tuple[list[Example], list]]:
+    """This rank's share of the published test batches (module docstring, official); each example
+    answered on its own."""
+    places = {shard: place for place, shard in enumerate(shards)}
+    order = published_shard_order(shards, from_hub=bool(task.data.repo_id))
+    workers = max(1, task.num_workers)
+    streams = [_read(task, order[worker::workers], places, counter, "official") for worker in range(workers)]
+    for index, batch in enumerate(published_batches(streams, batch_size, key=lambda item: sort_key(item[1]))):
+        if index % dist.world == dist.rank:
+            yield [example for _, example in batch], [[item] for item in batch]
 
+
+def corrected_batches(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo,
+                      batch_size: int) -> Iterator[tuple[list[Example], list]]:
+    """This rank's batches of distinct clips, longest first within a run; each clip's answer fills all
+    of the run's examples of that clip (its captions)."""
+    places = {shard: place for place, shard in enumerate(shards)}
+    reading = _read(task, shards, places, counter, "corrected")
+    mine = (item for number, item in enumerate(reading) if number % dist.world == dist.rank)
+    for run in batched(mine, SORT_CHUNK):
+        examples_of: dict[tuple[str, str], list[tuple[Position, Example]]] = {}
+        for position, example in run:
+            examples_of.setdefault((example.ref.shard, example.ref.key), []).append((position, example))
+        clips = sorted((examples[0][1] for examples in examples_of.values()), key=lambda e: -e.seconds)
+        for part in batched(clips, batch_size):
+            yield part, [examples_of[(e.ref.shard, e.ref.key)] for e in part]
+
+
+def _kept_rows(examples: list[Example], kept: list[ExampleRef]) -> list[int]:
+    """Where in `examples` each row of a batch comes from (BatchMaker drops rows that fail to decode)."""
+    rows, row = [], 0
+    for ref in kept:
+        while examples[row].ref != ref:
+            row += 1
+        rows.append(row)
+        row += 1
+    return rows
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------------
 
 def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: TrainConfig, tokenize, dist: DistInfo,
                   counter: BadDataCounter, batch_size: int | None = None, workers: int = 0,
                   show_progress: bool = True) -> TaskResult:
+    """Answer and score one test set. `workers` decode audio ahead in processes; the eval config's own
+    `num_workers` (the published loader's workers) shapes the batches under `official`."""
     started = time.perf_counter()
+    official = config.protocol == "official"
     batch_size = batch_size or config.eval_batch_size or task.batch_size
     task_counts, decode_failures = BadDataCounter(), BadDataCounter()  # read on every rank; decoded on one
     maker = BatchMaker(tokenize, decode_failures, config.sample_rate, config.eval_crop_audio_length, None,
                        workers=workers, add_eos=False, protocol=config.protocol)
-    answers: dict[int, tuple[str, str, str]] = {}
+    answers: dict[Position, tuple[str, str, str]] = {}  # example -> (prediction, reference as scored, key)
     model.eval()
     progress = None
     if show_progress and dist.is_main:
@@ -79,29 +205,28 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
 
         progress = tqdm(desc=task.name, unit="ex", dynamic_ncols=True)
 
-    references: dict[int, tuple[str, str]] = {}  # example number -> (reference text, key)
+    def scored_reference(example: Example) -> str:
+        if not official:
+            return example.text
+        _, target_ids = tokenize(example.ref.dataset, example.text, False)
+        return model.decode([target_ids])[0]
 
-    def groups():
-        """Batches of distinct clips, longest first within a chunk, tagged {ref: example numbers}."""
-        for chunk in _chunks(_numbered_examples(task, shards, task_counts, dist, config.protocol), SORT_CHUNK):
-            numbers: dict[tuple, list[int]] = {}
-            first: dict[tuple, Example] = {}
-            for number, example in chunk:
-                clip = (example.ref.shard, example.ref.key)
-                numbers.setdefault(clip, []).append(number)
-                first.setdefault(clip, example)
-                references[number] = (example.text, example.ref.key)
-            ordered = sorted(first.values(), key=lambda e: -e.seconds)
-            for start in range(0, len(ordered), batch_size):
-                part = ordered[start:start + batch_size]
-                # Keyed by ref, not by row: a row whose audio fails to decode leaves the batch.
-                yield part, {e.ref: numbers[(e.ref.shard, e.ref.key)] for e in part}
+    def sort_key(example: Example) -> float:
+        return _published_length(example, tokenize, config.sample_rate)
+
+    if official:
+        batches = official_batches(task, shards, task_counts, dist, batch_size, sort_key)
+    else:
+        batches = corrected_batches(task, shards, task_counts, dist, batch_size)
+    # Each batch goes to the batch maker tagged with its examples again (to place the rows it keeps) and,
+    # for each example, the (position, example) pairs its answer fills.
+    tagged = ((examples, (examples, fills)) for examples, fills in batches)
 
     try:
         merged = model.merged_lora() if config.merge_lora_for_eval else contextlib.nullcontext()
         with merged, torch.no_grad(), torch.autocast(model.projector.weight.device.type, dtype=torch.bfloat16,
                                                      enabled=config.bf16):
-            for batch, numbers_by_ref in maker.iterate(groups()):
+            for batch, (examples, fills) in maker.iterate(tagged):
                 if batch is None:
                     continue
                 try:
@@ -110,22 +235,22 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
                     raise EncoderRuntimeError(
                         f"the encoder failed while evaluating {task.name}: {failure}. The trained weights are "
                         f"saved; rerunning the same command reuses them and evaluates again.") from failure
-                for ref, prediction in zip(batch["refs"], texts):
-                    for number in numbers_by_ref[ref]:
-                        reference, key = references[number]
-                        answers[number] = (prediction, reference, key)
+                rows = _kept_rows(examples, batch["refs"])
+                for row, prediction in zip(rows, texts):
+                    for position, example in fills[row]:
+                        answers[position] = (prediction, scored_reference(example), example.ref.key)
                 if progress is not None:
-                    progress.update(sum(len(numbers_by_ref[ref]) for ref in batch["refs"]))
+                    progress.update(sum(len(fills[row]) for row in rows))
     finally:
         maker.close()
         if progress is not None:
             progress.close()
-    merged: dict[int, tuple[str, str, str]] = {}
+    gathered: dict[Position, tuple[str, str, str]] = {}
     for rank_answers, rank_failures in gather_objects(dist, (answers, decode_failures)):
-        merged.update(rank_answers)
+        gathered.update(rank_answers)
         task_counts.merge(rank_failures)
     counter.merge(task_counts)
-    predictions = [merged[n] for n in sorted(merged)]
+    predictions = [gathered[position] for position in sorted(gathered)]  # shard, record, text order
     if not predictions:
         from lalmbench.errors import DataError
 
@@ -133,5 +258,5 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
                         f"bad data: {task_counts.as_dict().get(task.name)}")
     task_counts.check(task.name, config.max_bad_fraction)
     score = metrics.compute(task.metric, [p for p, _, _ in predictions], [r for _, r, _ in predictions],
-                            **task.metric_args)
+                            protocol=config.protocol, **task.metric_args)
     return TaskResult(task.name, task.metric, score, predictions, time.perf_counter() - started)
