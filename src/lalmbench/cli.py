@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="train and evaluate an LALM on an encoder",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG)
-    run.add_argument("encoder", help="encoder .py file (one attribute ending in 'Encoder') or dotted path pkg.module.Class")
+    run.add_argument("encoder", help="encoder .py file (one attribute ending in 'Encoder'), dotted path pkg.module.Class, "
+                     "or hear:MODULE (a HEAR-API module name or .py file)")
     run.add_argument("train", nargs="?", default="task1", help="train config: built-in name or YAML file (default: task1)")
     run.add_argument("eval", nargs="?", default=None, help="eval config: built-in name or YAML file (default: same name as TRAIN)")
     run.add_argument("--model-args", default=None, metavar="JSON", help="keyword arguments for the encoder constructor, as JSON")
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                      skip=("train_data", "config_name"))
 
     check = commands.add_parser("check", help="check an encoder against the challenge contract")
-    check.add_argument("encoder", help="encoder .py file or dotted path")
+    check.add_argument("encoder", help="encoder .py file, dotted path, or hear:MODULE (a HEAR-API module)")
     check.add_argument("--model-args", default=None, metavar="JSON", help="keyword arguments for the encoder constructor, as JSON")
     check.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to run the checks on (default: cpu)")
     check.add_argument("--json", action="store_true", help="print the result as JSON")

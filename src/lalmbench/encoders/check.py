@@ -236,7 +236,8 @@ def _load(encoder, model_args: dict, report: CheckReport):
         return None
     name = getattr(cls, "__name__", repr(cls))
     report.class_name = name
-    add(CheckResult("load", True, PASS, "file" if is_file else "dotted path", seconds=time.perf_counter() - start))
+    kind = "HEAR module" if encoder.startswith("hear:") else "file" if is_file else "dotted path"
+    add(CheckResult("load", True, PASS, kind, seconds=time.perf_counter() - start))
     if is_file or name.endswith("Encoder"):
         add(CheckResult("class name", True, PASS, name))
     else:

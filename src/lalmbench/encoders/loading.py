@@ -1,7 +1,8 @@
 """Load an encoder class from a `.py` file or a dotted path and build it with keyword arguments.
 
 File: exactly one module attribute whose name ends in `Encoder` (classes imported into the file count
-too, as in the published system). Dotted path: `package.module.ClassName`.
+too, as in the published system). Dotted path: `package.module.ClassName`. `hear:MODULE`: a HEAR-API
+module wrapped by `encoders.hear.HearEncoder`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from lalmbench.encoders.hear import hear_display_name, hear_encoder_class, is_hear_spec
 from lalmbench.errors import EncoderContractError
 
 
@@ -58,6 +60,8 @@ def _load_from_dotted(path: str):
 
 
 def resolve_encoder_class(spec: str):
+    if is_hear_spec(spec):
+        return hear_encoder_class(spec)
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -85,6 +89,8 @@ def load_encoder(spec: str, model_args: dict | None = None) -> torch.nn.Module:
 
 
 def encoder_display_name(spec: str) -> str:
+    if is_hear_spec(spec):
+        return hear_display_name(spec)
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         return path.stem

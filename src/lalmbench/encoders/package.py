@@ -30,22 +30,26 @@ class PackageError(LalmbenchError):
     """The submission directory cannot be packaged as asked."""
 
 
-def find_encoder_file(directory: Path) -> tuple[Path, dict]:
-    """The encoder file and its constructor arguments: from submission.json, else the only candidate."""
+def find_encoder_file(directory: Path) -> tuple[Path, str, dict]:
+    """The encoder file, how to load it (its path, or `hear:<path>` for a HEAR module) and its
+    constructor arguments: from submission.json, else the only candidate."""
     spec_file = directory / "submission.json"
     if spec_file.is_file():
         try:
             spec = json.loads(spec_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise PackageError(f"{spec_file} is not valid JSON ({exc}); fix it or delete it") from exc
-        encoder = directory / str(spec.get("encoder", ""))
-        if not spec.get("encoder") or not encoder.is_file():
+        named = str(spec.get("encoder", ""))
+        hear = named.startswith("hear:")  # a HEAR-API module file: {"encoder": "hear:my_module.py"}
+        encoder = directory / named.removeprefix("hear:")
+        if not named.removeprefix("hear:") or not encoder.is_file():
             raise PackageError(f"{spec_file} names encoder {spec.get('encoder')!r}, which is not a file in "
-                               f"{directory}; set \"encoder\" to your encoder's .py file")
+                               f"{directory}; set \"encoder\" to your encoder's .py file (or "
+                               "\"hear:<module>.py\" for a HEAR-API module)")
         model_args = spec.get("model_args") or {}
         if not isinstance(model_args, dict):
             raise PackageError(f"{spec_file}: model_args must be a JSON object, got {model_args!r}")
-        return encoder, model_args
+        return encoder, f"hear:{encoder}" if hear else str(encoder), model_args
     candidates = sorted(p for p in directory.glob("*.py")
                         if not p.name.startswith(("test_", "setup", "conftest")))
     named = [p for p in candidates if "encoder" in p.stem.lower()]
@@ -54,7 +58,7 @@ def find_encoder_file(directory: Path) -> tuple[Path, dict]:
         raise PackageError(f"cannot tell which file in {directory} is the encoder (candidates: "
                            f"{[p.name for p in candidates]}); write submission.json: "
                            '{"encoder": "my_encoder.py", "model_args": {}}')
-    return chosen[0], {}
+    return chosen[0], str(chosen[0]), {}
 
 
 def collect_files(directory: Path, include_weights: bool, exclude: set[Path]) -> tuple[list[Path], list[Path]]:
@@ -109,15 +113,15 @@ def package_command(directory: str, include_weights: bool = False, output: str |
     root = Path(directory)
     if not root.is_dir():
         raise PackageError(f"{root} is not a directory; pass the submission directory (made by new-encoder)")
-    encoder_file, model_args = find_encoder_file(root)
-    report = run_checks(str(encoder_file), model_args, device="cpu", options=options)
+    encoder_file, encoder, model_args = find_encoder_file(root)
+    report = run_checks(encoder, model_args, device="cpu", options=options)
     if not report.ok:
-        print(f"lalmbench package: {encoder_file} fails {len(report.failed)} mandatory check(s); no ZIP written.",
+        print(f"lalmbench package: {encoder} fails {len(report.failed)} mandatory check(s); no ZIP written.",
               file=sys.stderr)
         for result in report.failed:
             expected = f" (expected {result.expected})" if result.expected else ""
             print(f"  - {result.name}: {result.value}{expected}. Fix: {result.fix}", file=sys.stderr)
-        print(f"Run `lalmbench check {encoder_file}` for the full table.", file=sys.stderr)
+        print(f"Run `lalmbench check {encoder}` for the full table.", file=sys.stderr)
         return 1
     zip_path, note = _choose_output(root, output)
     files, left_out = collect_files(root, include_weights, exclude={zip_path.resolve()})
@@ -126,6 +130,7 @@ def package_command(directory: str, include_weights: bool = False, output: str |
         "lalmbench_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "encoder_file": encoder_file.relative_to(root).as_posix(),
+        "hear_module": encoder.startswith("hear:"),
         "class_name": report.class_name,
         "model_args": model_args,
         "include_weights": include_weights,
