@@ -36,6 +36,7 @@ from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
 from lalmbench.encoders.loading import encoder_display_name, encoder_identity, load_encoder
 from lalmbench.errors import ConfigError
 from lalmbench.evaluate import evaluate_task
+from lalmbench.hub import offline_if_unreachable
 from lalmbench.io_utils import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from lalmbench.model.audio_llm import AudioLLM, add_lora, apply_speed_switches
 from lalmbench.model.decoder import load_decoder
@@ -207,6 +208,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     configure_determinism(config)
 
     # -- encoder: loaded and validated before anything else is spent --------------------------------------------
+    offline_if_unreachable()  # a model download with the hub unreachable fails now, not after minutes of retries
     encoder_module = load_encoder(encoder, model_args)
     validate_encoder(encoder_module)
     encoder_name = encoder_display_name(encoder)

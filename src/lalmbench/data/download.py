@@ -41,10 +41,10 @@ from pathlib import Path
 from lalmbench.config import DatasetSpec
 from lalmbench.data.shards import data_home, hub_relative_paths
 from lalmbench.errors import ConfigError, DataError
+from lalmbench.hub import hub_endpoint, is_offline
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
 RECORD_DIR = Path(".cache") / "huggingface" / "download"
 """Where hf_hub_download(local_dir=...) keeps its per-file record: commit, ETag, time (three lines)."""
@@ -53,14 +53,6 @@ MAX_TRIES = 2
 CHUNK_BYTES = 1 << 20
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def is_commit(revision: str | None) -> bool:

@@ -27,6 +27,7 @@ from torch import nn
 
 from lalmbench.encoders.contract import OFFICIAL_CHECKS, call_encoder, forward_arity, validate_encoder
 from lalmbench.errors import EncoderContractError
+from lalmbench.hub import offline_if_unreachable
 
 SAMPLE_RATE = 16_000
 # docs/protocol.md, "What the encoder must be": the submitted encoder must run in a Google Colab T4 runtime.
@@ -258,7 +259,8 @@ def _load(encoder, model_args: dict, report: CheckReport):
         add(CheckResult("constructor", True, FAIL, f"{type(exc).__name__}: {exc}",
                         f"{name}(**{model_args}) to build",
                         "the constructor raised: install what the message names, or pass --model-args the "
-                        "constructor accepts (for weights that need a download, run once online)",
+                        "constructor accepts (for weights that need a download, run once online; offline, the "
+                        "files must be in the hub cache, HF_HUB_OFFLINE=1)",
                         time.perf_counter() - start))
         return None
     add(CheckResult("constructor", True, PASS, f"{name}(**{model_args})" if model_args else f"{name}()",
@@ -544,6 +546,8 @@ def run_checks(encoder: str | nn.Module, model_args: dict | None = None, device:
     model_args = dict(model_args or {})
     name = encoder if isinstance(encoder, str) else f"<{type(encoder).__name__} instance>"
     report = CheckReport(encoder=name, model_args=model_args, device=device)
+    if isinstance(encoder, str):
+        offline_if_unreachable()  # weights the hub cannot send: fail at once, not after minutes of retries
     model = _load(encoder, model_args, report)
     if model is None or not isinstance(model, nn.Module):
         _skip_missing(report, "the encoder could not be built")
