@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from lalmbench import metrics
 from lalmbench.config import TrainConfig, load_eval_configs, load_train_config, parse_json_arg
 from lalmbench.errors import ConfigError
 
@@ -73,15 +74,107 @@ def test_speed_switches_are_checked_and_cuda_graphs_need_buckets():
     with pytest.raises(ConfigError) as info:
         TrainConfig.from_mapping({"compile": True, "compile_mode": "reduce-overhead"})
     assert "set length_bucket too" in str(info.value)
-    with pytest.raises(ConfigError, match="compile_mode: expected one of default, reduce-overhead"):
+    with pytest.raises(ConfigError, match="compile_mode: got 'fastest'; allowed: one of default, reduce-overhead"):
         TrainConfig.from_mapping({"compile_mode": "fastest"})
-    with pytest.raises(ConfigError, match="length_bucket: expected an integer >= 0, got -8"):
+    with pytest.raises(ConfigError, match="length_bucket: got -8; allowed: an integer >= 0"):
         TrainConfig.from_mapping({"length_bucket": -8})
     fast = TrainConfig.from_mapping({"compile": True, "compile_mode": "reduce-overhead", "length_bucket": 64})
     assert (fast.compile_mode, fast.length_bucket) == ("reduce-overhead", 64)
     # decoding with merged LoRA changes evaluation only: same run identity (the score cache keys it)
     assert TrainConfig(merge_lora_for_eval=True).identity_dict() == TrainConfig().identity_dict()
     assert TrainConfig(length_bucket=64).identity_dict() != TrainConfig().identity_dict()
+
+
+def _problems(mapping: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_mapping(mapping)
+    return str(info.value).splitlines()[1:]
+
+
+def test_every_setting_is_checked_at_once_with_field_value_and_allowed_range():
+    # Each of these was accepted (or ended in a TypeError traceback) before the settings had rules.
+    bad = {"save_total_limit": 0, "global_batch_size": "8", "device": "tpu", "repetition_penalty": 0,
+           "max_grad_norm": -1, "eval_crop_audio_length": -5}
+    assert _problems(bad) == [
+        "  - save_total_limit: got 0; allowed: an integer >= 1",
+        "  - global_batch_size: got '8' (text: write the number without quotes); allowed: an integer >= 1, or null",
+        "  - device: got 'tpu'; allowed: cpu, cuda, cuda:N, mps, or null",
+        "  - repetition_penalty: got 0; allowed: a number > 0",
+        "  - max_grad_norm: got -1; allowed: a number > 0",
+        "  - eval_crop_audio_length: got -5; allowed: a number > 0, or null",
+    ]
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("deterministic", 1, "true or false"),  # strict: 1 is not true
+    ("max_steps", 100.0, "an integer >= 1"),
+    ("max_steps", True, "an integer >= 1"),
+    ("learning_rate", float("nan"), "a number > 0"),
+    ("lora_dropout", 1.0, "a number >= 0 and < 1"),
+    ("max_bad_fraction", 1.5, "a number >= 0 and <= 1"),
+    ("protocol", "fixed", "one of official, corrected"),
+    ("feature_cache", "ssd", "one of off, memory, disk"),
+    ("decoder_model_name", "", "a non-empty string"),
+    ("sample_rate", 8, "an integer >= 1000"),
+    ("num_training_workers", -1, "an integer >= 0, or null"),
+])
+def test_types_and_ranges(field, value, allowed):
+    assert _problems({field: value}) == [f"  - {field}: got {value!r}; allowed: {allowed}"]
+
+
+def test_valid_values_are_kept_and_integers_stand_for_numbers():
+    config = TrainConfig.from_mapping({"learning_rate": 1, "device": "cuda:1", "eval_crop_audio_length": 10,
+                                       "global_batch_size": None, "repetition_penalty": 1.2})
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+    assert (config.device, config.eval_crop_audio_length, config.repetition_penalty) == ("cuda:1", 10.0, 1.2)
+
+
+def test_every_setting_has_a_rule_beyond_its_type():
+    import dataclasses
+    import typing
+
+    from lalmbench.config import TRAIN_RULES
+
+    hints = typing.get_type_hints(TrainConfig)
+    unruled = [f.name for f in dataclasses.fields(TrainConfig)
+               if f.name not in TRAIN_RULES and hints[f.name] is not bool and f.name != "train_data"]
+    assert unruled == []
+    assert not set(TRAIN_RULES) - set(TrainConfig.field_names())  # no rule for a setting that is gone
+
+
+def test_unknown_settings_suggest_the_closest_name(tmp_path):
+    assert _problems({"max_step": 3, "zzz": 1}) == [
+        "  - unknown setting 'max_step'. Did you mean 'max_steps'?",
+        "  - unknown setting 'zzz'. (every setting: `lalmbench run --help`)"]
+    bad = {"train_data": {"A": {"data": "a.tar", "promt": "P", "prob": "2"}}}
+    assert _problems(bad) == ["  - train_data.A: unknown dataset field 'promt'. Did you mean 'prompt'?",
+                              "  - train_data.A.prob: got '2' (text: write the number without quotes); "
+                              "allowed: a number > 0, or null"]
+
+
+def test_eval_entries_are_checked_field_by_field(tmp_path):
+    entry = {"data": {"data": ["a.tar"]}, "metric": "accuracy", "batch_size": 0, "num_workers": "2",
+             "weight": -1, "metric_arg": {}}
+    with pytest.raises(ConfigError) as info:
+        load_eval_configs(_write(tmp_path / "e.yaml", {"e": entry}))
+    assert str(info.value).splitlines()[1:] == [
+        f"  - {tmp_path / 'e.yaml'}: e: unknown field 'metric_arg'. Did you mean 'metric_args' or 'metric'?",
+        f"  - {tmp_path / 'e.yaml'}: e.batch_size: got 0; allowed: an integer >= 1",
+        f"  - {tmp_path / 'e.yaml'}: e.num_workers: got '2' (text: write the number without quotes); "
+        "allowed: an integer >= 0",
+        f"  - {tmp_path / 'e.yaml'}: e.weight: got -1; allowed: a number >= 0",
+        f"  - {tmp_path / 'e.yaml'}: e.metric: unknown metric 'accuracy'. Did you mean 'Accuracy'? "
+        f"Available: {', '.join(metrics.available())}",
+    ]
+
+
+def test_every_builtin_config_passes_the_rules():
+    from lalmbench.tasks import catalog
+
+    for name in catalog.builtin_names("train"):
+        load_train_config(name)
+    for name in catalog.builtin_names("eval"):
+        assert load_eval_configs(name)
 
 
 def test_published_num_training_workers_sets_num_workers(tmp_path):

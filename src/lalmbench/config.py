@@ -24,14 +24,20 @@ Eval YAML (published format)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types
+import pydantic
 import yaml
+from pydantic import Field
 
-from lalmbench.errors import ConfigError
+from lalmbench.errors import ConfigError, did_you_mean
 
 DEFAULT_DECODER = "HuggingFaceTB/SmolLM2-135M"
 
@@ -65,28 +71,15 @@ class DatasetSpec:
         if not isinstance(raw, dict):
             problems.append(f"{where}: expected a mapping with data/prompt/key, got {type(raw).__name__}")
             return None
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - allowed)
-        if unknown:
-            problems.append(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed - {'name'})}")
-        data = raw.get("data")
-        if isinstance(data, str):
-            data = [data]
-        if not data or not isinstance(data, list) or not all(isinstance(d, str) for d in data):
-            problems.append(f"{where}.data: expected a shard pattern or a list of them, got {data!r}")
-            data = []
-        prob = raw.get("prob")
-        if prob is not None and (not isinstance(prob, (int, float)) or prob <= 0):
-            problems.append(f"{where}.prob: expected a positive number, got {prob!r}")
-        key = raw.get("key")
-        if key is not None and not isinstance(key, str):
-            problems.append(f"{where}.key: expected a string like 'label;labels', got {key!r}")
-        prompt = raw.get("prompt", "")
-        if not isinstance(prompt, str):
-            problems.append(f"{where}.prompt: expected a string, got {prompt!r}")
-        return cls(data=list(data), prompt=prompt if isinstance(prompt, str) else "", key=key,
-                   prob=float(prob) if isinstance(prob, (int, float)) else None,
-                   repo_id=raw.get("repo_id"), name=name)
+        allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name"]
+        problems += unknown_field_problems(raw, allowed, "dataset field", f"allowed: {', '.join(allowed)}", f"{where}: ")
+        raw = {k: v for k, v in raw.items() if k in allowed}
+        if isinstance(raw.get("data"), str):  # one pattern may stand for a list of one
+            raw["data"] = [raw["data"]]
+        if "data" not in raw:
+            problems.append(f"{where}.data: missing; a dataset needs its shard pattern(s)")
+        values = validated_fields(cls, raw, f"{where}.", problems)
+        return cls(name=name, **values) if "data" in values else None
 
     def to_dict(self) -> dict:
         out = {"data": list(self.data), "prompt": self.prompt, "key": self.key}
@@ -205,12 +198,11 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, raw: dict, config_name: str = "default") -> "TrainConfig":
+        """Build from a YAML mapping merged with overrides; every problem goes into one ConfigError."""
         problems: list[str] = []
         raw = dict(raw)
-        known = set(cls.field_names())
-        unknown = sorted(k for k in raw if k not in known)
-        if unknown:
-            problems.append(f"unknown train field(s) {unknown}; see `lalmbench run --help` for the list")
+        known = cls.field_names()
+        problems += unknown_field_problems(raw, known, "setting", "every setting: `lalmbench run --help`")
         train_data_raw = raw.pop("train_data", None) or {}
         if not isinstance(train_data_raw, dict):
             problems.append(f"train_data: expected a mapping name -> dataset, got {type(train_data_raw).__name__}")
@@ -220,14 +212,7 @@ class TrainConfig:
             parsed = DatasetSpec.from_dict(str(name), spec, problems, f"train_data.{name}")
             if parsed is not None:
                 specs[str(name)] = parsed
-        kwargs = {}
-        defaults = cls()
-        for name in known - {"train_data"}:
-            if name not in raw:
-                continue
-            value = raw[name]
-            default = getattr(defaults, name)
-            kwargs[name] = _coerce(name, value, default, problems)
+        kwargs = validated_fields(cls, {k: v for k, v in raw.items() if k in known}, "", problems)
         kwargs.setdefault("config_name", config_name)
         if isinstance(kwargs.get("num_training_workers"), int) and "num_workers" not in kwargs:
             kwargs["num_workers"] = kwargs["num_training_workers"]
@@ -238,41 +223,11 @@ class TrainConfig:
         return config
 
     def _check(self) -> list[str]:
+        """Rules between settings; each setting's own type and range are in TRAIN_RULES."""
         problems = []
-        positive_ints = ["max_steps", "per_device_train_batch_size", "save_steps", "logging_steps",
-                         "shuffle_buffer", "sort_buffer", "lora_r", "max_new_tokens", "sample_rate"]
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                problems.append(f"{name}: expected a positive integer, got {value!r}")
-        for name in ("learning_rate", "crop_audio_length"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name}: expected a positive number, got {getattr(self, name)!r}")
-        if self.warmup_steps < 0:
-            problems.append(f"warmup_steps: expected >= 0, got {self.warmup_steps}")
-        if not 0 <= self.lora_dropout < 1:
-            problems.append(f"lora_dropout: expected 0 <= p < 1, got {self.lora_dropout}")
-        if self.protocol not in PROTOCOLS:
-            problems.append(f"protocol: expected one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.feature_cache not in ("off", "memory", "disk"):
-            problems.append(f"feature_cache: expected off, memory or disk, got {self.feature_cache!r}")
-        if not 0 <= self.max_bad_fraction <= 1:
-            problems.append(f"max_bad_fraction: expected a fraction in [0, 1], got {self.max_bad_fraction}")
-        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-        if self.compile_mode not in modes:
-            problems.append(f"compile_mode: expected one of {', '.join(modes)}, got {self.compile_mode!r}")
-        if not isinstance(self.length_bucket, int) or self.length_bucket < 0:
-            problems.append(f"length_bucket: expected an integer >= 0, got {self.length_bucket!r}")
-        elif self.compile and self.compile_mode in ("reduce-overhead", "max-autotune") and not self.length_bucket:
+        if self.compile and self.compile_mode in ("reduce-overhead", "max-autotune") and not self.length_bucket:
             problems.append(f"compile_mode {self.compile_mode} records CUDA graphs, which need a few static shapes: "
                             f"set length_bucket too (e.g. 64)")
-        workers = self.num_training_workers
-        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
-            problems.append(f"num_training_workers: expected an integer >= 0, got {workers!r}")
-        if self.num_workers < 0:
-            problems.append(f"num_workers: expected >= 0, got {self.num_workers}")
-        if self.global_batch_size is not None and self.global_batch_size < 1:
-            problems.append(f"global_batch_size: expected a positive integer, got {self.global_batch_size}")
         return problems
 
     def to_dict(self) -> dict:
@@ -306,31 +261,136 @@ class EvalTaskConfig:
                 "batch_size": self.batch_size, "num_workers": self.num_workers, "weight": self.weight}
 
 
-def _coerce(name: str, value: Any, default: Any, problems: list[str]) -> Any:
-    """Check a scalar override against the type of its default (ints may stand for floats)."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            problems.append(f"{name}: expected true or false, got {value!r}")
-            return default
-        return value
-    if isinstance(default, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            problems.append(f"{name}: expected an integer, got {value!r}")
-            return default
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{name}: expected a number, got {value!r}")
-            return default
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        problems.append(f"{name}: expected a string, got {value!r}")
-        return default
-    return value
+# -- validation ------------------------------------------------------------------------------------------------
+# A setting's type is its annotation above; these tables add the values it may take. The checks are
+# pydantic's, strict: "8" is not 8, 1 is not true, 8.0 is not an integer; an integer may stand for a number.
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+FEATURE_CACHE_MODES = ("off", "memory", "disk")
+
+TRAIN_RULES: dict[str, Any] = {
+    "config_name": Field(min_length=1),
+    "protocol": Literal[PROTOCOLS],
+    "decoder_model_name": Field(min_length=1),
+    "max_steps": Field(ge=1),
+    "learning_rate": Field(gt=0),
+    "weight_decay": Field(ge=0),
+    "warmup_steps": Field(ge=0),
+    "max_grad_norm": Field(gt=0),  # 0 would zero every gradient, not switch clipping off
+    "per_device_train_batch_size": Field(ge=1),
+    "global_batch_size": Field(ge=1),
+    "seed": Field(ge=0),
+    "save_steps": Field(ge=1),
+    "save_total_limit": Field(ge=1),  # the newest checkpoint is always kept: 0 cannot be honoured
+    "logging_steps": Field(ge=1),
+    "crop_audio_length": Field(gt=0),
+    "eval_crop_audio_length": Field(gt=0),
+    "sample_rate": Field(ge=1000),
+    "shuffle_buffer": Field(ge=1),
+    "sort_buffer": Field(ge=1),
+    "num_workers": Field(ge=0),
+    "num_training_workers": Field(ge=0),
+    "lora_r": Field(ge=1),
+    "lora_alpha": Field(gt=0),
+    "lora_dropout": Field(ge=0, lt=1),
+    "compile_mode": Literal[COMPILE_MODES],
+    "length_bucket": Field(ge=0),
+    "feature_cache": Literal[FEATURE_CACHE_MODES],
+    "max_bad_fraction": Field(ge=0, le=1),
+    "max_new_tokens": Field(ge=1),
+    "repetition_penalty": Field(gt=0),  # generation divides logits by it
+    "eval_batch_size": Field(ge=1),
+    "data_home": Field(min_length=1),
+    "torch_num_threads": Field(ge=1),
+    "device": Field(pattern=r"^(cpu|cuda(:[0-9]+)?|mps)$", description="cpu, cuda, cuda:N, mps"),
+}
+DATASET_RULES: dict[str, Any] = {
+    "data": Field(min_length=1),
+    "prob": Field(gt=0),
+    "repo_id": Field(min_length=1),
+}
+EVAL_TASK_RULES: dict[str, Any] = {
+    "metric": Field(min_length=1),
+    "batch_size": Field(ge=1),
+    "num_workers": Field(ge=0),
+    "weight": Field(ge=0),
+}
+_RULES = {TrainConfig: TRAIN_RULES, DatasetSpec: DATASET_RULES, EvalTaskConfig: EVAL_TASK_RULES}
+_STRICT = pydantic.ConfigDict(strict=True, allow_inf_nan=False)
+
+
+def unknown_field_problems(raw: dict, known: list[str], what: str, where_listed: str, where: str = "") -> list[str]:
+    """One problem per unknown key, with the closest known name when one is close ("did you mean")."""
+    problems = []
+    for key in sorted(set(raw) - set(known), key=str):
+        hint = did_you_mean(str(key), known) or f" ({where_listed})"
+        problems.append(f"{where}unknown {what} {key!r}.{hint}")
+    return problems
+
+
+def _is_optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+@functools.cache
+def _field_check(owner: type, name: str) -> tuple[pydantic.TypeAdapter, str]:
+    """(validator, allowed values in words) of one dataclass field: its annotation plus its rule."""
+    annotation = typing.get_type_hints(owner)[name]
+    rule = _RULES[owner].get(name)
+    if isinstance(rule, pydantic.fields.FieldInfo):
+        annotation = Annotated[annotation, rule]
+    elif rule is not None:  # a Literal of choices replaces the plain str, optional where the field is
+        annotation = typing.Optional[rule] if _is_optional(annotation) else rule
+    return pydantic.TypeAdapter(annotation, config=_STRICT), _describe(annotation)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+_BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"),
+           (annotated_types.Le, "le", "<="), (annotated_types.Lt, "lt", "<"))
+
+
+def _describe(annotation: Any) -> str:
+    """The values an annotation admits, in words: 'an integer >= 1, or null', 'one of off, memory, disk'."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        base, *extras = args
+        if _is_optional(base):
+            inner = next(a for a in typing.get_args(base) if a is not type(None))
+            return _describe(Annotated[(inner, *extras)]) + ", or null"
+        words, bounds = _describe(base), []
+        for extra in extras:
+            if getattr(extra, "description", None):
+                return extra.description
+            for item in getattr(extra, "metadata", []):
+                bounds += [f"{sign} {getattr(item, attribute)}" for kind, attribute, sign in _BOUNDS
+                           if isinstance(item, kind)]
+                if isinstance(item, annotated_types.MinLen) and item.min_length == 1:
+                    words = words.replace("a ", "a non-empty ", 1)
+        return " ".join([words, " and ".join(bounds)]) if bounds else words
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(words) + (", or null" if _is_optional(annotation) else "")
+    if origin is list:
+        return f"a list of {_describe(args[0]).replace('a ', '', 1)}s" if args else "a list"
+    return _TYPE_WORDS.get(origin or annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def validated_fields(owner: type, raw: dict, where: str, problems: list[str]) -> dict:
+    """The entries of `raw` that pass their field's check; one problem per field that does not, naming
+    the field, the value and what is allowed."""
+    values = {}
+    for name, value in raw.items():
+        adapter, allowed = _field_check(owner, name)
+        try:
+            values[name] = adapter.validate_python(value)
+        except pydantic.ValidationError:
+            hint = ""
+            if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+                hint = " (text: write the number without quotes)"
+            problems.append(f"{where}{name}: got {value!r}{hint}; allowed: {allowed}")
+    return values
 
 
 def _read_yaml(path: Path) -> Any:
@@ -397,33 +457,25 @@ def eval_configs_from_mapping(raw: dict, where: str = "eval config") -> list[Eva
 
     problems: list[str] = []
     tasks = []
-    allowed = {"data", "metric", "metric_args", "batch_size", "num_workers", "weight"}
+    allowed = [f.name for f in dataclasses.fields(EvalTaskConfig) if f.name != "name"]
     for name, entry in raw.items():
         here = f"{where}: {name}"
         if not isinstance(entry, dict):
             problems.append(f"{here}: expected a mapping, got {type(entry).__name__}")
             continue
-        unknown = sorted(set(entry) - allowed)
-        if unknown:
-            problems.append(f"{here}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+        problems += unknown_field_problems(entry, allowed, "field", f"allowed: {', '.join(allowed)}", f"{here}: ")
         spec = DatasetSpec.from_dict(str(name), entry.get("data"), problems, f"{here}.data")
+        scalars = {k: v for k, v in entry.items() if k in allowed and k != "data"}
+        if scalars.get("metric_args", {}) is None:  # an empty YAML mapping reads as null
+            scalars["metric_args"] = {}
+        found = len(problems)
+        values = validated_fields(EvalTaskConfig, scalars, f"{here}.", problems)
         metric = entry.get("metric")
         if metric not in metrics.available():
-            problems.append(f"{here}.metric: unknown metric {metric!r}; available: {metrics.available()}")
-        batch_size = entry.get("batch_size", 32)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            problems.append(f"{here}.batch_size: expected a positive integer, got {batch_size!r}")
-        weight = entry.get("weight", 1)
-        if not isinstance(weight, (int, float)) or weight < 0:
-            problems.append(f"{here}.weight: expected a number >= 0, got {weight!r}")
-        metric_args = entry.get("metric_args") or {}
-        if not isinstance(metric_args, dict):
-            problems.append(f"{here}.metric_args: expected a mapping, got {metric_args!r}")
-            metric_args = {}
-        if spec is not None and not problems:
-            tasks.append(EvalTaskConfig(name=str(name), data=spec, metric=metric, metric_args=dict(metric_args),
-                                        batch_size=batch_size, num_workers=int(entry.get("num_workers", 0) or 0),
-                                        weight=float(weight)))
+            problems.append(f"{here}.metric: unknown metric {metric!r}.{did_you_mean(str(metric), metrics.available())} "
+                            f"Available: {', '.join(metrics.available())}")
+        if spec is not None and len(problems) == found and "metric" in values:
+            tasks.append(EvalTaskConfig(name=str(name), data=spec, **values))
     if problems:
         raise ConfigError("invalid eval config:\n  - " + "\n  - ".join(problems))
     return tasks

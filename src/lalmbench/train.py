@@ -220,7 +220,8 @@ class Trainer:
 
     def _prune_checkpoints(self) -> None:
         complete = list_checkpoints(self.run_dir)
-        for _, old in complete[: max(0, len(complete) - self.config.save_total_limit)]:
+        keep = max(1, self.config.save_total_limit)  # the checkpoint just written is never removed
+        for _, old in complete[: max(0, len(complete) - keep)]:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
