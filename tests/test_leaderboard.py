@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -11,13 +12,14 @@ import pytest
 from lalmbench.errors import LalmbenchError
 from lalmbench.report import leaderboard
 from lalmbench.report.baselines import PUBLISHED_BASELINES, TRACK_A_TASKS, TRACK_B_TASKS, task_key, track_of
+from run_dirs import seed_group, write_run
 
 METRICS = {"esc-50": "Accuracy", "gtzan": "Accuracy", "clotho": "FENSE", "librispeech": "iWER",
            "synth_tones": "Accuracy", "mystery": "BLEU"}
 
 
 def make_run(root: Path, encoder: str, scores: dict[str, float], train_config: str = "task1",
-             completed: bool = True, summary: bool = True) -> Path:
+             completed: bool = True, summary: bool = True, protocol: str = "official") -> Path:
     run_dir = root / train_config / encoder
     run_dir.mkdir(parents=True)
     rows = ["Task\tscore\tweight"] + [f"eval_{task}\t{value}\t1" for task, value in scores.items()]
@@ -28,7 +30,8 @@ def make_run(root: Path, encoder: str, scores: dict[str, float], train_config: s
         tasks = {f"eval_{task}": {"metric": METRICS[task], "metric_args": {}, "score": value, "weight": 1,
                                   "num_examples": 10} for task, value in scores.items()}
         (run_dir / "run_summary.json").write_text(json.dumps(
-            {"encoder_name": encoder, "train_config": train_config, "tasks": tasks, "overall": overall}))
+            {"encoder_name": encoder, "train_config": train_config, "tasks": tasks, "overall": overall,
+             "protocol": protocol}))
     if completed:
         (run_dir / "COMPLETED").write_text("{}")
     return run_dir
@@ -119,8 +122,8 @@ def test_tracks_for_custom_tasks_follow_the_metric(tmp_path):
 def test_names_from_summary_or_directory_and_disambiguated(tmp_path):
     first = make_run(tmp_path, "Enc", {"esc-50": 0.5}, train_config="task1")
     second = make_run(tmp_path, "Enc", {"esc-50": 0.6}, train_config="esc50_only", completed=False)
-    bare = make_run(tmp_path, "dir_named", {"esc-50": 0.7}, summary=False)
-    board = leaderboard.leaderboard_table([str(first), str(second), str(bare)])
+    bare = make_run(tmp_path, "dir_named", {"esc-50": 0.7}, summary=False)  # no protocol recorded
+    board = leaderboard.leaderboard_table([str(first), str(second), str(bare)], mixed_protocols=True)
     names = [entry.name for entry in board.entries]
     assert names[2] == "dir_named"
     assert names[0] != names[1] and names[0].startswith("Enc [") and str(first) in names[0]
@@ -151,3 +154,104 @@ def test_errors_name_the_path(tmp_path):
         leaderboard.leaderboard_table([str(bad)])
     with pytest.raises(LalmbenchError, match="no runs"):
         leaderboard.build_leaderboard([])
+
+
+def test_runs_of_different_protocols_are_not_ranked_together(tmp_path):
+    official = make_run(tmp_path, "EncA", {"esc-50": 0.8})
+    corrected = make_run(tmp_path, "EncB", {"esc-50": 0.6}, protocol="corrected")
+    with pytest.raises(LalmbenchError, match=r"different protocols \(corrected: EncB; official: EncA\).*--mixed-protocols"):
+        leaderboard.leaderboard_table([str(official), str(corrected)])
+    with pytest.raises(LalmbenchError, match="published baselines are official"):
+        leaderboard.leaderboard_table([str(corrected)], baselines=True)
+    board = leaderboard.leaderboard_table([str(official), str(corrected)], mixed_protocols=True)
+    assert [r["A"].rank for r in board.results] == [1, 2]
+    assert "Protocols are mixed" in leaderboard.to_markdown(board)
+    assert [row["protocol"] for row in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))] == ["official", "corrected"]
+
+
+def _classification(right: int, total: int, offset: int = 0) -> list[tuple[str, str, str]]:
+    """`total` one-row clips, the first `right` answered right."""
+    return [("dog" if i < right else "cat", "dog", f"clip{i + offset}") for i in range(total)]
+
+
+def test_rank_stability_hand_computed(tmp_path):
+    # One task of one clip each: every resample repeats the full set, so every rank is kept in 100%.
+    one = {"esc-50": {"metric": "Accuracy", "rows": [("dog", "dog", "k")]}}
+    other = {"esc-50": {"metric": "Accuracy", "rows": [("cat", "dog", "k")]}}
+    runs = [write_run(tmp_path, "EncA", one), write_run(tmp_path, "EncB", other)]
+    board = leaderboard.leaderboard_table([str(p) for p in runs], resamples=200)
+    assert [(s["A"].kept, s["A"].low, s["A"].high) for s in board.stability] == [(1.0, 1, 1), (1.0, 2, 2)]
+
+
+def test_rank_stability_of_close_and_distant_runs(tmp_path):
+    # Two runs on the same 40 clips, answering identically except on clip 0 (A right, B wrong): A is
+    # ahead in a resample exactly when clip 0 is drawn, which has chance 1 - (39/40)^40 = 0.6368; when it
+    # is not drawn they tie and share rank 1, so A keeps rank 1 always and B keeps rank 2 in 63.7%.
+    rows_a = _classification(20, 40)
+    rows_b = [("cat", "dog", "clip0")] + rows_a[1:]
+    far = [("cat", "dog", f"clip{i}") for i in range(40)]  # every answer wrong: last in every resample
+    runs = [write_run(tmp_path, "EncA", {"esc-50": {"metric": "Accuracy", "rows": rows_a}}),
+            write_run(tmp_path, "EncB", {"esc-50": {"metric": "Accuracy", "rows": rows_b}}),
+            write_run(tmp_path, "EncC", {"esc-50": {"metric": "Accuracy", "rows": far}})]
+    board = leaderboard.leaderboard_table([str(p) for p in runs], resamples=4000)
+    index = _by_name(board)
+    stable = {name: board.stability[i]["A"] for name, i in index.items()}
+    assert [board.results[index[n]]["A"].rank for n in ("EncA", "EncB", "EncC")] == [1, 2, 3]
+    assert stable["EncA"].kept == 1.0 and stable["EncC"].kept == 1.0
+    assert stable["EncB"].kept == pytest.approx(1 - (39 / 40) ** 40, abs=0.025)
+    assert (stable["EncB"].low, stable["EncB"].high) == (1, 2)
+    markdown = leaderboard.to_markdown(board)
+    assert "| rank | rank kept | encoder |" in markdown and f"| 2 | {stable['EncB'].kept:.0%} (1–2) | EncB |" in markdown
+    rows = {row["encoder"]: row for row in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))}
+    assert float(rows["EncB"]["track_A_rank_kept"]) == pytest.approx(stable["EncB"].kept)
+    assert rows["EncB"]["track_A_rank_low"] == "1" and rows["EncB"]["track_A_rank_high"] == "2"
+
+
+def test_runs_without_kept_answers_are_held_fixed(tmp_path):
+    mine = write_run(tmp_path / "task1", "Mine", {"esc-50": {"metric": "Accuracy", "rows": _classification(3, 4)}})
+    low, high = make_run(tmp_path, "Low", {"esc-50": 0.6}), make_run(tmp_path, "High", {"esc-50": 0.9})
+    board = leaderboard.leaderboard_table([str(mine), str(low), str(high)], resamples=4000)
+    index = _by_name(board)
+    # Mine scores 0.75, between Low (0.6) and High (0.9): rank 2. Resampled, it scores k/4 with
+    # k ~ Binomial(4, 3/4): k = 4 (chance 81/256 = 0.316) puts it first, k = 3 (108/256 = 0.422) keeps it
+    # second, k <= 2 (67/256 = 0.262) puts it last. Low and High keep their scores.
+    stable = board.stability[index["Mine"]]["A"]
+    assert board.results[index["Mine"]]["A"].rank == 2
+    assert stable.kept == pytest.approx(108 / 256, abs=0.025) and (stable.low, stable.high) == (1, 3)
+    assert board.stability[index["High"]]["A"].kept == pytest.approx(1 - 81 / 256, abs=0.025)
+    assert "Held at their raw scores in the rank resampling: Low: esc-50 (no kept answers); High: esc-50" \
+        in leaderboard.to_markdown(board)
+
+
+def test_published_baselines_take_part_in_the_resampling(tmp_path):
+    run = write_run(tmp_path, "Mine", {"esc-50": {"metric": "Accuracy", "rows": _classification(3, 4)}})
+    board = leaderboard.leaderboard_table([str(run)], baselines=True, resamples=100)
+    assert all(s.get("A") is not None for s in board.stability) and board.resamples == 100
+    assert "Held at their raw scores" not in leaderboard.to_markdown(board)  # fixed by nature, not flagged
+
+
+def test_seed_group_is_one_entry_with_its_spread(tmp_path):
+    group_dir = tmp_path / "runs" / "EncA-seeds"
+    seeds = [write_run(group_dir, "EncA", {"esc-50": {"metric": "Accuracy", "rows": _classification(right, 10)}},
+                       seed=seed, directory=f"seed-{seed}") for seed, right in ((42, 6), (43, 8))]
+    seed_group(group_dir, seeds)
+    write_run(tmp_path / "runs", "EncB", {"esc-50": {"metric": "Accuracy", "rows": _classification(5, 10)}})
+    board = leaderboard.leaderboard_table([str(tmp_path / "runs")], resamples=200)  # found below the directory
+    index = _by_name(board)
+    assert set(index) == {"EncA (2 seeds)", "EncB"}
+    group = board.entries[index["EncA (2 seeds)"]]
+    assert group.scores == {"esc-50": pytest.approx(0.7)} and group.spread == {"esc-50": pytest.approx(0.141421, abs=1e-6)}
+    assert "0.700 ±0.141" in leaderboard.to_markdown(board)
+    rows = {row["encoder"]: row for row in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))}
+    assert rows["EncA (2 seeds)"]["seeds"] == "2" and float(rows["EncA (2 seeds)"]["esc-50_seed_sd"]) == pytest.approx(0.141421)
+
+
+def test_seed_group_runs_must_share_an_identity(tmp_path):
+    group_dir = tmp_path / "EncA-seeds"
+    runs = [write_run(group_dir, "EncA", {"esc-50": {"metric": "Accuracy", "rows": _classification(5, 10)}},
+                      seed=42, directory="seed-42"),
+            write_run(group_dir, "EncA", {"esc-50": {"metric": "Accuracy", "rows": _classification(5, 10)}},
+                      seed=43, directory="seed-43", train={"learning_rate": 0.1})]
+    seed_group(group_dir, runs)
+    with pytest.raises(LalmbenchError, match="differ in train.learning_rate, not only in the seed"):
+        leaderboard.leaderboard_table([str(group_dir)])

@@ -7,7 +7,8 @@
     lalmbench download SUITE|TASK...
     lalmbench bench [--quick] [--device cpu|cuda] [--compile|--no-compile] [--steps N]
     lalmbench report RUN_DIR
-    lalmbench leaderboard RUN_DIR... [--baselines]
+    lalmbench leaderboard RUN_DIR... [--baselines] [--mixed-protocols]
+    lalmbench compare RUN_A RUN_B | RUN_A... --vs RUN_B...
     lalmbench new-encoder DIR
     lalmbench package DIR [--include-weights]
 """
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute everything even if a finished run with the same identity exists")
     run.add_argument("--no-download", action="store_true", help="never fetch missing shards; stop and list them instead")
     run.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    run.add_argument("--seeds", type=int, default=1, metavar="N",
+                     help="train N seeds (seed, seed+1, ...), each its own run, in <encoder>-seeds/; prints mean and spread")
     add_config_flags(run, TrainConfig, "training fields (each overrides the YAML and --args)", skip=("train_data",))
 
     demo = commands.add_parser("demo", help="offline demo: synthetic tasks, LogMelEncoder, tiny-random decoder")
@@ -107,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with scores.tsv)")
     board.add_argument("--baselines", action="store_true", help="add the published Dasheng-base and Whisper-base rows")
     board.add_argument("--output-dir", default=".", metavar="DIR", help="where leaderboard.csv and leaderboard.md go (default: .)")
+    board.add_argument("--mixed-protocols", action="store_true",
+                       help="rank runs of different protocols together (refused by default: their scores differ by protocol)")
+    board.add_argument("--resamples", type=int, default=1000, metavar="N",
+                       help="bootstrap resamples for rank stability (default: 1000; 0 skips it)")
+
+    compare = commands.add_parser(
+        "compare", help="is run A better than run B? a paired bootstrap over the test clips both answered",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A side is a run directory, a seed group written by `run --seeds` (or any directory holding runs of\n"
+               "one identity), or several run directories: `compare A1 A2 --vs B1 B2`. Refused when the protocols,\n"
+               "the tasks or a test set's definition differ.")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="RUN_A RUN_B, or A's runs when --vs is given")
+    compare.add_argument("--vs", nargs="+", default=None, metavar="RUN", help="B's runs (a group of seeds)")
+    compare.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default: 1000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
+    compare.add_argument("--common-only", action="store_true", help="compare only the tasks both sides have")
+    compare.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
 
     scaffold = commands.add_parser("new-encoder", help="scaffold a submission repository for a new encoder")
     scaffold.add_argument("directory", help="directory to create")
@@ -126,6 +146,13 @@ def dispatch(args: argparse.Namespace) -> int:
     if hasattr(args, "args"):  # flags over --args
         args.overrides = {**parse_json_arg(args.args, "--args"), **collect_overrides(args)}
 
+    if args.command == "run" and args.seeds != 1:
+        from lalmbench.seeds import run_seeds_command
+
+        return run_seeds_command(args.seeds, encoder=args.encoder, train=args.train, eval=args.eval,
+                                 model_args=parse_json_arg(args.model_args, "--model-args"),
+                                 overrides=parse_json_arg(args.args, "--args"), output_dir=args.output_dir,
+                                 force=args.force, allow_download=not args.no_download, write_report=not args.no_report)
     if args.command == "run":
         from lalmbench.runner import run_command
 
@@ -163,7 +190,14 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "leaderboard":
         from lalmbench.report.leaderboard import leaderboard_command
 
-        return leaderboard_command(args.run_dirs, baselines=args.baselines, output_dir=args.output_dir)
+        return leaderboard_command(args.run_dirs, baselines=args.baselines, output_dir=args.output_dir,
+                                   mixed_protocols=args.mixed_protocols, resamples=args.resamples)
+    if args.command == "compare":
+        from lalmbench.report.compare import compare_command, split_sides
+
+        runs_a, runs_b = split_sides(args.runs, args.vs)
+        return compare_command(runs_a, runs_b, resamples=args.resamples, seed=args.seed,
+                               common_only=args.common_only, json_path=args.json)
     if args.command == "new-encoder":
         from lalmbench.encoders.scaffold import new_encoder_command
 

@@ -87,9 +87,12 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
 
 
 def choose_run_dir(output_dir: Path, config_name: str, encoder_name: str, identity_hash: str, force: bool) -> Path:
-    """`<output>/<config>/<encoder>`, unless it holds another identity's run: then `<encoder>-<hash8>`."""
+    """`<output>/<config>/<encoder>`, unless it holds another identity's run: then `<encoder>-<hash8>`.
+
+    `encoder_name` may be a relative path (`<encoder>-seeds/seed-43` for `--seeds`); the hash goes on its
+    last part."""
     base = output_dir / Path(config_name).name / encoder_name
-    candidates = [base, base.with_name(f"{encoder_name}-{identity_hash[:8]}")]
+    candidates = [base, base.with_name(f"{base.name}-{identity_hash[:8]}")]
     for candidate in candidates:
         marker = candidate / "run_identity.json"
         if not candidate.exists() or not any(candidate.iterdir()):
@@ -162,11 +165,20 @@ def warn_if_slow_on_cpu(decoder, device: torch.device, max_steps: int) -> None:
                 CPU_SECONDS_PER_STEP_FULL_SIZE, max_steps, days)
 
 
-def write_scores(run_dir: Path, rows: list[dict]) -> float:
+def write_scores(run_dir: Path, rows: list[dict], confidence=None) -> float:
+    """scores.tsv; with `confidence` (report.confidence.RunConfidence) two more columns, ci_low and ci_high."""
     total_weight = sum(r["weight"] for r in rows)
     overall = sum(r["score"] * r["weight"] for r in rows) / total_weight if total_weight else float("nan")
-    lines = ["Task\tscore\tweight"] + [f"{r['task']}\t{r['score']:.6f}\t{r['weight']:g}" for r in rows]
-    lines.append(f"Overall\t{overall:.6f}\t{total_weight:g}")
+    intervals = {task: c.interval for task, c in confidence.tasks.items()} if confidence else {}
+
+    def bounds(interval) -> str:
+        if confidence is None:
+            return ""
+        return "\t\t" if interval is None else f"\t{interval.low:.6f}\t{interval.high:.6f}"
+
+    lines = ["Task\tscore\tweight" + ("\tci_low\tci_high" if confidence else "")]
+    lines += [f"{r['task']}\t{r['score']:.6f}\t{r['weight']:g}{bounds(intervals.get(r['task']))}" for r in rows]
+    lines.append(f"Overall\t{overall:.6f}\t{total_weight:g}{bounds(confidence.overall if confidence else None)}")
     atomic_write_text(run_dir / "scores.tsv", "\n".join(lines) + "\n")
     return overall
 
@@ -185,7 +197,8 @@ def format_table(rows: list[dict], overall: float, extra: dict[str, dict[str, st
     header = ["Task", "metric", "score", "weight"] + extra_cols
     body = [[r["task"], r["metric"], f"{r['score']:.4f}", f"{r['weight']:g}"] +
             [extra.get(r["task"], {}).get(c, "") for c in extra_cols] for r in rows]
-    body.append(["Overall", "", f"{overall:.4f}", f"{sum(r['weight'] for r in rows):g}"] + [""] * len(extra_cols))
+    body.append(["Overall", "", f"{overall:.4f}", f"{sum(r['weight'] for r in rows):g}"] +
+                [extra.get("Overall", {}).get(c, "") for c in extra_cols])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
@@ -194,7 +207,8 @@ def format_table(rows: list[dict], overall: float, extra: dict[str, dict[str, st
 def run(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,
         overrides: dict | None = None, output_dir: str | Path = "lalmbench_runs", force: bool = False,
         allow_download: bool = True, write_report: bool = True, show_progress: bool = True,
-        extra_columns: dict | None = None) -> RunResult:
+        extra_columns: dict | None = None, run_name: str | None = None) -> RunResult:
+    """Train and evaluate; `run_name` replaces the encoder's name in the run directory's path."""
     started = time.perf_counter()
     overrides = dict(overrides or {})
     config = load_train_config(train, overrides)
@@ -219,7 +233,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     output_dir = check_writable_dir(output_dir)
     run_dir = None
     if dist.is_main:
-        run_dir = choose_run_dir(Path(output_dir), config.config_name, encoder_name, identity_hash, force)
+        run_dir = choose_run_dir(Path(output_dir), config.config_name, run_name or encoder_name, identity_hash, force)
         check_writable_dir(run_dir)
         atomic_write_json(run_dir / "run_identity.json", {"hash": identity_hash, "identity": identity})
         atomic_write_text(run_dir / "config.yaml", dump_yaml(config.to_dict()))
@@ -338,7 +352,18 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
 
     overall = float("nan")
     if dist.is_main:
-        overall = write_scores(run_dir, rows)
+        from lalmbench.report.confidence import TaskSpec, run_intervals
+
+        # A 95% bootstrap interval per score, from the kept answers (seconds; see report/confidence.py).
+        confidence = run_intervals(run_dir, [TaskSpec(r["task"], r["metric"], r["score"], r["weight"],
+                                                      task_summaries[r["task"]]["metric_args"]) for r in rows],
+                                   config.protocol)
+        for task, task_confidence in confidence.tasks.items():
+            task_summaries[task].update(task_confidence.as_dict())
+        extra_columns = {**(extra_columns or {})}
+        for task, cells in confidence.table_columns().items():
+            extra_columns[task] = {**extra_columns.get(task, {}), **cells}
+        overall = write_scores(run_dir, rows, confidence)
         training = json.loads(complete_marker.read_text())  # how it was trained (batch, processes)
         summary = {"lalmbench_version": __version__, "encoder": encoder, "encoder_name": encoder_name,
                    "model_args": model_args or {}, "decoder": config.decoder_model_name,
@@ -349,7 +374,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
                    "world_size": dist.world, "global_batch_size": training.get("global_batch_size"),
                    "train_world_size": training.get("world_size"),
                    "bad_data": counter.as_dict(), "tasks": task_summaries,
-                   "overall": overall, "device": str(device), "data_revisions": data_revisions}
+                   "overall": overall, "device": str(device), "data_revisions": data_revisions,
+                   "confidence": confidence.summary()}
         atomic_write_json(run_dir / "run_summary.json", summary)
         atomic_write_json(run_dir / COMPLETED, {"identity": identity_hash, "overall": overall,
                                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")})

@@ -470,7 +470,7 @@ def run_task_statistic(run_dir: str | Path, task: str, metric: str, metric_args:
     `recorded` is the protocol's score of these rows (checked against the additive form); pass None when
     `answers` is a subset of the run's rows.
     """
-    all_answers = read_answers(run_dir, task)
+    all_answers = read_answers(run_dir, task) if answers is None or metric in CAPTION_METRICS else answers
     answers = all_answers if answers is None else answers
     item_scores = None
     if metric in CAPTION_METRICS:

@@ -57,6 +57,12 @@ class RunData:
     def metric_args(self, task: str) -> dict:
         return ((self.summary.get("tasks") or {}).get(task) or {}).get("metric_args") or {}
 
+    def interval(self, task: str) -> tuple[float, float] | None:
+        """The score's bootstrap interval (run_summary.json), when the run has one."""
+        info = (self.summary.get("tasks") or {}).get(task) or {}
+        low, high = _float(info.get("ci_low")), _float(info.get("ci_high"))
+        return None if low is None or high is None else (low, high)
+
 
 def _float(text) -> float | None:
     try:
@@ -112,7 +118,9 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_scores(tasks: list[str], run_scores: list[float]) -> bytes:
+def plot_scores(tasks: list[str], run_scores: list[float],
+                intervals: list[tuple[float, float] | None] | None = None) -> bytes:
+    """Bars per task beside the baselines; `intervals` (low, high) per task draw the run's error bars."""
     baselines = {name: [PUBLISHED_BASELINES[name].get(task_key(t)) for t in tasks] for name in PUBLISHED_BASELINES}
     figure = _figure(8.0, 1.2 + 0.42 * len(tasks))
     axes = figure.add_subplot()
@@ -127,8 +135,15 @@ def plot_scores(tasks: list[str], run_scores: list[float]) -> bytes:
         for rect, value in zip(bars, values):
             if value is None:
                 rect.set_alpha(0)
+    for i, (value, interval) in enumerate(zip(run_scores, intervals or [])):
+        if interval is not None:  # asymmetric bootstrap interval around the run's score
+            low, high = interval
+            axes.errorbar(value, i - bar, xerr=[[max(0.0, value - low)], [max(0.0, high - value)]], fmt="none",
+                          ecolor="#111827", elinewidth=1, capsize=2.5)
     for i, value in enumerate(run_scores):
-        axes.text(value + 0.01, i - bar, f"{value:.3f}", va="center", fontsize=7, color=RUN_COLOR)
+        interval = (intervals or [None] * len(run_scores))[i]
+        end = max(value, interval[1]) if interval else value  # the label goes past the error bar
+        axes.text(end + 0.01, i - bar, f"{value:.3f}", va="center", fontsize=7, color=RUN_COLOR)
     axes.set_yticks(range(len(tasks)), [task_key(t) for t in tasks])
     axes.invert_yaxis()
     axes.set_xlim(0, 1.08)
@@ -357,8 +372,12 @@ def _scores_section(report: _Report, data: RunData) -> str:
     if not data.scores:
         return f'<section id="scores"><h2>{title}</h2>{_note("scores.tsv lists no task.")}</section>'
     tasks = [task for task, _, _ in data.scores]
-    image = report.image("scores", lambda: plot_scores(tasks, [s for _, s, _ in data.scores]), "scores per task")
-    head = ("<tr><th>task</th><th>metric</th><th class=num>score</th><th class=num>Dasheng-base</th>"
+    intervals = [data.interval(task) for task in tasks]
+    image = report.image("scores", lambda: plot_scores(tasks, [s for _, s, _ in data.scores], intervals),
+                         "scores per task")
+    level = (data.summary.get("confidence") or {}).get("level", 0.95)
+    head = ("<tr><th>task</th><th>metric</th><th class=num>score</th>"
+            f"<th class=num>{level:.0%} interval</th><th class=num>Dasheng-base</th>"
             "<th class=num>Whisper-base</th><th class=num>weight</th><th class=num>examples</th></tr>")
     rows = []
     for task, score, weight in data.scores:
@@ -369,17 +388,29 @@ def _scores_section(report: _Report, data: RunData) -> str:
             baseline_cells.append(f'<td class="num{css}">{"-" if published is None else f"{published:.3f}"}</td>')
         info = (data.summary.get("tasks") or {}).get(task) or {}
         rows.append(f"<tr><td title=\"{_esc(task)}\">{_esc(task_key(task))}</td><td>{_esc(info.get('metric', '-'))}</td><td class=num><b>{score:.4f}</b></td>"
+                    f"<td class=num>{_interval_text(data.interval(task))}</td>"
                     + "".join(baseline_cells)
                     + f"<td class=num>{weight:g}</td><td class=num>{_esc(info.get('num_examples', '-'))}</td></tr>")
+    overall_interval = (data.summary.get("confidence") or {}).get("overall") or {}
+    overall_bounds = (_float(overall_interval.get("ci_low")), _float(overall_interval.get("ci_high")))
     overall = "" if data.overall is None else (
-        f"<tr><th>Overall</th><th>weighted mean</th><th class=num>{data.overall:.4f}</th><th></th><th></th><th></th><th></th></tr>")
-    legend = ('<p class="sub">Baseline cells are green where this run scores higher, red where it scores lower. '
+        f"<tr><th>Overall</th><th>weighted mean</th><th class=num>{data.overall:.4f}</th>"
+        f"<th class=num>{_interval_text(None if None in overall_bounds else overall_bounds)}</th>"
+        "<th></th><th></th><th></th><th></th></tr>")
+    legend = ('<p class="sub">The interval is a seeded bootstrap over the test clips (black error bars in the chart): '
+              "overlapping intervals do not settle whether two runs differ: <code>lalmbench compare</code> tests a difference "
+              "between two runs on the same clips. "
+              "Baseline cells are green where this run scores higher, red where it scores lower. "
               "The published numbers come from the XARES-LLM README (100k steps on an A100); a shorter run is not "
               "expected to reach them.</p>")
     plots_note = "" if report.plots_available else _note(
         "matplotlib is not installed, so this report has no plots; install them with: pip install 'lalmbench[report]'")
     return (f'<section id="scores"><h2>{title}</h2>{plots_note}{image}<table>{head}{"".join(rows)}{overall}</table>'
             f"{legend}</section>")
+
+
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    return "-" if interval is None else f"{interval[0]:.4f} – {interval[1]:.4f}"
 
 
 def _loss_section(report: _Report, data: RunData) -> str:

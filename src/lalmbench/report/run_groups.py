@@ -1,0 +1,211 @@
+"""Run directories and seed groups, as `compare` and `leaderboard` read them.
+
+A `RunRecord` is what one run directory says about itself: run_summary.json (encoder, protocol, per-task
+metric, arguments, weight and score), run_identity.json (what the weights depend on, seed included) and
+eval_config.yaml (how each test set is defined). A `RunGroup` is one or more runs of one identity that
+differ only in their training seed; its score on a task is the mean over its runs.
+
+Where groups come from (`read_group`):
+- a run directory (it holds scores.tsv): a group of one;
+- a seed-group directory written by `lalmbench run --seeds N` (it holds seed_group.json): its runs;
+- any other directory: every run below it, which must share one identity except the seed;
+- several paths at once: all their runs, under the same rule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from lalmbench.errors import LalmbenchError
+from lalmbench.report.confidence import TaskSpec
+
+SEED_GROUP_FILE = "seed_group.json"
+UNRECORDED = "unrecorded"  # protocol of a run written before the setting existed
+
+
+@dataclass
+class RunRecord:
+    run_dir: Path
+    name: str  # the encoder's display name
+    protocol: str  # "official", "corrected", or UNRECORDED
+    seed: int | None
+    identity: dict  # run_identity.json "identity" ({} when absent)
+    tasks: dict[str, TaskSpec]  # eval task name -> metric, score, weight, metric arguments
+    eval_config: dict  # eval task name -> its resolved eval config ({} when absent)
+    completed: bool = True
+
+    def identity_without_seed(self) -> dict:
+        """The run identity less what the training seed decides: the seed itself, and the weights of the
+        `tiny-random` decoder (generated from the seed)."""
+        identity = json.loads(json.dumps(self.identity, default=str))
+        (identity.get("train") or {}).pop("seed", None)
+        decoder = identity.get("decoder")
+        if isinstance(decoder, dict) and decoder.get("name") == "tiny-random":
+            decoder.pop("weights_sha256", None)
+        return identity
+
+
+@dataclass
+class RunGroup:
+    name: str
+    source: str  # the path(s) it was read from
+    runs: list[RunRecord]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def protocol(self) -> str:
+        return self.runs[0].protocol
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def task_names(self) -> list[str]:
+        """Tasks every run of the group has, in the first run's order."""
+        return [t for t in self.runs[0].tasks if all(t in run.tasks for run in self.runs)]
+
+    def spec(self, task: str) -> TaskSpec:
+        return self.runs[0].tasks[task]
+
+    def score(self, task: str) -> float:
+        return sum(run.tasks[task].score for run in self.runs) / len(self.runs)
+
+    def spread(self, task: str) -> float | None:
+        """Sample standard deviation over the seeds (None for a single run)."""
+        values = [run.tasks[task].score for run in self.runs]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    def describe(self) -> str:
+        seeds = [s for s in self.seeds if s is not None]
+        if len(self.runs) == 1:
+            return f"{self.name} ({self.runs[0].run_dir})"
+        shown = ", ".join(map(str, sorted(seeds))) if len(seeds) == len(self.runs) else "unrecorded"
+        return f"{self.name} ({len(self.runs)} seeds: {shown}; {self.source})"
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LalmbenchError(f"{path} is not readable JSON ({exc}); the run directory is damaged") from exc
+    return value if isinstance(value, dict) else {}
+
+
+def read_record(run_dir: str | Path) -> RunRecord:
+    """What a run directory says about itself; needs run_summary.json (written by `lalmbench run`)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "run_summary.json")
+    if not summary.get("tasks"):
+        raise LalmbenchError(f"{run_dir} has no run_summary.json with per-task results; pass run directories "
+                             "written by a finished `lalmbench run` (<output_dir>/<train config>/<encoder>/)")
+    identity = _read_json(run_dir / "run_identity.json").get("identity") or {}
+    tasks = {}
+    for task, info in summary["tasks"].items():
+        score = info.get("score")
+        if isinstance(score, (int, float)) and math.isfinite(score):
+            tasks[task] = TaskSpec(task, str(info.get("metric")), float(score), float(info.get("weight", 1.0)),
+                                   dict(info.get("metric_args") or {}))
+    eval_config = {}
+    if (run_dir / "eval_config.yaml").is_file():
+        eval_config = yaml.safe_load((run_dir / "eval_config.yaml").read_text(encoding="utf-8")) or {}
+    seed = (identity.get("train") or {}).get("seed")
+    return RunRecord(run_dir=run_dir, name=str(summary.get("encoder_name") or run_dir.name),
+                     protocol=str(summary.get("protocol") or UNRECORDED), seed=seed, identity=identity,
+                     tasks=tasks, eval_config=eval_config, completed=(run_dir / "COMPLETED").exists())
+
+
+def run_dirs_in(path: Path) -> list[Path]:
+    """The run directories a path stands for (see the module docstring)."""
+    if (path / "scores.tsv").is_file():
+        return [path]
+    group_file = path / SEED_GROUP_FILE
+    if group_file.is_file():
+        members = _read_json(group_file).get("runs") or []
+        found = [path / member for member in members]
+        missing = [str(p) for p in found if not (p / "scores.tsv").is_file()]
+        if missing:
+            raise LalmbenchError(f"{group_file} lists run(s) that have no scores.tsv: {', '.join(missing)}; "
+                                 "finish them with the same `lalmbench run --seeds` command")
+        return found
+    if path.is_dir():
+        below = sorted(p.parent for p in path.rglob("scores.tsv"))
+        if below:
+            return below
+    raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two nested dicts differ."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        name = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out += _differences(a[key], b[key], f"{name}.")
+        elif a.get(key) != b.get(key):
+            out.append(name)
+    return out
+
+
+def check_same_identity(runs: Sequence[RunRecord], what: str) -> None:
+    """Refuse a group whose runs differ in anything but the seed (or repeat a seed)."""
+    first = runs[0]
+    for run in runs[1:]:
+        if run.protocol != first.protocol:
+            raise LalmbenchError(f"{what}: {run.run_dir} ran protocol {run.protocol}, {first.run_dir} ran "
+                                 f"{first.protocol}; a group holds seeds of one identity only")
+        if first.identity and run.identity:
+            differ = _differences(first.identity_without_seed(), run.identity_without_seed())
+            if differ:
+                raise LalmbenchError(f"{what}: {run.run_dir} and {first.run_dir} differ in {', '.join(differ)}, not "
+                                     "only in the seed; pass runs of one identity as a group")
+    seeds = [run.seed for run in runs if run.seed is not None]
+    if len(seeds) != len(set(seeds)):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise LalmbenchError(f"{what}: seed(s) {repeated} appear in more than one run; each seed counts once")
+
+
+def read_group(paths: Sequence[str | Path], what: str = "group") -> RunGroup:
+    """One group from one or more paths (a run, a seed-group directory, a directory of runs)."""
+    run_dirs: list[Path] = []
+    for path in paths:
+        for run_dir in run_dirs_in(Path(path)):
+            if run_dir.resolve() not in {d.resolve() for d in run_dirs}:
+                run_dirs.append(run_dir)
+    runs = [read_record(run_dir) for run_dir in run_dirs]
+    check_same_identity(runs, what)
+    notes = [f"{run.run_dir} is not marked COMPLETED" for run in runs if not run.completed]
+    return RunGroup(name=runs[0].name, source=", ".join(str(p) for p in paths), runs=runs, notes=notes)
+
+
+def seed_groups_below(paths: Sequence[str | Path]) -> list[list[Path]]:
+    """Run directories as the leaderboard groups them: a seed-group directory is one entry (wherever it
+    is found, also below a directory given), every other run its own entry."""
+    entries: list[list[Path]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if (path / "scores.tsv").is_file() or (path / SEED_GROUP_FILE).is_file():
+            groups = [run_dirs_in(path)]
+        elif path.is_dir():
+            group_dirs = sorted(p.parent for p in path.rglob(SEED_GROUP_FILE))
+            groups = [run_dirs_in(g) for g in group_dirs]
+            grouped = {d.resolve() for members in groups for d in members}
+            groups += [[d] for d in run_dirs_in(path) if d.resolve() not in grouped]
+        else:
+            raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
+        for members in groups:
+            key = frozenset(d.resolve() for d in members)
+            if not key & seen:
+                entries.append(members)
+                seen |= key
+    return entries
