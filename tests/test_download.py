@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_always_corrupt_gives_up_and_keeps_nothing(hub, tmp_path):
     assert find_missing(_first(), home)[0][1] == "missing"
 
 
-def test_damaged_existing_file_is_fetched_again(hub, tmp_path):
+def test_damaged_existing_file_is_fetched_again(hub, tmp_path, caplog):
     published = _publish(hub, PATHS)
     home = tmp_path / "home"
     ensure_downloaded(_specs(), home=home)
@@ -147,6 +148,30 @@ def test_damaged_existing_file_is_fetched_again(hub, tmp_path):
     ensure_downloaded(_specs(), home=home)
     _assert_fetched(home, published)
     assert len(hub.downloads_of(PATHS[0])) == 2 and len(hub.downloads_of(PATHS[1])) == 1
+    # cut short with its time kept: the client's record still vouches for it, the gzip check does not
+    times = (home / PATHS[2]).stat()
+    (home / PATHS[2]).write_bytes(published[PATHS[2]][:10])
+    os.utime(home / PATHS[2], ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert [p for _, p in find_missing(_specs(), home)] == ["not a complete gzip file"]
+    ensure_downloaded(_specs(), home=home)
+    _assert_fetched(home, published)
+    assert len(hub.downloads_of(PATHS[2])) == 2
+    assert "content check" not in caplog.text  # fetched anew at once, not first taken as it was and rejected
+
+
+def test_files_touched_but_unchanged_are_hashed_not_fetched_again(hub, tmp_path):
+    """A data home copied without its file times: the client compares the sha256, nothing is downloaded."""
+    published = _publish(hub, PATHS)
+    home = tmp_path / "home"
+    ensure_downloaded(_specs(), home=home)
+    time.sleep(1.1)
+    (home / PATHS[1]).touch()
+    assert [p for _, p in find_missing(_specs(), home)] == ["changed since it was downloaded"]
+    hub.requests.clear()
+    ensure_downloaded(_specs(), home=home)
+    _assert_fetched(home, published)
+    assert [r["method"] for r in hub.requests] == ["GET", "HEAD"] and hub.downloads_of(PATHS[1]) == []
+    assert find_missing(_specs(), home) == []
 
 
 def test_cache_of_the_published_system_is_used_as_it_is(hub, tmp_path):

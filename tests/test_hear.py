@@ -146,8 +146,8 @@ def test_contract_identity_and_names(hear_modules):
     assert identity == {"class": "hear:tests_module", "sha256": _sha256(hear_modules / "tests_module.py")}
     assert encoder_display_name("hear:tests_module") == "hear-tests_module"
     assert encoder_display_name("hear:hearbaseline.wav2vec2") == "hear-wav2vec2"
-    by_file = load_encoder(f"hear:{hear_modules / 'tests_module.py'}")
-    assert by_file.output_dim == 5 and encoder_display_name(f"hear:{hear_modules / 'tests_module.py'}") == "hear-tests_module"
+    by_file = f"hear:{hear_modules / 'tests_module.py'}"
+    assert load_encoder(by_file).output_dim == 5 and encoder_display_name(by_file) == "hear-tests_module"
 
 
 def test_modules_that_are_not_hear_are_refused(hear_modules):

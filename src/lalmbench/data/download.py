@@ -72,7 +72,8 @@ class RemoteFile:
     """Branch, tag or commit the dataset pins (None: the repo's main branch, not checked again once here)."""
 
     def url(self, revision: str | None = None) -> str:
-        return f"{hub_endpoint()}/datasets/{self.repo_id}/resolve/{revision or self.revision or DEFAULT_REVISION}/{self.path}"
+        revision = revision or self.revision or DEFAULT_REVISION
+        return f"{hub_endpoint()}/datasets/{self.repo_id}/resolve/{revision}/{self.path}"
 
     def local_path(self, home: Path) -> Path:
         return home / self.path
@@ -171,6 +172,16 @@ def existing_file_problem(home: Path, remote: RemoteFile, commit: str | None = N
         came_from = f"commit {record.commit[:12]}" if record is not None else "an unrecorded commit"
         return f"from {came_from}, not the pinned {commit[:12]}"
     return None
+
+
+_DAMAGED = ("not a complete gzip file", "unreadable")
+
+
+def _damaged(problems: list[tuple[RemoteFile, str]]) -> frozenset[str]:
+    """Paths to fetch even if the hub client's record calls them current. Other problems are left to the
+    client: a changed file with a sha256 ETag is hashed and fetched only if it differs (a data home copied
+    without its file times is not downloaded again), a file from another commit is compared by ETag."""
+    return frozenset(remote.path for remote, problem in problems if problem.startswith(_DAMAGED))
 
 
 def _pinned_commit(remote: RemoteFile, commits: dict[str, str]) -> str | None:
@@ -533,8 +544,7 @@ def ensure_downloaded(specs: list[DatasetSpec], home: str | os.PathLike | None =
         return data_revisions(specs, root)
     missing, commits = _plan(files, root)
     if missing:
-        damaged = frozenset(r.path for r, problem in missing if not problem.startswith(("missing", "from ")))
-        download_files([r for r, _ in missing], root, workers=workers, commits=commits, refetch=damaged)
+        download_files([r for r, _ in missing], root, workers=workers, commits=commits, refetch=_damaged(missing))
     return data_revisions(specs, root)
 
 
@@ -585,8 +595,8 @@ def download_command(targets: list[str], workers: int = 4, split: str = "both") 
     print(f"{len(files)} file(s) named, {len(files) - len(missing)} already here, {len(missing)} to fetch")
     if not missing:
         return 0
-    damaged = frozenset(r.path for r, problem in missing if not problem.startswith(("missing", "from ")))
-    stats = download_files([r for r, _ in missing], root, workers=workers, commits=commits, refetch=damaged)
+    stats = download_files([r for r, _ in missing], root, workers=workers, commits=commits,
+                           refetch=_damaged(missing))
     rate = stats.bytes_downloaded / stats.seconds / 1e6 if stats.seconds > 0 else 0.0
     print(f"fetched {stats.files_downloaded} file(s), {stats.bytes_downloaded / 1e6:.1f} MB in "
           f"{stats.seconds:.1f} s ({rate:.1f} MB/s)")
