@@ -235,6 +235,8 @@ def test_seed_group_is_one_entry_with_its_spread(tmp_path):
     seeds = [write_run(group_dir, "EncA", {"esc-50": {"metric": "Accuracy", "rows": _classification(right, 10)}},
                        seed=seed, directory=f"seed-{seed}") for seed, right in ((42, 6), (43, 8))]
     seed_group(group_dir, seeds)
+    write_run(group_dir, "EncA", {"esc-50": {"metric": "Accuracy", "rows": _classification(1, 10)}},
+              directory="seed-42.replaced-20260101-000000")  # moved aside by --force: not an entry
     write_run(tmp_path / "runs", "EncB", {"esc-50": {"metric": "Accuracy", "rows": _classification(5, 10)}})
     board = leaderboard.leaderboard_table([str(tmp_path / "runs")], resamples=200)  # found below the directory
     index = _by_name(board)

@@ -65,8 +65,10 @@ def run_seeds(encoder: str, train: str = "task1", eval: str | None = None, model
     results = []
     for seed in range(first, first + seeds):
         print(f"\n== seed {seed} ({seed - first + 1} of {seeds}) ==")
-        results.append(run(encoder, train, eval, model_args, {**overrides, "seed": seed}, output_dir, force,
-                           allow_download, write_report, show_progress, run_name=seed_run_name(encoder_name, seed)))
+        results.append(run(encoder, train, eval, model_args=model_args, overrides={**overrides, "seed": seed},
+                           output_dir=output_dir, force=force, allow_download=allow_download,
+                           write_report=write_report, show_progress=show_progress,
+                           run_name=seed_run_name(encoder_name, seed)))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, the main process alone writes files
         return group_dir
     seed_list = list(range(first, first + seeds))

@@ -199,8 +199,10 @@ def seed_groups_below(paths: Sequence[str | Path]) -> list[list[Path]]:
         elif path.is_dir():
             group_dirs = sorted(p.parent for p in path.rglob(SEED_GROUP_FILE))
             groups = [run_dirs_in(g) for g in group_dirs]
-            grouped = {d.resolve() for members in groups for d in members}
-            groups += [[d] for d in run_dirs_in(path) if d.resolve() not in grouped]
+            # Runs inside a seed-group directory belong to it (also ones it no longer lists, e.g. a run
+            # moved aside by --force): they are not entries of their own.
+            inside = lambda run_dir: any(g.resolve() in run_dir.resolve().parents for g in group_dirs)
+            groups += [[d] for d in run_dirs_in(path) if not inside(d)]
         else:
             raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
         for members in groups:
