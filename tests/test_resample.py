@@ -93,6 +93,9 @@ def test_lengths_are_the_ceiling_of_the_rate_ratio():
     assert resampled_length(33_601, 48_000, 16_000) == 11_201  # 33601 / 3 = 11200.33 -> 11201
     assert resampled_length(1, 48_000, 16_000) == 1
     assert resampled_length(5, 16_000, 16_000) == 5
+    # the published float32 rounding: 160 * 400089 / 441 = 145157.0068 rounds to 145157.0 in float32
+    assert resampled_length(400_089, 44_100, 16_000) == 145_157
+    assert resample_sinc(torch.zeros(400_089), 44_100, 16_000).shape[-1] == 145_157
     assert resample_sinc(torch.zeros(24_317), 22_050, 16_000).shape == (17_645,)
 
 
