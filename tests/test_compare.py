@@ -183,7 +183,8 @@ def test_seeds_flag_trains_a_group_that_compare_and_leaderboard_read(tmp_path, d
     group = tmp_path / "train" / "LogMelEncoder-seeds"
     assert json.loads((group / "seed_group.json").read_text())["runs"] == ["seed-7", "seed-8"]
     for seed in (7, 8):
-        assert json.loads((group / f"seed-{seed}" / "run_identity.json").read_text())["identity"]["train"]["seed"] == seed
+        identity = json.loads((group / f"seed-{seed}" / "run_identity.json").read_text())["identity"]
+        assert identity["train"]["seed"] == seed
     rows = list(csv.DictReader(open(group / "seed_scores.tsv"), delimiter="\t"))
     assert [r["Task"] for r in rows][-1] == "Overall" and all(r["seeds"] == "2" for r in rows)
     assert "mean" in capsys.readouterr().out

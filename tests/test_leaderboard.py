@@ -159,14 +159,16 @@ def test_errors_name_the_path(tmp_path):
 def test_runs_of_different_protocols_are_not_ranked_together(tmp_path):
     official = make_run(tmp_path, "EncA", {"esc-50": 0.8})
     corrected = make_run(tmp_path, "EncB", {"esc-50": 0.6}, protocol="corrected")
-    with pytest.raises(LalmbenchError, match=r"different protocols \(corrected: EncB; official: EncA\).*--mixed-protocols"):
+    with pytest.raises(LalmbenchError,
+                       match=r"different protocols \(corrected: EncB; official: EncA\).*--mixed-protocols"):
         leaderboard.leaderboard_table([str(official), str(corrected)])
     with pytest.raises(LalmbenchError, match="published baselines are official"):
         leaderboard.leaderboard_table([str(corrected)], baselines=True)
     board = leaderboard.leaderboard_table([str(official), str(corrected)], mixed_protocols=True)
     assert [r["A"].rank for r in board.results] == [1, 2]
     assert "Protocols are mixed" in leaderboard.to_markdown(board)
-    assert [row["protocol"] for row in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))] == ["official", "corrected"]
+    protocols = [row["protocol"] for row in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))]
+    assert protocols == ["official", "corrected"]
 
 
 def _classification(right: int, total: int, offset: int = 0) -> list[tuple[str, str, str]]:
@@ -201,7 +203,8 @@ def test_rank_stability_of_close_and_distant_runs(tmp_path):
     assert stable["EncB"].kept == pytest.approx(1 - (39 / 40) ** 40, abs=0.025)
     assert (stable["EncB"].low, stable["EncB"].high) == (1, 2)
     markdown = leaderboard.to_markdown(board)
-    assert "| rank | rank kept | encoder |" in markdown and f"| 2 | {stable['EncB'].kept:.0%} (1–2) | EncB |" in markdown
+    assert "| rank | rank kept | encoder |" in markdown
+    assert f"| 2 | {stable['EncB'].kept:.0%} (1–2) | EncB |" in markdown
     rows = {row["encoder"]: row for row in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))}
     assert float(rows["EncB"]["track_A_rank_kept"]) == pytest.approx(stable["EncB"].kept)
     assert rows["EncB"]["track_A_rank_low"] == "1" and rows["EncB"]["track_A_rank_high"] == "2"
@@ -242,10 +245,12 @@ def test_seed_group_is_one_entry_with_its_spread(tmp_path):
     index = _by_name(board)
     assert set(index) == {"EncA (2 seeds)", "EncB"}
     group = board.entries[index["EncA (2 seeds)"]]
-    assert group.scores == {"esc-50": pytest.approx(0.7)} and group.spread == {"esc-50": pytest.approx(0.141421, abs=1e-6)}
+    assert group.scores == {"esc-50": pytest.approx(0.7)}
+    assert group.spread == {"esc-50": pytest.approx(0.141421, abs=1e-6)}  # stdev of 0.6 and 0.8
     assert "0.700 ±0.141" in leaderboard.to_markdown(board)
     rows = {row["encoder"]: row for row in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))}
-    assert rows["EncA (2 seeds)"]["seeds"] == "2" and float(rows["EncA (2 seeds)"]["esc-50_seed_sd"]) == pytest.approx(0.141421)
+    assert rows["EncA (2 seeds)"]["seeds"] == "2"
+    assert float(rows["EncA (2 seeds)"]["esc-50_seed_sd"]) == pytest.approx(0.141421)
 
 
 def test_seed_group_runs_must_share_an_identity(tmp_path):

@@ -450,8 +450,8 @@ def caption_item_scores(run_dir: str | Path, task: str, metric: str, answers: Ta
         return None
     from lalmbench.metrics.captions import caption_item_scores as mecat_item_scores
 
-    scores = mecat_item_scores(metric, answers.predictions, answers.references,
-                               **{k: v for k, v in metric_args.items() if k in ("sbert_model", "echecker_model", "device")})
+    models = {k: v for k, v in metric_args.items() if k in ("sbert_model", "echecker_model", "device")}
+    scores = mecat_item_scores(metric, answers.predictions, answers.references, **models)
     try:
         from lalmbench.io_utils import atomic_write_json
 
@@ -476,8 +476,9 @@ def run_task_statistic(run_dir: str | Path, task: str, metric: str, metric_args:
     if metric in CAPTION_METRICS:
         item_scores = caption_item_scores(run_dir, task, metric, all_answers, metric_args, compute=compute_item_scores)
         if item_scores is None:
-            raise LalmbenchError(f"{task}: no per-item {metric} scores are kept in {item_scores_path(Path(run_dir), task)}; "
-                                 f"run `lalmbench report {run_dir}` on a machine with the caption models to keep them")
+            raise LalmbenchError(f"{task}: no per-item {metric} scores are kept in "
+                                 f"{item_scores_path(Path(run_dir), task)}; they are computed at the end of a run, "
+                                 "on a machine with the caption models")
         if answers is not all_answers:
             by_row = dict(zip(all_answers.row_ids(), item_scores))
             item_scores = [by_row[row] for row in answers.row_ids()]
@@ -575,4 +576,7 @@ def run_intervals(run_dir: str | Path, tasks: Sequence[TaskSpec], protocol: str 
         total = sum(weight for weight, _ in overall_parts)
         combined = sum(weight * values[:shortest] for weight, values in overall_parts) / total
         overall = percentile_interval(combined, level)
-    return RunConfidence(confidences, overall, level, resamples, seed, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("%.0f%% intervals of %d task(s) from %d clip resamples each: %.1f s", 100 * level, len(tasks), resamples,
+             seconds)
+    return RunConfidence(confidences, overall, level, resamples, seed, seconds)

@@ -179,7 +179,8 @@ def read_seed_group(run_dirs: list[Path]) -> Entry:
     return Entry(name=f"{runs[0].name} ({len(runs)} seeds)", source=source,
                  scores={t: statistics.fmean(run.scores[t] for run in runs) for t in common},
                  metrics=runs[0].metrics, notes=notes, protocol=runs[0].protocol, members=records,
-                 task_names=runs[0].task_names, spread={t: statistics.stdev(run.scores[t] for run in runs) for t in common})
+                 task_names=runs[0].task_names,
+                 spread={t: statistics.stdev(run.scores[t] for run in runs) for t in common})
 
 
 def baseline_entries() -> list[Entry]:
