@@ -151,7 +151,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return run_seeds_command(args.seeds, encoder=args.encoder, train=args.train, eval=args.eval,
                                  model_args=parse_json_arg(args.model_args, "--model-args"),
-                                 overrides=parse_json_arg(args.args, "--args"), output_dir=args.output_dir,
+                                 overrides=args.overrides, output_dir=args.output_dir,
                                  force=args.force, allow_download=not args.no_download, write_report=not args.no_report)
     if args.command == "run":
         from lalmbench.runner import run_command
