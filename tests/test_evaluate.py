@@ -99,12 +99,14 @@ def test_a_row_that_fails_to_decode_does_not_shift_the_references(demo_suite, mo
     longest = max(records, key=lambda r: r.meta["duration"])
     victim, victim_audio = longest.key, longest.audio
 
-    real_prepare = batches._prepare
+    real_prepare = batches.prepare_clip
 
-    def failing_prepare(job):  # decoding this one clip fails after its header looked fine
-        return "cannot decode audio: injected" if job[0] == victim_audio else real_prepare(job)
+    def failing_prepare(data, *args):  # decoding this one clip fails after its header looked fine
+        if data == victim_audio:
+            return batches.ClipFailure("undecodable audio", "cannot decode audio: injected")
+        return real_prepare(data, *args)
 
-    monkeypatch.setattr(batches, "_prepare", failing_prepare)
+    monkeypatch.setattr(batches, "prepare_clip", failing_prepare)
     decoder, tokenizer = load_decoder("tiny-random")
     model = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder), tokenizer)
     counter = BadDataCounter()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lalmbench.config import TrainConfig
+from lalmbench.data.batches import DataPosition, stream_batches
 from lalmbench.data.examples import BadDataCounter, ExampleRef
 from lalmbench.distributed import DistInfo, all_sum, barrier, gather_objects
 from lalmbench.errors import ConfigError, EncoderRuntimeError
@@ -169,10 +170,11 @@ class Trainer:
 
     `counter` is the one the stream counts into; the batch maker counts decode failures into its own when
     it hands a batch out. Both get ahead of the steps: the stream feeds workers that decode batches ahead,
-    and a step that fails has already taken its batches. So after each step `bad_data` is set from the
-    counts that go with its data position: the stream's when it produced the step's last batch, plus the
-    decode failures of the batches handed out. Checkpoints keep these; a run resumed from one reads again
-    from that position and counts nothing twice.
+    and a step that fails has already taken its batches. So after each step the bad data behind it is
+    taken from its data position (`batches.DataPosition`): the stream's counts when it produced the
+    step's last batch, the decode failures of the batches handed out, and `bad_data`, the two together
+    (judged for every batch, `batches.stream_batches`). Checkpoints keep both parts; a run resumed from
+    one restores them, reads again from that position and counts nothing twice.
     """
 
     def __init__(self, model, config: TrainConfig, run_dir: Path, dist_info: DistInfo, device: torch.device,
@@ -194,13 +196,17 @@ class Trainer:
                 find_unused_parameters=False)
         self.state = TrainState()
         self._snapshot = None  # data position after the last step
-        self.bad_data = counter.copy()  # bad data behind the batches of the steps so far (class docstring)
+        # Bad data behind the batches of the steps so far (class docstring): read, failed, both.
+        self._read, self._failed = counter.copy(), batch_maker.counter.copy()
+        self.bad_data = DataPosition(None, self._read, self._failed).account()
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         step = self.state.step
         data_states = gather_objects(self.dist, {"stream": _json_safe(self._snapshot),
-                                                 "bad_data": self.bad_data.as_dict()})
+                                                 "bad_data": self.bad_data.as_dict(),
+                                                 "read_bad_data": self._read.as_dict(),
+                                                 "failed_bad_data": self._failed.as_dict()})
         rng_states = gather_objects(self.dist, _rng_state())  # each rank's own (dropout differs per rank)
         path = self.run_dir / f"checkpoint-{step}"
         if self.dist.is_main:
@@ -237,7 +243,7 @@ class Trainer:
         if saved_world == self.dist.world:
             mine = data[self.dist.rank]
             self.stream.load_state_dict(mine["stream"])
-            self.counter.merge(BadDataCounter.from_dict(mine["bad_data"]))
+            self._restore_bad_data([mine])
             rng = torch.load(path / "rng.pt", weights_only=False)
             _set_rng_state(rng[self.dist.rank] if isinstance(rng, list) else rng)
         else:
@@ -247,13 +253,21 @@ class Trainer:
                         saved_world, self.dist.world, marker["step"])
             self.stream.reseed(marker["step"])
             if self.dist.is_main:  # the old ranks' bad-data counts go on in rank 0's
-                for entry in data:
-                    self.counter.merge(BadDataCounter.from_dict(entry["bad_data"]))
-        self.bad_data = self.counter.copy()
+                self._restore_bad_data(data)
+        self._read, self._failed = self.counter.copy(), self.batch_maker.counter.copy()
+        self.bad_data = DataPosition(None, self._read, self._failed).account()
         self.state.step = int(marker["step"])
         self.state.elapsed = float(marker.get("elapsed_seconds", 0.0))
         self._truncate_train_log(self.state.step)
         log.info("resumed from %s (step %d of %d)", path, self.state.step, self.config.max_steps)
+
+    def _restore_bad_data(self, entries: list[dict]) -> None:
+        """Saved ranks' counts go on in the stream's and the batch maker's counters, each in its own, so
+        the resumed run judges as the run it continues (a checkpoint that kept only the sum gives it to
+        the stream)."""
+        for entry in entries:
+            self.counter.merge(BadDataCounter.from_dict(entry.get("read_bad_data", entry["bad_data"])))
+            self.batch_maker.counter.merge(BadDataCounter.from_dict(entry.get("failed_bad_data", {})))
 
     def _truncate_train_log(self, step: int) -> None:
         path = self.run_dir / "train_log.csv"
@@ -265,16 +279,9 @@ class Trainer:
         atomic_write_text(path, "".join(",".join(row) + "\n" for row in kept))
 
     # -- the loop ---------------------------------------------------------------------------------------------
-    def _micro_batches(self) -> Iterator[tuple[dict, tuple[dict, BadDataCounter]]]:
-        """(micro-batch, (data position, the stream's bad-data counts at that position))."""
-        def groups():
-            while True:
-                examples = self.stream.next_batch()
-                yield examples, (self.stream.snapshot(), self.counter.copy())
-        for batch, position in self.batch_maker.iterate(groups()):
-            if batch is None:
-                continue
-            yield batch, position
+    def _micro_batches(self) -> Iterator[tuple[dict, DataPosition]]:
+        """(micro-batch, data position after it); stops the run when the bad-data account is over the limit."""
+        return stream_batches(self.stream, self.batch_maker, self.config.max_bad_fraction)
 
     def _step(self, micro_batches: list[dict]) -> tuple[float, float]:
         tokens = sum(len(t) for b in micro_batches for t in b["target_ids"])
@@ -345,9 +352,8 @@ class Trainer:
                         f"the encoder failed at step {self.state.step + 1}: {failure}. A checkpoint of step "
                         f"{self.state.step} was saved: the same command resumes from it once the cause is gone "
                         f"(an edited encoder file or other --model-args/--args start a new run).") from failure
-                self._snapshot, stream_counts = position
-                self.bad_data = stream_counts
-                self.bad_data.merge(self.batch_maker.counter)
+                self._snapshot, self._read, self._failed = position.snapshot, position.read, position.failed
+                self.bad_data = position.account()
                 self.state.step += 1
                 self.state.elapsed = time.perf_counter() - start
                 lr = self.scheduler.get_last_lr()[0]

@@ -4,6 +4,11 @@ A batch is a dict:
   audio [B, T] float32 (zero padded), audio_mask [B, T] long (1 = sample, 0 = padding),
   prompt_ids / target_ids: lists of token id lists (target ends with EOS in training),
   texts (reference strings), refs (ExampleRef, for error messages and resume).
+
+Bad data: a clip the decoder or the resampler rejects comes back as a `ClipFailure` and is counted when
+its batch is handed out, not when it is decoded ahead: the counts then cover the batches consumed,
+which a checkpoint's data position covers too. `stream_batches` puts these counts and the stream's
+together into one account per dataset and judges it for every training batch (examples.py).
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import concurrent.futures as futures
 import multiprocessing
 from collections import deque
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -20,13 +26,31 @@ from lalmbench.data.audio import AudioDecodeError, prepare_audio
 from lalmbench.data.examples import BadDataCounter, Example
 from lalmbench.threads import single_thread_worker
 
+if TYPE_CHECKING:
+    from lalmbench.data.mixture import TrainStream
 
-def _prepare(args: tuple[bytes, float | None, float | None, int, str]) -> np.ndarray | str:
-    data, fraction, crop, rate, protocol = args
+
+@dataclass(frozen=True)
+class ClipFailure:
+    """Why one clip could not be prepared: a bad-data reason and its message."""
+
+    reason: str
+    detail: str
+
+
+def prepare_clip(data: bytes, fraction: float | None, crop_seconds: float | None, sample_rate: int,
+                 protocol: str) -> np.ndarray | ClipFailure:
+    """One clip as the model reads it, or why not (bad data, counted by the caller)."""
     try:
-        return prepare_audio(data, fraction, crop, rate, protocol)
+        return prepare_audio(data, fraction, crop_seconds, sample_rate, protocol)
     except AudioDecodeError as exc:
-        return str(exc)
+        return ClipFailure("undecodable audio", str(exc))
+    except Exception as exc:  # e.g. a rate the resampler rejects: this clip is unusable, the run is not
+        return ClipFailure("unusable audio", f"cannot prepare audio: {type(exc).__name__}: {exc}")
+
+
+def _prepare(args: tuple[bytes, float | None, float | None, int, str]) -> np.ndarray | ClipFailure:
+    return prepare_clip(*args)
 
 
 def pad_audio(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,9 +93,9 @@ class BatchMaker:
     def _assemble(self, examples: list[Example], clips: list) -> dict | None:
         kept, audio = [], []
         for example, clip in zip(examples, clips):
-            if isinstance(clip, str):  # decoding failed after the header looked fine
-                self.counter.count_bad(example.ref.dataset, "undecodable audio", example.ref.shard,
-                                       f"{example.ref.key}: {clip}")
+            if isinstance(clip, ClipFailure):  # decoding failed after the header looked fine
+                self.counter.count_bad(example.ref.dataset, clip.reason, example.ref.shard,
+                                       f"{example.ref.key}: {clip.detail}")
                 continue
             kept.append(example)
             audio.append(clip)
@@ -110,3 +134,36 @@ class BatchMaker:
                 return
             examples, tag, clips = pending.popleft()
             yield self._assemble(examples, list(clips)), tag
+
+
+@dataclass
+class DataPosition:
+    """Where training data stands after a batch: the stream's snapshot, what the stream had read up to it
+    (`read`), and what failed in the batches handed out up to it (`failed`)."""
+
+    snapshot: dict
+    read: BadDataCounter
+    failed: BadDataCounter
+
+    def account(self) -> BadDataCounter:
+        """Everything unusable behind the batches so far, per dataset."""
+        total = self.read.copy()
+        total.merge(self.failed)
+        return total
+
+
+def stream_batches(stream: "TrainStream", maker: BatchMaker, max_bad_fraction: float
+                   ) -> Iterator[tuple[dict, DataPosition]]:
+    """Training batches, each with the data position after it. Every batch handed out is judged on the
+    whole account: what the stream skipped and what failed to decode (examples.py's rule). The stream
+    counts into `stream.counter`, the maker into `maker.counter`; a resumed run restores both."""
+    def groups():
+        while True:
+            examples = stream.next_batch()
+            yield examples, (stream.snapshot(), stream.counter.copy())
+
+    for batch, (snapshot, read) in maker.iterate(groups()):
+        position = DataPosition(snapshot, read, maker.counter.copy())
+        position.account().judge(max_bad_fraction)
+        if batch is not None:  # every clip of the group failed: counted, nothing to train on
+            yield batch, position

@@ -13,18 +13,25 @@ protocol:
     non-blank strings and numbers.
 Under both, a target that looks corrupted (the published heuristic, `looks_corrupted`) is skipped.
 
-Problems never pass silently: a record without audio or JSON, an unreadable audio header, a missing
-target field, corrupt text, or a truncated/corrupt tar is skipped and counted per dataset in
-`BadDataCounter` (audio that fails to decode after its header looked fine is counted by the batch
-maker). When more than `max_bad_fraction` of a dataset is unusable the run stops (DataError) naming the
-dataset, the counts, each problem with an example, the shards and what to do. When that is judged:
-  - during a pass over a training dataset (`check_partial`, after every shard and example): only once
-    max(100, 10 / max_bad_fraction) examples were seen (1000 at the default 1%: about 10 unusable ones
-    at the limit), so a few bad examples in a small first shard do not stop a dataset that is sound as
-    a whole. A plainly broken dataset (a wrong key, a wrong format) still stops early: when 50 or more
-    examples were read and none was usable, whatever the limit;
-  - at the end of a full pass over a training dataset, and of a test set (`check`): on everything
-    counted so far, whatever the number.
+Problems never pass silently. One account per dataset (`BadDataCounter`) holds everything unusable:
+what the reader skips (a record without audio or JSON, an unreadable audio header, a missing target
+field, corrupt text) and what the batch maker drops (audio that fails to decode after its header looked
+fine, in the main process or a loader worker). A damaged shard (cut short, a bad member header, corrupt
+gzip data) is not counted: the examples after the damage cannot be read, so nothing tells how many were
+lost. The run stops instead (DataError), naming the shard and how to fetch it again.
+
+When more than `max_bad_fraction` of a dataset is unusable the run stops (DataError) naming the
+dataset, the counts, each problem with an example, the shards and what to do (`BadDataCounter.judge`):
+  - while a dataset's first pass is under way (`check_partial`): only once max(100, 10 /
+    max_bad_fraction) examples were seen (1000 at the default 1%: about 10 unusable ones at the limit),
+    so a few bad examples in a small first shard do not stop a dataset that is sound as a whole. A
+    plainly broken dataset (a wrong key, a wrong format) still stops early: when 50 or more examples
+    were read and none was usable, whatever the limit;
+  - once a full pass over it was counted, and for a test set (`check`): on everything counted so far,
+    whatever the number.
+In training the reader judges what it read as it reads, and every batch handed to the trainer is judged
+on the whole account, decode failures included (`batches.stream_batches`). Both are restored from a
+checkpoint, so a resumed run judges exactly as the run it continues.
 """
 
 from __future__ import annotations
@@ -79,15 +86,21 @@ class Example:
 
 @dataclass
 class BadDataCounter:
-    """Per-dataset counts of skipped examples by reason, with one sample message per reason."""
+    """Per-dataset counts of skipped examples by reason, with one sample message per reason, and the
+    number of full passes the counts cover."""
 
     seen: Counter = field(default_factory=Counter)
     bad: dict = field(default_factory=lambda: defaultdict(Counter))
     samples: dict = field(default_factory=lambda: defaultdict(dict))
     shards: dict = field(default_factory=lambda: defaultdict(set))
+    passes: Counter = field(default_factory=Counter)
 
     def count_seen(self, dataset: str, n: int = 1) -> None:
         self.seen[dataset] += n
+
+    def count_pass(self, dataset: str) -> None:
+        """A full pass over `dataset` ended: from now on its fraction is judged whatever the count."""
+        self.passes[dataset] += 1
 
     def count_bad(self, dataset: str, reason: str, shard: str, detail: str) -> None:
         self.bad[dataset][reason] += 1
@@ -118,6 +131,15 @@ class BadDataCounter:
         if seen >= enough:
             self.check(dataset, max_fraction)
 
+    def judge(self, max_fraction: float) -> None:
+        """Every dataset by the rule of the moment: the whole count once a full pass was counted, else the
+        partial rule."""
+        for dataset in sorted(set(self.seen) | set(self.bad)):
+            if self.passes[dataset]:
+                self.check(dataset, max_fraction)
+            else:
+                self.check_partial(dataset, max_fraction)
+
     def _error(self, dataset: str, what: str, advice: str) -> DataError:
         reasons = "; ".join(f"{reason}: {count} (e.g. {self.samples[dataset][reason]})"
                             for reason, count in self.bad[dataset].items())
@@ -126,22 +148,29 @@ class BadDataCounter:
 
     def as_dict(self) -> dict:
         return {name: {"examples_seen": self.seen[name], "skipped": dict(self.bad.get(name, {})),
-                       "skipped_total": self.bad_total(name), "samples": dict(self.samples.get(name, {}))}
+                       "skipped_total": self.bad_total(name), "samples": dict(self.samples.get(name, {})),
+                       "full_passes": self.passes[name], "shards": sorted(self.shards.get(name, ()))}
                 for name in sorted(set(self.seen) | set(self.bad))}
 
     @classmethod
     def from_dict(cls, data: dict) -> "BadDataCounter":
-        """The inverse of as_dict (shard names are not kept there, so they come back empty)."""
+        """The inverse of as_dict."""
         counter = cls()
         for name, entry in data.items():
             counter.seen[name] = entry.get("examples_seen", 0)
             for reason, count in entry.get("skipped", {}).items():
                 counter.bad[name][reason] = count
             counter.samples[name].update(entry.get("samples", {}))
+            counter.passes[name] = entry.get("full_passes", 0)
+            counter.shards[name].update(entry.get("shards", ()))
         return counter
 
     def merge(self, other: "BadDataCounter") -> None:
+        """Add `other`'s counts. Passes are not added: counts that cover a full pass (of any part merged,
+        e.g. a rank's share) keep being judged as a whole."""
         self.seen.update(other.seen)
+        for name, passes in other.passes.items():
+            self.passes[name] = max(self.passes[name], passes)
         for name, counts in other.bad.items():
             self.bad[name].update(counts)
             for reason, detail in other.samples[name].items():
@@ -199,10 +228,23 @@ def _early_end(archive: tarfile.TarFile) -> str | None:
             return "a member header is damaged (bad checksum); the members after it cannot be read"
 
 
+def damaged_shard_error(shard: str, records_read: int, last_key: str | None, why: str) -> DataError:
+    """The error that stops a run on a damaged shard: which file, where it breaks, how to get it whole."""
+    where = (f"after {records_read} complete record(s), the last one {last_key!r}" if last_key is not None
+             else "before its first record")
+    return DataError(
+        f"shard {shard} is damaged {where}: {why}. The records after that point cannot be read and nothing "
+        "tells how many they are, so the run stops rather than go on without them. Delete the file and fetch "
+        "it again with `lalmbench download TASK` (the task or suite you ran; `lalmbench run` also fetches "
+        "missing shards unless --no-download is given); a local shard needs a complete copy. If a fresh "
+        "download is damaged too, leave the shard out of the task's `data` list.")
+
+
 def iter_records(shard: str | Path) -> Iterator[Record]:
-    """Records of one shard in tar order. A truncated or corrupt tar ends with a problem record."""
+    """Records of one shard in tar order. A damaged shard (truncated, a bad member header, corrupt gzip
+    data) raises DataError once the records before the damage were yielded (module docstring)."""
     shard = str(shard)
-    current_key, members = None, {}
+    current_key, members, finished, last_finished = None, {}, 0, None
     try:
         with tarfile.open(shard, mode="r|*") as archive:
             for member in archive:
@@ -213,7 +255,7 @@ def iter_records(shard: str | Path) -> Iterator[Record]:
                     continue
                 if current_key is not None and key != current_key:
                     yield _finish_record(shard, current_key, members)
-                    members = {}
+                    finished, last_finished, members = finished + 1, current_key, {}
                 current_key = key
                 handle = archive.extractfile(member)
                 members[ext] = handle.read() if handle is not None else b""
@@ -221,11 +263,8 @@ def iter_records(shard: str | Path) -> Iterator[Record]:
             if early_end is not None:
                 raise tarfile.ReadError(early_end)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        if current_key is not None and members:
-            yield _finish_record(shard, current_key, members)
-        yield Record(shard, current_key or "<start>", None, None, None,
-                     problem=f"truncated or corrupt shard after key {current_key!r}: {type(exc).__name__}: {exc}")
-        return
+        # The record being read when the damage came may have lost members: it is not handed out.
+        raise damaged_shard_error(shard, finished, last_finished, f"{type(exc).__name__}: {exc}") from exc
     if current_key is not None:
         yield _finish_record(shard, current_key, members)
 
@@ -297,8 +336,7 @@ def iter_examples(dataset: str, shard: str | Path, key: str | None, counter: Bad
             continue
         if record.problem is not None:
             counter.count_seen(dataset)
-            reason = "corrupt shard" if record.problem.startswith("truncated") else "bad record"
-            counter.count_bad(dataset, reason, str(shard), f"{Path(shard).name}:{record.key}: {record.problem}")
+            counter.count_bad(dataset, "bad record", str(shard), f"{Path(shard).name}:{record.key}: {record.problem}")
             continue
         texts = select_texts(record.meta, key, protocol)
         first_text = start_text if record_index == start_record else 0

@@ -16,7 +16,8 @@ its own records of every shard) and draws from its own RNG, so no example is rea
 
 Bad data is counted as the stream reads (`counter`) and checked by the rule in `examples.py`: during a
 pass after every shard and every example, at the end of a pass on the whole count. With several ranks
-each judges its own share.
+each judges its own share. What fails later, when a batch is decoded, joins this count in the account
+that `batches.stream_batches` judges for every batch handed out.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class TrainStream:
                 raise DataError(f"dataset {spec.name}: a full pass over its {len(self.shards[spec.name])} shard(s) "
                                 f"gave no usable example (rank {self.rank} of {self.world}). Check the shards and key "
                                 f"{spec.key!r}; bad data so far: {self.counter.as_dict().get(spec.name)}")
+            self.counter.count_pass(spec.name)
             self.counter.check(spec.name, self.max_bad_fraction)  # a full pass: the whole count
             epoch, shard_pos, start_record, start_text = epoch + 1, 0, 0, 0
             self.positions[spec.name] = (epoch, 0, 0, 0)
