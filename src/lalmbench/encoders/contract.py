@@ -1,8 +1,9 @@
-"""The encoder contract (PROTOCOL.md, "Encoder contract"), checked before any training.
+"""The encoder contract (docs/protocol.md, "What the encoder must be"), checked before any training.
 
 `validate_encoder` runs the official checker's checks and raises EncoderContractError naming the
-failed check, what was expected and what came back. `FrozenEncoder` wraps a valid encoder: eval mode,
-requires_grad False, no_grad, and the older one-tensor template adapted to (features, None).
+failed check, what was expected and what came back. `FrozenEncoder` wraps a valid encoder: requires_grad
+False, no_grad, and the older one-tensor template adapted to (features, None). Whether the encoder runs in
+train mode during training depends on the protocol (FrozenEncoder.follow_train_mode).
 """
 
 from __future__ import annotations
@@ -47,11 +48,16 @@ def call_encoder(encoder: nn.Module, audio: torch.Tensor, mask: torch.Tensor | N
 
 
 def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000, *,
-                     facts: dict | None = None) -> dict:
+                     facts: dict | None = None, keep_mode: bool = False) -> dict:
     """Run the official checks on `encoder`; return facts found (output_dim, frames) or raise.
 
     `facts`, when given, is filled as the checks go (arity, output type, shapes), so a caller that
     reports every check can show what was measured even when a later check raises.
+
+    The check's forward runs in eval mode, unless `keep_mode`: then in the mode the encoder is in, as
+    the published checker runs it when it builds the model (protocol official). A freshly built module
+    is in train mode, so its BatchNorm statistics take one update from the random input and its
+    dropout draws from the random generator, before training starts.
     """
     facts = {} if facts is None else facts
     if not isinstance(encoder, nn.Module):
@@ -78,7 +84,8 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000, 
     device = _first_param_device(encoder)
     audio = torch.randn(batch, samples, device=device)
     was_training = encoder.training
-    encoder.eval()
+    if not keep_mode:
+        encoder.eval()
     try:
         with torch.no_grad():
             output = encoder(audio, None) if arity == 2 else encoder(audio)
@@ -127,21 +134,52 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000, 
 
 
 class FrozenEncoder(nn.Module):
-    """A frozen view of a user's encoder: eval mode, no gradients, always (features, mask)."""
+    """A frozen view of a user's encoder: its weights never change, and it always returns (features, mask).
 
-    def __init__(self, encoder: nn.Module):
+    `follow_train_mode` decides what `train()` does to the encoder (AudioLLM sets it from the protocol):
+
+    - False (protocol corrected): the encoder stays in eval mode, so training sees the features that
+      evaluation sees.
+    - True (protocol official): the encoder follows the model into train mode, as in the published
+      system, whose trainer puts the whole model in train mode every step: dropout and layerdrop are
+      active, BatchNorm normalizes with batch statistics and updates its running statistics, and
+      evaluation (eval mode) uses the statistics training left. The weights still never change: no
+      gradients, no_grad. The buffers training changes are `mutable_state()`; checkpoints keep them.
+    """
+
+    def __init__(self, encoder: nn.Module, follow_train_mode: bool = False):
         super().__init__()
         self.inner = encoder
         self.output_dim = int(encoder.output_dim)
         self.arity = forward_arity(encoder)
+        self.follow_train_mode = follow_train_mode
         for parameter in self.inner.parameters():
             parameter.requires_grad_(False)
         self.inner.eval()
 
-    def train(self, mode: bool = True):  # the encoder never leaves eval mode
-        super().train(False)
-        self.inner.eval()
+    def train(self, mode: bool = True):
+        super().train(mode and self.follow_train_mode)
         return self
+
+    def mutable_state(self) -> dict[str, torch.Tensor]:
+        """The encoder tensors training may change (names within `inner`, live tensors, not copies).
+
+        With follow_train_mode: the encoder's persistent buffers (BatchNorm running statistics and
+        batch counters, and whatever else its train-mode forward updates). Otherwise nothing changes.
+        """
+        if not self.follow_train_mode:
+            return {}
+        parameters = {name for name, _ in self.inner.named_parameters()}
+        return {name: tensor for name, tensor in self.inner.state_dict(keep_vars=True).items()
+                if name not in parameters and isinstance(tensor, torch.Tensor)}
+
+    def copy_mutable_state(self) -> dict[str, torch.Tensor]:
+        return {name: tensor.detach().clone() for name, tensor in self.mutable_state().items()}
+
+    @torch.no_grad()
+    def load_mutable_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name, tensor in self.mutable_state().items():
+            tensor.copy_(state[name])
 
     @torch.no_grad()
     def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None):

@@ -1,22 +1,32 @@
-"""AudioLLM: frozen encoder -> Linear projector -> causal LM decoder with LoRA (PROTOCOL.md, "Model").
+"""AudioLLM: frozen encoder -> Linear projector -> causal LM decoder with LoRA (docs/protocol.md, "Model").
 
 Sequence per example: [projected audio frames, prompt tokens, target tokens, EOS]; loss only on the
-target tokens and EOS. Each row is packed: its valid audio frames (feature mask 1) followed directly by
-its text, padding only at the end (training) or the start (generation), with positions counted over
-valid tokens only. Attention ignores padded keys either way, so this computes what the published
-layout (all frames, mask in the middle) computes, while a clip's outputs no longer depend on how much
-padding its batch mates forced on it.
+target tokens and EOS, the mean over every target token of the batch. How a batch is laid out depends
+on the protocol:
+
+- official (the published model): each row is the batch's whole block of T'max projected frames (frames
+  the encoder masks stay in place, masked out of attention), then the right-padded text; positions
+  0..L-1, so every row's text starts at position T'max. A clip's loss therefore depends on how many
+  frames its batch mates have. The encoder follows the model into train mode (FrozenEncoder). For
+  generation the same frame block is followed by the prompt, and positions count valid tokens
+  (cumsum of the mask - 1), as Hugging Face `generate` derives them.
+- corrected: each row is packed: its valid audio frames (feature mask 1) followed directly by its text,
+  padding only at the end (training) or the start (generation), with positions counted over valid
+  tokens only, so a clip's outputs do not depend on its batch mates. The encoder stays in eval mode.
+
+With an encoder that returns no mask the two layouts are the same sequence. Generation gives the same
+tokens in both up to float rounding: attention ignores masked keys and positions count valid tokens.
 
 Loss logits are computed only where a label exists when `target_logits_only` is set (the default):
 the vocabulary projection over hundreds of audio frames is most of the memory, and skipping rows
 whose loss is ignored changes nothing else.
 
 Launch overhead (docs/speed.md): `compile_training` compiles the decoder layers for training; with
-`length_bucket` the packed length is rounded up to a multiple of it, so the compiled graph (and, with
+`length_bucket` the sequence length is rounded up to a multiple of it, so the compiled graph (and, with
 mode "reduce-overhead", its CUDA graph) is reused across batches instead of rebuilt per length. The
-extra positions are padding: no attention reaches them and they carry no label. `merged_lora` folds
-the LoRA products into the base weights for decoding (one matmul per layer instead of three) and puts
-the exact base weights back afterwards.
+extra positions are padding at the end: no attention reaches them and they carry no label. `merged_lora`
+folds the LoRA products into the base weights for decoding (one matmul per layer instead of three) and
+puts the exact base weights back afterwards.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lalmbench.config import DEFAULT_PROTOCOL, PROTOCOLS
 from lalmbench.encoders.contract import FrozenEncoder
+from lalmbench.errors import ConfigError
 
 IGNORE = -100
 
@@ -54,12 +66,22 @@ def _returned_cache(output):
 
 
 class AudioLLM(nn.Module):
-    def __init__(self, encoder: FrozenEncoder, decoder, tokenizer, target_logits_only: bool = True):
+    def __init__(self, encoder: FrozenEncoder, decoder, tokenizer, target_logits_only: bool = True,
+                 protocol: str = DEFAULT_PROTOCOL):
         super().__init__()
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        self.protocol = protocol
+        self.published_layout = protocol == "official"
+        encoder.follow_train_mode = protocol == "official"
         self.encoder = encoder
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.eos_id = int(tokenizer.eos_token_id)
+        # The published collate pads text with the tokenizer's pad token (EOS when unset); only a row's
+        # last prompt position can be a pad that matters (generation), and then its embedding does.
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else self.eos_id
         hidden = decoder.get_input_embeddings().embedding_dim
         self.projector = nn.Linear(encoder.output_dim, hidden)
         self.target_logits_only = target_logits_only
@@ -137,23 +159,32 @@ class AudioLLM(nn.Module):
                     layer.get_base_layer().weight.copy_(weight)  # ... so the saved weights go back
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().clone() for name, p in self.named_parameters() if p.requires_grad}
+        """What training changes: the trainable parameters (LoRA, projector) and, under protocol
+        official, the encoder's buffers its train-mode forwards update (BatchNorm statistics).
+        Checkpoints and final weights hold this, so resuming or reusing a run restores all of it."""
+        state = {name: p.detach().clone() for name, p in self.named_parameters() if p.requires_grad}
+        state.update({f"encoder.inner.{name}": tensor.detach().clone()
+                      for name, tensor in self.encoder.mutable_state().items()})
+        return state
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self.named_parameters())
-        missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+        expected = self.trainable_state_dict().keys()
+        missing = [name for name in expected if name not in state]
         if missing:
             raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[:3]}")
+        tensors = {**dict(self.named_buffers()), **dict(self.named_parameters())}
         with torch.no_grad():
             for name, value in state.items():
-                params[name].copy_(value)
+                tensors[name].copy_(value)
 
-    def audio_embeddings(self, batch: dict) -> list[torch.Tensor]:
-        """Projected valid audio frames of each example: a list of [frames_i, hidden].
+    def encoded_frames(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(projected frames [B, T', hidden], feature mask [B, T'] bool) of a batch, every frame kept.
 
-        An encoder that raises (out of memory included) or returns NaN/Inf on a valid frame raises
-        EncoderFailure naming the examples (shard, key, length): the rows that fail on their own, or
-        the rows whose valid frames are not finite.
+        An encoder that raises (out of memory included) or returns NaN/Inf on a frame the model attends
+        to raises EncoderFailure naming the examples (shard, key, length): the rows that fail on their
+        own, or the rows whose frames are not finite. The published layout feeds masked frames to the
+        decoder too (masked out of attention, but a NaN there still spreads), so under protocol official
+        every frame must be finite; under corrected only the valid ones.
         """
         from lalmbench.train import EncoderFailure
 
@@ -167,11 +198,22 @@ class AudioLLM(nn.Module):
             reason = f"the encoder raised {type(exc).__module__}.{type(exc).__qualname__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             raise EncoderFailure(reason, batch, self._failing_rows(batch)) from exc
         mask = mask.to(device).bool()
-        bad = (~(torch.isfinite(features).all(-1) | ~mask.to(features.device))).any(-1)
+        finite = torch.isfinite(features).all(-1)
+        if self.published_layout:
+            bad = (~finite).any(-1)
+            where = " (the published layout feeds padded frames to the decoder, protocol official)"
+        else:
+            bad = (~(finite | ~mask.to(features.device))).any(-1)
+            where = ""
         if bool(bad.any()):
-            raise EncoderFailure("the encoder returned NaN or Inf features", batch, bad.nonzero().flatten().tolist())
+            raise EncoderFailure(f"the encoder returned NaN or Inf features{where}", batch,
+                                 bad.nonzero().flatten().tolist())
         features = features.to(device=device, dtype=self.projector.weight.dtype)
-        projected = self.projector(features)
+        return self.projector(features), mask
+
+    def audio_embeddings(self, batch: dict) -> list[torch.Tensor]:
+        """Projected valid audio frames of each example: a list of [frames_i, hidden]."""
+        projected, mask = self.encoded_frames(batch)
         return [projected[row][mask[row]] for row in range(projected.shape[0])]
 
     def _failing_rows(self, batch: dict) -> list[int] | None:
@@ -198,15 +240,16 @@ class AudioLLM(nn.Module):
 
     # -- training -------------------------------------------------------------------------------------------
     def build_training_inputs(self, batch: dict):
+        """(input embeddings [B, L, hidden], attention mask [B, L], labels [B, L]) in the protocol's layout."""
+        if self.published_layout:
+            return self._published_inputs(batch, with_targets=True)
         audio = self.audio_embeddings(batch)
         rows, labels = [], []
         for frames, prompt, target in zip(audio, batch["prompt_ids"], batch["target_ids"]):
             text = self._text_embeddings(list(prompt) + list(target))
             rows.append(torch.cat([frames, text.to(frames.dtype)], dim=0))
             labels.append([IGNORE] * (frames.shape[0] + len(prompt)) + list(target))
-        longest = max(r.shape[0] for r in rows)
-        if self.length_bucket:
-            longest = math.ceil(longest / self.length_bucket) * self.length_bucket
+        longest = self._bucketed(max(r.shape[0] for r in rows))
         hidden = rows[0].shape[1]
         device = rows[0].device
         embeds = rows[0].new_zeros(len(rows), longest, hidden)
@@ -217,6 +260,37 @@ class AudioLLM(nn.Module):
             attention[i, : row.shape[0]] = 1
             label_tensor[i, : len(lab)] = torch.tensor(lab, dtype=torch.long, device=device)
         return embeds, attention, label_tensor
+
+    def _bucketed(self, length: int) -> int:
+        return math.ceil(length / self.length_bucket) * self.length_bucket if self.length_bucket else length
+
+    def _published_inputs(self, batch: dict, with_targets: bool):
+        """The published model's rows: [all T'max frames (masked ones in place) | right-padded text].
+
+        Text is prompt + target (+ EOS) for training, the prompt alone for generation; padding uses the
+        pad token's embedding, masked out of attention. Labels: the targets, at the positions the text
+        puts them (IGNORE elsewhere). Training lengths are rounded up to `length_bucket` at the end.
+        """
+        frames, frame_mask = self.encoded_frames(batch)
+        prompts = [list(p) for p in batch["prompt_ids"]]
+        targets = [list(t) for t in batch["target_ids"]] if with_targets else [[] for _ in prompts]
+        texts = [p + t for p, t in zip(prompts, targets)]
+        count, audio_length = frames.shape[0], frames.shape[1]
+        text_length = max(len(t) for t in texts)
+        length = self._bucketed(audio_length + text_length) if with_targets else audio_length + text_length
+        device = frames.device
+        ids = torch.full((count, length - audio_length), self.pad_id, dtype=torch.long, device=device)
+        attention = torch.zeros(count, length, dtype=torch.long, device=device)
+        attention[:, :audio_length] = frame_mask.long()
+        labels = torch.full((count, length), IGNORE, dtype=torch.long, device=device)
+        for row, (prompt, target) in enumerate(zip(prompts, targets)):
+            text = prompt + target
+            ids[row, : len(text)] = torch.tensor(text, dtype=torch.long, device=device)
+            attention[row, audio_length: audio_length + len(text)] = 1
+            start = audio_length + len(prompt)
+            labels[row, start: start + len(target)] = torch.tensor(target, dtype=torch.long, device=device)
+        text_embeds = self.decoder.get_input_embeddings()(ids).to(frames.dtype)
+        return torch.cat([frames, text_embeds], dim=1), attention, labels
 
     def loss_terms(self, batch: dict) -> tuple[torch.Tensor, int]:
         """(sum of token losses, number of target tokens) for a batch: the caller normalizes."""
@@ -245,17 +319,8 @@ class AudioLLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 150, repetition_penalty: float = 1.05) -> list[list[int]]:
         """Greedy decoding with a KV cache; each row stops at EOS and finished rows leave the batch."""
-        audio = self.audio_embeddings(batch)
-        rows = [torch.cat([frames, self._text_embeddings(list(prompt)).to(frames.dtype)], dim=0)
-                for frames, prompt in zip(audio, batch["prompt_ids"])]
-        count, longest, hidden = len(rows), max(r.shape[0] for r in rows), rows[0].shape[1]
-        device = rows[0].device
-        embeds = rows[0].new_zeros(count, longest, hidden)
-        attention = torch.zeros(count, longest, dtype=torch.long, device=device)
-        for i, row in enumerate(rows):  # left padding: every row's last token is at the end
-            embeds[i, longest - row.shape[0]:] = row
-            attention[i, longest - row.shape[0]:] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        embeds, attention, positions = self._generation_inputs(batch)
+        count, device = embeds.shape[0], embeds.device
         body, head = self._base
         embed = self.decoder.get_input_embeddings()
         cache_argument = _cache_argument(body)
@@ -264,7 +329,7 @@ class AudioLLM(nn.Module):
         generated: list[list[int]] = [[] for _ in range(count)]
         active = torch.arange(count, device=device)
         seen = torch.zeros(count, logits.shape[-1], dtype=torch.bool, device=device)
-        next_position = positions[:, -1] + 1
+        next_position = attention.sum(-1)  # the next token's position: the valid tokens before it
         for step in range(max_new_tokens):
             if repetition_penalty != 1.0 and step > 0:
                 penalized = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
@@ -288,6 +353,29 @@ class AudioLLM(nn.Module):
             cache, logits = _returned_cache(out), head(out.last_hidden_state[:, -1]).float()
             next_position = next_position + 1
         return generated
+
+    def _generation_inputs(self, batch: dict):
+        """(input embeddings, attention mask, position ids) of the prompts that generation continues.
+
+        official: the published rows, [T'max frames | prompt, right-padded], positions as Hugging Face
+        `generate` derives them (valid tokens counted, cumsum of the mask - 1; masked positions 1).
+        corrected: packed rows, [valid frames | prompt], left-padded so every row ends with its last token.
+        Both give each valid token the same position and attend to the same tokens.
+        """
+        if self.published_layout:
+            embeds, attention, _ = self._published_inputs(batch, with_targets=False)
+            positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
+            return embeds, attention, positions
+        audio = self.audio_embeddings(batch)
+        rows = [torch.cat([frames, self._text_embeddings(list(prompt)).to(frames.dtype)], dim=0)
+                for frames, prompt in zip(audio, batch["prompt_ids"])]
+        count, longest, hidden = len(rows), max(r.shape[0] for r in rows), rows[0].shape[1]
+        embeds = rows[0].new_zeros(count, longest, hidden)
+        attention = torch.zeros(count, longest, dtype=torch.long, device=embeds.device)
+        for i, row in enumerate(rows):  # left padding: every row's last token is at the end
+            embeds[i, longest - row.shape[0]:] = row
+            attention[i, longest - row.shape[0]:] = 1
+        return embeds, attention, (attention.cumsum(-1) - 1).clamp(min=0)
 
     def decode(self, token_lists: list[list[int]]) -> list[str]:
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_lists]
