@@ -224,7 +224,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     # -- encoder: loaded and validated before anything else is spent --------------------------------------------
     offline_if_unreachable()  # a model download with the hub unreachable fails now, not after minutes of retries
     encoder_module = load_encoder(encoder, model_args)
-    validate_encoder(encoder_module)
+    validate_encoder(encoder_module, keep_mode=config.protocol == "official")  # as the published checker
     encoder_name = encoder_display_name(encoder)
 
     identity = {"lalmbench": __version__, **encoder_identity(encoder, model_args),
@@ -257,7 +257,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     warn_if_slow_on_cpu(decoder, device, config.max_steps)
     torch.manual_seed(config.seed)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
-    model = AudioLLM(FrozenEncoder(encoder_module), decoder, tokenizer, config.target_logits_only).to(device)
+    model = AudioLLM(FrozenEncoder(encoder_module), decoder, tokenizer, config.target_logits_only,
+                     protocol=config.protocol).to(device)
     counter = BadDataCounter()  # what the run reports: training (every process's) and evaluation
     tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}},
                             config.protocol)

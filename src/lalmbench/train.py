@@ -5,7 +5,8 @@ One optimizer step consumes the global batch (4 by default): `accumulation` micr
 number one process computes on the whole batch, so scores stay comparable across world sizes.
 
 Checkpoints are directories `checkpoint-<step>` in the run directory, built under a temporary name and
-renamed into place, each ending with a `checkpoint.json` marker: trainable weights (LoRA + projector),
+renamed into place, each ending with a `checkpoint.json` marker: trainable weights (LoRA + projector;
+under protocol official also the encoder buffers its train-mode forwards update, BatchNorm statistics),
 optimizer, scheduler, RNG states and every rank's data position. Resuming from one continues the exact
 run: in deterministic mode the final weights equal those of an uninterrupted run.
 """
@@ -343,9 +344,13 @@ class Trainer:
                 for _ in range(self.accumulation):
                     batch, position = next(micro)
                     batches.append(batch)
+                # Under protocol official a step's encoder forwards update BatchNorm statistics; a failed
+                # step must not leave them in the checkpoint saved for step N.
+                encoder_before = self.model.encoder.copy_mutable_state()
                 try:
                     loss, grad_norm = self._step(batches)
                 except EncoderFailure as failure:
+                    self.model.encoder.load_mutable_state(encoder_before)
                     self.optimizer.zero_grad(set_to_none=True)
                     self.save_checkpoint()
                     raise EncoderRuntimeError(
