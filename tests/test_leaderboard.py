@@ -19,19 +19,20 @@ METRICS = {"esc-50": "Accuracy", "gtzan": "Accuracy", "clotho": "FENSE", "libris
 
 
 def make_run(root: Path, encoder: str, scores: dict[str, float], train_config: str = "task1",
-             completed: bool = True, summary: bool = True, protocol: str = "official") -> Path:
-    run_dir = root / train_config / encoder
+             completed: bool = True, summary: bool = True, protocol: str = "official", limit: int | None = None,
+             directory: str | None = None) -> Path:
+    run_dir = root / train_config / (directory or encoder)
     run_dir.mkdir(parents=True)
     rows = ["Task\tscore\tweight"] + [f"eval_{task}\t{value}\t1" for task, value in scores.items()]
     overall = sum(scores.values()) / len(scores)
     rows.append(f"Overall\t{overall}\t{len(scores)}")
     (run_dir / "scores.tsv").write_text("\n".join(rows) + "\n")
     if summary:
-        tasks = {f"eval_{task}": {"metric": METRICS[task], "metric_args": {}, "score": value, "weight": 1,
-                                  "num_examples": 10} for task, value in scores.items()}
+        tasks = {f"eval_{task}": {"metric": METRICS.get(task, "Accuracy"), "metric_args": {}, "score": value,
+                                  "weight": 1, "num_examples": 10} for task, value in scores.items()}
         (run_dir / "run_summary.json").write_text(json.dumps(
             {"encoder_name": encoder, "train_config": train_config, "tasks": tasks, "overall": overall,
-             "protocol": protocol}))
+             "protocol": protocol, "partial": None if limit is None else {"limit": limit}}))
     if completed:
         (run_dir / "COMPLETED").write_text("{}")
     return run_dir
@@ -76,9 +77,32 @@ def test_all_runs_tie_gives_one(tmp_path):
     assert [r["A"].rank for r in board.results] == [1, 1]
 
 
-def test_missing_task_is_flagged_not_dropped(three_runs, tmp_path):
+def test_runs_scored_on_other_tasks_get_a_board_of_their_own(three_runs, tmp_path):
+    other = make_run(tmp_path, "EncD", {"esc-50": 0.80, "clotho": 0.25})
+    found = leaderboard.leaderboard_tables([str(p) for p in three_runs] + [str(other)])
+    assert [board.title for board in found.boards] == ["3 tasks: clotho, esc-50, gtzan", "2 tasks: clotho, esc-50"]
+    first, second = found.boards
+    assert [e.name for e in first.entries] == ["EncA", "EncB", "EncC"] and [e.name for e in second.entries] == ["EncD"]
+    # The three runs are ranked as without EncD (test_hand_computed_ranking); EncD alone ties with itself.
+    assert [first.results[i]["A"].rank for i in range(3)] == [2, 1, 3]
+    assert second.results[0]["A"].rank == 1 and second.normalized[0] == {"esc-50": 1.0, "clotho": 1.0}
+    assert "2 different sets of tasks" in found.notes[0]
+    markdown = leaderboard.set_to_markdown(found)
+    assert "## Board 1: scored on 3 tasks: clotho, esc-50, gtzan" in markdown
+    assert "## Board 2: scored on 2 tasks: clotho, esc-50" in markdown and "### Track A" in markdown
+    rows = list(csv.DictReader(io.StringIO(leaderboard.set_to_csv(found))))
+    assert [(row["board"], row["encoder"], row["track_A_rank"]) for row in rows] == [
+        ("3 tasks: clotho, esc-50, gtzan", "EncB", "1"), ("3 tasks: clotho, esc-50, gtzan", "EncA", "2"),
+        ("3 tasks: clotho, esc-50, gtzan", "EncC", "3"), ("2 tasks: clotho, esc-50", "EncD", "1")]
+    assert rows[3]["gtzan_raw"] == "" and rows[3]["esc-50_normalized"] == "1.000000"
+    with pytest.raises(LalmbenchError, match="need separate boards"):
+        leaderboard.leaderboard_table([str(p) for p in three_runs] + [str(other)])
+
+
+def test_build_leaderboard_flags_an_entry_missing_a_task(three_runs, tmp_path):
+    # The library function still takes entries of different tasks (the command never gives it any).
     partial = make_run(tmp_path, "EncD", {"esc-50": 0.80, "clotho": 0.25})
-    board = leaderboard.leaderboard_table([str(p) for p in three_runs] + [str(partial)])
+    board = leaderboard.build_leaderboard([leaderboard.read_run(p) for p in three_runs + [partial]])
     index = _by_name(board)
     result = board.results[index["EncD"]]["A"]
     # esc-50 is still normalized over 0.40..0.80: EncD 1.0; it has no gtzan, so its Track A mean is 1.0.
@@ -88,18 +112,38 @@ def test_missing_task_is_flagged_not_dropped(three_runs, tmp_path):
     assert "EncD *" in markdown and "missing" in markdown and "Track A misses gtzan" in markdown
 
 
-def test_baselines_match_prefixed_task_names(tmp_path):
-    run = make_run(tmp_path, "Mine", {"esc-50": 0.755})
-    board = leaderboard.leaderboard_table([str(run)], baselines=True)
+def test_baselines_stand_beside_runs_of_their_suite_only(tmp_path):
+    # Mine has Dasheng's published task1 scores, except esc-50: 0.695, halfway between Whisper (0.635)
+    # and Dasheng (0.755).
+    task1 = {task: PUBLISHED_BASELINES["Dasheng-base"][task] for task in TRACK_A_TASKS}
+    mine = make_run(tmp_path, "Mine", {**task1, "esc-50": 0.695})
+    synthetic = make_run(tmp_path, "Synth", {"synth_tones": 0.99, "mystery": 0.9}, train_config="demo")
+    quick = make_run(tmp_path, "Quick", task1, limit=5, directory="Quick/limit-5")
+    found = leaderboard.leaderboard_tables([str(tmp_path)], baselines=True)
+    by_title = {board.title: board for board in found.boards}
+    assert set(by_title) == {"suite task1 (15 tasks)", "2 tasks: mystery, synth_tones",
+                             "suite task1 (15 tasks); partial, first 5 test examples per task (--limit 5)"}
+    board = by_title["suite task1 (15 tasks)"]
     index = _by_name(board)
     assert set(index) == {"Mine", "Dasheng-base (published)", "Whisper-base (published)"}
-    # esc-50: Dasheng 0.755 (max), Whisper 0.635 (min): Mine 1.0 like Dasheng, Whisper 0.
-    assert board.normalized[index["Mine"]]["esc-50"] == pytest.approx(1.0)
-    assert board.normalized[index["Whisper-base (published)"]]["esc-50"] == pytest.approx(0.0)
-    assert board.tracks["A"] == sorted(TRACK_A_TASKS) and board.tracks["B"] == sorted(TRACK_B_TASKS)
-    mine = board.results[index["Mine"]]
-    assert mine["A"].tasks_present == 1 and len(mine["A"].missing) == 14
-    assert mine["B"].rank is None and mine["B"].score is None  # no task2 task: not ranked in Track B
+    # Beside a task1 run the baselines keep their task1 scores only: no Track B.
+    assert board.tracks == {"A": sorted(TRACK_A_TASKS), "B": []}
+    assert board.normalized[index["Mine"]]["esc-50"] == pytest.approx(0.5)
+    # Dasheng beats Whisper on 6 of the 15 tasks (cremad, esc-50, fluentspeechcommands, nsynth,
+    # urbansound8k, voxceleb1): Dasheng 6/15 = 0.4, Whisper 9/15 = 0.6, Mine 5.5/15.
+    scores = {name: board.results[i]["A"].score for name, i in index.items()}
+    assert scores == pytest.approx({"Whisper-base (published)": 0.6, "Dasheng-base (published)": 0.4,
+                                    "Mine": 5.5 / 15})
+    assert [board.entries[i].name for i in board.ranked("A")] == ["Whisper-base (published)",
+                                                                  "Dasheng-base (published)", "Mine"]
+    # A synthetic run and a partial evaluation are never ranked beside the baselines, even when better.
+    for title in ("2 tasks: mystery, synth_tones",
+                  "suite task1 (15 tasks); partial, first 5 test examples per task (--limit 5)"):
+        assert [e.name for e in by_title[title].entries] == ["Synth" if "synth" in title else "Quick"]
+        assert title in found.notes[1]
+    assert "not beside runs scored on" in found.notes[1]
+    assert "partial evaluation: first 5 test examples per task (--limit 5)" in by_title[
+        "suite task1 (15 tasks); partial, first 5 test examples per task (--limit 5)"].entries[0].notes
 
 
 def test_baseline_data_matches_protocol():
@@ -121,13 +165,51 @@ def test_tracks_for_custom_tasks_follow_the_metric(tmp_path):
 
 def test_names_from_summary_or_directory_and_disambiguated(tmp_path):
     first = make_run(tmp_path, "Enc", {"esc-50": 0.5}, train_config="task1")
-    second = make_run(tmp_path, "Enc", {"esc-50": 0.6}, train_config="esc50_only", completed=False)
+    second = make_run(tmp_path, "Enc", {"esc-50": 0.6}, train_config="esc50_only")
     bare = make_run(tmp_path, "dir_named", {"esc-50": 0.7}, summary=False)  # no protocol recorded
     board = leaderboard.leaderboard_table([str(first), str(second), str(bare)], mixed_protocols=True)
     names = [entry.name for entry in board.entries]
     assert names[2] == "dir_named"
     assert names[0] != names[1] and names[0].startswith("Enc [") and str(first) in names[0]
-    assert "run not marked COMPLETED" in board.entries[1].notes
+
+
+def test_unfinished_runs_are_skipped_with_a_note(tmp_path):
+    done = make_run(tmp_path, "Done", {"esc-50": 0.5})
+    stopped = make_run(tmp_path, "Stopped", {"esc-50": 0.9}, completed=False)  # scores.tsv, no COMPLETED
+    training = tmp_path / "task1" / "Training"  # started: identity and checkpoints, nothing scored yet
+    (training / "checkpoint-200").mkdir(parents=True)
+    (training / "run_identity.json").write_text("{}")
+    quick = make_run(tmp_path, "Quick", {"esc-50": 0.7}, limit=3, directory="Quick/limit-3")
+    (quick.parent / "run_identity.json").write_text("{}")  # trained, only evaluated with --limit 3
+    group = tmp_path / "task1" / "Enc-seeds"
+    seeds = [make_run(group, "Enc", {"esc-50": 0.6}, train_config=".", directory=f"seed-{s}",
+                      completed=s == 42) for s in (42, 43)]
+    (group / "seed_group.json").write_text(json.dumps({"runs": [seed.name for seed in seeds]}))
+    # As a shell glob passes them (task1/*) and as a parent directory: the same runs are skipped.
+    for paths in ([str(p) for p in sorted((tmp_path / "task1").iterdir())], [str(tmp_path / "task1")]):
+        found = leaderboard.leaderboard_tables(paths)
+        assert [[e.name for e in board.entries] for board in found.boards] == (
+            [["Done"]] if len(paths) > 1 else [["Done"], ["Quick"]])  # the parent also holds Quick/limit-3
+        assert sorted(found.skipped) == sorted([
+            f"{stopped}: no COMPLETED marker (the run stopped before it finished)",
+            f"{training}: no scores.tsv (training or evaluation not finished)",
+            f"{quick.parent}: no scores.tsv (training or evaluation not finished); it holds the partial "
+            "evaluation(s) limit-3: pass that directory to rank it",
+            f"seed group {group}: seed-43: no COMPLETED marker (the run stopped before it finished)"])
+    assert "Skipped, not finished:" in leaderboard.set_to_markdown(found)
+    assert done in [Path(e.source) for e in found.boards[0].entries]
+    with pytest.raises(LalmbenchError, match="no finished run to rank; skipped:\n  .*Stopped"):
+        leaderboard.leaderboard_tables([str(stopped)])
+
+
+def test_command_prints_and_writes_files_only_into_output_dir(three_runs, tmp_path, capsys, monkeypatch):
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert leaderboard.leaderboard_command([str(tmp_path / "task1")], baselines=False, resamples=0) == 0
+    captured = capsys.readouterr()
+    assert "| 1 | EncB | 0.750 | 2/2 |" in captured.out and "--output-dir" in captured.err
+    assert list(here.iterdir()) == []  # nothing written unasked
 
 
 def test_command_writes_csv_and_markdown(three_runs, tmp_path, capsys):
@@ -138,6 +220,7 @@ def test_command_writes_csv_and_markdown(three_runs, tmp_path, capsys):
     assert "Track A" in printed and "EncB" in printed
     rows = list(csv.DictReader(open(out / "leaderboard.csv")))
     assert [row["encoder"] for row in rows] == ["EncB", "EncA", "EncC"]
+    assert {row["board"] for row in rows} == {"3 tasks: clotho, esc-50, gtzan"}
     assert rows[0]["track_A_rank"] == "1" and float(rows[0]["track_A_score"]) == pytest.approx(0.75)
     assert float(rows[1]["esc-50_raw"]) == 0.8 and float(rows[2]["gtzan_normalized"]) == pytest.approx(0.5)
     markdown = (out / "leaderboard.md").read_text()
@@ -145,11 +228,15 @@ def test_command_writes_csv_and_markdown(three_runs, tmp_path, capsys):
 
 
 def test_errors_name_the_path(tmp_path):
-    with pytest.raises(LalmbenchError, match="no scores.tsv"):
+    with pytest.raises(LalmbenchError, match="nothing does not exist"):
         leaderboard.leaderboard_table([str(tmp_path / "nothing")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LalmbenchError, match="empty is not a run directory"):
+        leaderboard.leaderboard_table([str(tmp_path / "empty")])
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "scores.tsv").write_text("a,b\n1,2\n")
+    (bad / "COMPLETED").write_text("{}")
     with pytest.raises(LalmbenchError, match="not a lalmbench scores file"):
         leaderboard.leaderboard_table([str(bad)])
     with pytest.raises(LalmbenchError, match="no runs"):
@@ -162,8 +249,9 @@ def test_runs_of_different_protocols_are_not_ranked_together(tmp_path):
     with pytest.raises(LalmbenchError,
                        match=r"different protocols \(corrected: EncB; official: EncA\).*--mixed-protocols"):
         leaderboard.leaderboard_table([str(official), str(corrected)])
+    task1 = make_run(tmp_path, "EncT", {task: 0.5 for task in TRACK_A_TASKS}, protocol="corrected")
     with pytest.raises(LalmbenchError, match="published baselines are official"):
-        leaderboard.leaderboard_table([str(corrected)], baselines=True)
+        leaderboard.leaderboard_table([str(task1)], baselines=True)
     board = leaderboard.leaderboard_table([str(official), str(corrected)], mixed_protocols=True)
     assert [r["A"].rank for r in board.results] == [1, 2]
     assert "Protocols are mixed" in leaderboard.to_markdown(board)
@@ -227,9 +315,11 @@ def test_runs_without_kept_answers_are_held_fixed(tmp_path):
 
 
 def test_published_baselines_take_part_in_the_resampling(tmp_path):
-    run = write_run(tmp_path, "Mine", {"esc-50": {"metric": "Accuracy", "rows": _classification(3, 4)}})
+    run = write_run(tmp_path, "Mine", {f"eval_{task}": {"metric": "Accuracy", "rows": _classification(3, 4)}
+                                       for task in TRACK_A_TASKS})
     board = leaderboard.leaderboard_table([str(run)], baselines=True, resamples=100)
-    assert all(s.get("A") is not None for s in board.stability) and board.resamples == 100
+    assert len(board.entries) == 3 and board.resamples == 100
+    assert all(s.get("A") is not None for s in board.stability)
     assert "Held at their raw scores" not in leaderboard.to_markdown(board)  # fixed by nature, not flagged
 
 

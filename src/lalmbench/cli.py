@@ -7,7 +7,7 @@
     lalmbench download SUITE|TASK...
     lalmbench bench [--quick] [--device cpu|cuda] [--compile|--no-compile] [--steps N]
     lalmbench report RUN_DIR
-    lalmbench leaderboard RUN_DIR... [--baselines] [--mixed-protocols]
+    lalmbench leaderboard RUN_DIR... [--baselines] [--mixed-protocols] [--output-dir DIR]
     lalmbench compare RUN_A RUN_B | RUN_A... --vs RUN_B...
     lalmbench new-encoder DIR
     lalmbench package DIR [--include-weights]
@@ -106,10 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write an HTML report (and PNGs) for a run directory")
     report.add_argument("run_dir", help="a run directory holding scores.tsv")
 
-    board = commands.add_parser("leaderboard", help="rank runs the way the challenge ranks them")
-    board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with scores.tsv)")
-    board.add_argument("--baselines", action="store_true", help="add the published Dasheng-base and Whisper-base rows")
-    board.add_argument("--output-dir", default=".", metavar="DIR", help="where leaderboard.csv and leaderboard.md go (default: .)")
+    board = commands.add_parser(
+        "leaderboard", help="rank runs the way the challenge ranks them",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Only runs scored on the same tasks (and the same --limit) are ranked together; runs of another task\n"
+               "set get a board of their own. Unfinished runs (no scores.tsv or COMPLETED) are skipped with a note.")
+    board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                       help="run directories, seed-group directories, or directories above them")
+    board.add_argument("--baselines", action="store_true",
+                       help="add the published Dasheng-base and Whisper-base rows beside runs scored on task1, task2 or all")
+    board.add_argument("--output-dir", default=None, metavar="DIR",
+                       help="also write leaderboard.csv and leaderboard.md there (default: print only)")
     board.add_argument("--mixed-protocols", action="store_true",
                        help="rank runs of different protocols together (refused by default: their scores differ by protocol)")
     board.add_argument("--resamples", type=int, default=1000, metavar="N",

@@ -1,18 +1,28 @@
-"""The challenge ranking over several runs (PROTOCOL.md, "Ranking in the challenge").
+"""The challenge ranking over several runs (docs/protocol.md, "Ranking in the challenge").
 
-Flow: each run directory's scores.tsv (+ run_summary.json for the encoder name and metrics) becomes an
-`Entry`; `--baselines` adds the published Dasheng-base and Whisper-base rows. `build_leaderboard`
-maps every task's raw score linearly onto [0, 1] across the entries that have it (worst 0, best 1)
-and averages the normalized scores per track: Track A = the task1 classification tasks, Track B = the
-task2 open-ended tasks (tasks outside both suites join a track by their metric). Each track is ranked
-on its own; the tables are printed and written as leaderboard.csv and leaderboard.md.
+Flow: the paths given -> the finished run directories and seed groups in or below them (`collect_runs`;
+an unfinished one, without scores.tsv or COMPLETED, is skipped with a note) -> each becomes an `Entry`
+(scores.tsv + run_summary.json for the encoder name, metrics and whether the evaluation was partial)
+-> entries are split into boards by what they were scored on: the same set of tasks, and the same
+`--limit` (a partial evaluation is never ranked beside a full one) -> `--baselines` adds the published
+Dasheng-base and Whisper-base rows to a board whose task set is a published suite's (task1, task2 or
+all), with their scores on that suite's tasks only -> per board, `build_leaderboard` maps every task's
+raw score linearly onto [0, 1] across the entries that have it (worst 0, best 1) and averages the
+normalized scores per track: Track A = the task1 classification tasks, Track B = the task2 open-ended
+tasks (tasks outside both suites join a track by their metric). Each track is ranked on its own; the
+tables are printed, and written as leaderboard.csv and leaderboard.md only into `--output-dir`.
+
+Why boards: the normalization puts every entry on the scale of the others, so entries scored on other
+tasks (a 3-task synthetic run beside baselines scored on 15 other tasks) would be ranked by numbers that
+measure different things. Runs of another task set are listed in a board of their own, with a note.
 
 Rules the protocol leaves open, fixed here:
 - A task where every entry has the same raw score (or only one entry has it) normalizes to 1.0 for
   all of them: nobody did worse than anybody else.
-- An entry that misses some of a track's tasks (tasks another entry has) keeps the mean over the
-  tasks it has, is flagged, and lists what it misses; it is still ranked, since dropping it would
-  hide it. An entry with none of a track's tasks is not ranked in that track.
+- `build_leaderboard` itself accepts entries with different tasks (a library caller's choice): an entry
+  that misses some of a track's tasks keeps the mean over the tasks it has, is flagged, and lists what
+  it misses. An entry with none of a track's tasks is not ranked in that track. The command never
+  builds such a board (boards hold one task set).
 - Equal track means share a rank (1, 1, 3).
 
 Seed groups: a seed-group directory (`lalmbench run --seeds N`) is one entry; its raw score on a task is
@@ -35,6 +45,7 @@ import csv
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +57,7 @@ from lalmbench.report.baselines import PUBLISHED_BASELINES, task_key, track_of
 from lalmbench.report.confidence import (DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL, clip_index, predictions_path,
                                          read_answers, resample_scores, resamples_for, run_task_statistic,
                                          task_rng)
-from lalmbench.report.run_groups import (UNRECORDED, RunRecord, check_same_identity, read_record,
-                                         seed_groups_below)
+from lalmbench.report.run_groups import SEED_GROUP_FILE, UNRECORDED, RunRecord, check_same_identity, read_record
 
 TRACKS = ("A", "B")
 TRACK_TITLES = {"A": "Track A (classification, task1)", "B": "Track B (open-ended, task2)"}
@@ -69,6 +79,11 @@ class Entry:
     members: list[RunRecord] = field(default_factory=list)  # the runs behind it (several for a seed group)
     task_names: dict[str, str] = field(default_factory=dict)  # task key -> eval task name (its predictions file)
     spread: dict[str, float] = field(default_factory=dict)  # task key -> standard deviation over the seeds
+    partial: dict | None = None  # run_summary.json "partial" ({"limit": N}) of a `run --limit` evaluation
+
+    def scored_on(self) -> tuple[frozenset[str], int | None]:
+        """What the entry's scores measure: its tasks and the --limit of its evaluation (None: full)."""
+        return frozenset(self.scores), (self.partial or {}).get("limit")
 
 
 @dataclass
@@ -97,6 +112,7 @@ class Leaderboard:
     stability: list[dict[str, RankStability]] | None = None  # per entry: track -> rank stability
     resamples: int = 0
     notes: list[str] = field(default_factory=list)  # about the whole board (mixed protocols, fixed scores)
+    title: str = ""  # what its entries were scored on (several boards: each has its own)
 
     def ranked(self, track: str) -> list[int]:
         """Entry indices of `track`, best first; entries without the track's tasks last."""
@@ -134,6 +150,7 @@ def read_run(run_dir: str | Path) -> Entry:
                              "(<output_dir>/<train config>/<encoder>/)")
     scores = _read_scores_tsv(scores_path)
     name, metrics, notes, task_names, protocol, members = run_dir.name, {}, [], {}, UNRECORDED, []
+    partial = None
     summary_path = run_dir / "run_summary.json"
     if summary_path.is_file():
         try:
@@ -151,10 +168,17 @@ def read_run(run_dir: str | Path) -> Entry:
             notes.append(f"train config {summary['train_config']}")
         if summary.get("tasks"):
             members = [read_record(run_dir)]
+        partial = summary.get("partial") if isinstance(summary.get("partial"), dict) else None
+        if partial:
+            notes.append(f"partial evaluation: {partial_text(partial)}")
     if not (run_dir / "COMPLETED").exists():
         notes.append("run not marked COMPLETED")
     return Entry(name=name, source=str(run_dir), scores=scores, metrics=metrics, notes=notes, protocol=protocol,
-                 members=members, task_names=task_names)
+                 members=members, task_names=task_names, partial=partial)
+
+
+def partial_text(partial: dict) -> str:
+    return f"first {partial.get('limit')} test examples per task (--limit {partial.get('limit')})"
 
 
 def read_seed_group(run_dirs: list[Path]) -> Entry:
@@ -169,6 +193,10 @@ def read_seed_group(run_dirs: list[Path]) -> Entry:
         raise LalmbenchError(f"a seed group needs run_summary.json in every run; {', '.join(map(str, run_dirs))} "
                              "are not all finished runs")
     check_same_identity(records, f"seed group of {records[0].name}")
+    if len({json.dumps(run.partial, sort_keys=True) for run in runs}) > 1:
+        raise LalmbenchError(f"the runs of the seed group in {Path(run_dirs[0]).parent} were evaluated on different "
+                             f"test examples ({', '.join(str(run.partial or 'full') for run in runs)}); a group's "
+                             "seeds must be scored alike")
     common = [task for task in runs[0].scores if all(task in run.scores for run in runs)]
     parents = {Path(run_dir).parent for run_dir in run_dirs}
     source = str(parents.pop()) if len(parents) == 1 else ", ".join(map(str, run_dirs))
@@ -180,12 +208,171 @@ def read_seed_group(run_dirs: list[Path]) -> Entry:
                  scores={t: statistics.fmean(run.scores[t] for run in runs) for t in common},
                  metrics=runs[0].metrics, notes=notes, protocol=runs[0].protocol, members=records,
                  task_names=runs[0].task_names,
-                 spread={t: statistics.stdev(run.scores[t] for run in runs) for t in common})
+                 spread={t: statistics.stdev(run.scores[t] for run in runs) for t in common}, partial=runs[0].partial)
 
 
-def baseline_entries() -> list[Entry]:
-    return [Entry(name=f"{name} (published)", source="published baseline", scores=dict(scores),
+def baseline_entries(tasks: frozenset[str] | None = None) -> list[Entry]:
+    """The published rows, with their scores on `tasks` only (None: all 20)."""
+    return [Entry(name=f"{name} (published)", source="published baseline",
+                  scores={t: v for t, v in scores.items() if tasks is None or t in tasks},
                   protocol=BASELINE_PROTOCOL) for name, scores in PUBLISHED_BASELINES.items()]
+
+
+# -- which directories are ranked ---------------------------------------------------------------------------------
+RUN_MARKERS = ("scores.tsv", "run_identity.json", "training_complete.json")  # files only a run directory holds
+
+
+def unfinished_reason(run_dir: Path) -> str | None:
+    """Why a run directory cannot be ranked yet; None when it can."""
+    if not (run_dir / "scores.tsv").is_file():
+        partial = sorted(p.parent.name for p in run_dir.glob("limit-*/scores.tsv"))
+        hint = (f"; it holds the partial evaluation(s) {', '.join(partial)}: pass that directory to rank it"
+                if partial else "")
+        return f"no scores.tsv (training or evaluation not finished){hint}"
+    if not (run_dir / "COMPLETED").is_file():
+        return "no COMPLETED marker (the run stopped before it finished)"
+    return None
+
+
+def _seed_group_members(group_dir: Path) -> list[Path]:
+    try:
+        runs = json.loads((group_dir / SEED_GROUP_FILE).read_text(encoding="utf-8")).get("runs") or []
+    except (OSError, ValueError, AttributeError) as exc:
+        raise LalmbenchError(f"{group_dir / SEED_GROUP_FILE} is not readable ({exc}); the seed group is damaged") from exc
+    return [group_dir / run for run in runs]
+
+
+def collect_runs(paths: list[str | Path]) -> tuple[list[list[Path]], list[str]]:
+    """The entries to rank (each a list of run directories: one run, or a seed group's runs) and a note for
+    every unfinished run or seed group skipped. A path is a run directory, a seed-group directory
+    (`run --seeds`), or any directory: then every run and seed group below it. A seed group's runs are
+    not entries of their own (also runs it no longer lists, e.g. one moved aside by --force)."""
+    entries: list[list[Path]] = []
+    skipped: list[str] = []
+    seen: set[Path] = set()
+
+    def add(members: list[Path]) -> None:
+        key = {member.resolve() for member in members}
+        if not key & seen:
+            entries.append(members)
+            seen.update(key)
+
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise LalmbenchError(f"{path} does not exist; pass run directories written by `lalmbench run` "
+                                 "(<output_dir>/<train config>/<encoder>/) or a directory above them")
+        if (path / SEED_GROUP_FILE).is_file():
+            groups, singles = [path], []
+        elif any((path / marker).is_file() for marker in RUN_MARKERS):
+            groups, singles = [], [path]
+        elif path.is_dir():
+            groups = sorted(p.parent for p in path.rglob(SEED_GROUP_FILE))
+            below = sorted({p.parent for marker in RUN_MARKERS for p in path.rglob(marker)})
+            singles = [d for d in below if not any(g.resolve() in d.resolve().parents for g in groups)]
+            if not groups and not singles:
+                raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
+        else:
+            raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
+        for group in groups:
+            members = _seed_group_members(group)
+            reasons = [f"{member.name}: {why}" for member in members if (why := unfinished_reason(member))]
+            if reasons:
+                skipped.append(f"seed group {group}: {'; '.join(reasons)}")
+            elif members:
+                add(members)
+        for run_dir in singles:
+            why = unfinished_reason(run_dir)
+            if why:
+                skipped.append(f"{run_dir}: {why}")
+            else:
+                add([run_dir])
+    return entries, skipped
+
+
+# -- boards: entries scored on the same tasks ---------------------------------------------------------------------
+def suite_tasks() -> dict[str, frozenset[str]]:
+    """Task keys of every built-in suite (task1, task2, all, extended)."""
+    from lalmbench.tasks.catalog import load_catalog
+
+    catalog = load_catalog()
+    return {suite: frozenset(task_key(d.eval_name) for d in catalog.suite_datasets(suite)) for suite in catalog.suites}
+
+
+def describe_scored_on(tasks: frozenset[str], limit: int | None) -> str:
+    suite = next((name for name, members in suite_tasks().items() if members == tasks), None)
+    text = (f"suite {suite} ({len(tasks)} tasks)" if suite else
+            f"{len(tasks)} task{'s' if len(tasks) != 1 else ''}: {', '.join(sorted(tasks))}")
+    return text + (f"; partial, {partial_text({'limit': limit})}" if limit is not None else "")
+
+
+def _baseline_suite(tasks: frozenset[str], limit: int | None) -> str | None:
+    """The published suite a board's task set is, when the published baselines can stand beside it."""
+    if limit is not None:
+        return None
+    return next((suite for suite, members in suite_tasks().items()
+                 if members == tasks and all(members <= set(scores) for scores in PUBLISHED_BASELINES.values())),
+                None)
+
+
+@dataclass
+class LeaderboardSet:
+    """What `lalmbench leaderboard` shows: one board per task set, and what was left out and why."""
+
+    boards: list[Leaderboard]
+    notes: list[str] = field(default_factory=list)  # boards split, baselines not shown beside some board
+    skipped: list[str] = field(default_factory=list)  # unfinished runs and seed groups
+
+
+def leaderboard_tables(run_dirs: list[str], baselines: bool = False, mixed_protocols: bool = False,
+                       resamples: int = 0, seed: int = DEFAULT_SEED) -> LeaderboardSet:
+    """Read the finished runs below `run_dirs`, split them into boards of one task set and one --limit,
+    add the published baselines beside runs of their suite, rank each board and, with `resamples`,
+    measure how stable each rank is."""
+    groups, skipped = collect_runs(run_dirs)
+    if not groups:
+        raise LalmbenchError("no finished run to rank; skipped:\n  " + "\n  ".join(skipped))
+    by_scored_on: dict[tuple[frozenset[str], int | None], list[Entry]] = {}
+    for members in groups:
+        entry = read_seed_group(members)
+        by_scored_on.setdefault(entry.scored_on(), []).append(entry)
+    notes = []
+    if len(by_scored_on) > 1:
+        notes.append(f"These runs were scored on {len(by_scored_on)} different sets of tasks or test examples; each "
+                     "set is ranked in a board of its own (normalized scores compare only runs scored on the same "
+                     "tasks).")
+    boards, without_baselines = [], []
+    # Full evaluations first, a published suite's board first among them, then the larger task sets.
+    order = sorted(by_scored_on, key=lambda key: (key[1] is not None, _baseline_suite(*key) is None, -len(key[0])))
+    for tasks, limit in order:
+        entries = by_scored_on[(tasks, limit)]
+        suite = _baseline_suite(tasks, limit)
+        if baselines and suite:
+            entries = entries + baseline_entries(tasks)
+        elif baselines:
+            without_baselines.append(describe_scored_on(tasks, limit))
+        boards.append(_ranked_board(entries, mixed_protocols, resamples, seed,
+                                    title=describe_scored_on(tasks, limit)))
+    if without_baselines:
+        notes.append("The published baselines are scored on the full test sets of task1, task2 (all: both), so they "
+                     "stand only beside runs scored on exactly one of those suites; not beside runs scored on "
+                     + "; ".join(without_baselines) + ".")
+    return LeaderboardSet(boards=boards, notes=notes, skipped=skipped)
+
+
+def _ranked_board(entries: list[Entry], mixed_protocols: bool, resamples: int, seed: int, title: str) -> Leaderboard:
+    notes = check_protocols(entries, mixed_protocols)
+    board = build_leaderboard(entries)
+    board.notes += notes
+    board.title = title
+    answered = any(predictions_path(record.run_dir, name).is_file() for entry in entries
+                   for record in entry.members for name in entry.task_names.values())
+    if resamples > 0 and answered:
+        board.stability, held = rank_stability(board, resamples, seed)
+        board.resamples = resamples
+        if held:
+            board.notes.append("Held at their raw scores in the rank resampling: " + "; ".join(held) + ".")
+    return board
 
 
 def check_protocols(entries: list[Entry], mixed_protocols: bool) -> list[str]:
@@ -355,21 +542,15 @@ def rank_stability(board: Leaderboard, resamples: int = DEFAULT_RESAMPLES, seed:
 
 def leaderboard_table(run_dirs: list[str], baselines: bool = False, mixed_protocols: bool = False,
                       resamples: int = 0, seed: int = DEFAULT_SEED) -> Leaderboard:
-    """The library entry point: read the runs (plus published baselines), rank them, and, with
-    `resamples`, measure how stable each rank is."""
-    entries = [read_seed_group(members) for members in seed_groups_below(run_dirs)]
-    if baselines:
-        entries += baseline_entries()
-    notes = check_protocols(entries, mixed_protocols)
-    board = build_leaderboard(entries)
-    board.notes += notes
-    answered = any(predictions_path(record.run_dir, name).is_file() for entry in entries
-                   for record in entry.members for name in entry.task_names.values())
-    if resamples > 0 and answered:
-        board.stability, held = rank_stability(board, resamples, seed)
-        board.resamples = resamples
-        if held:
-            board.notes.append("Held at their raw scores in the rank resampling: " + "; ".join(held) + ".")
+    """The one board of runs scored on the same tasks (`leaderboard_tables`); an error when the runs need
+    several. Notes about skipped runs and baselines left out go into the board's notes."""
+    found = leaderboard_tables(run_dirs, baselines=baselines, mixed_protocols=mixed_protocols,
+                               resamples=resamples, seed=seed)
+    if len(found.boards) > 1:
+        raise LalmbenchError("these runs need separate boards: " + " | ".join(board.title for board in found.boards)
+                             + "; use leaderboard_tables")
+    board = found.boards[0]
+    board.notes = found.notes + [f"Skipped: {note}" for note in found.skipped] + board.notes
     return board
 
 
@@ -377,7 +558,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def to_csv(board: Leaderboard) -> str:
+def _csv_table(board: Leaderboard) -> tuple[list[str], list[list]]:
     tasks = [t for track in TRACKS for t in board.tracks[track]] + board.other_tasks
     spread = any(entry.spread for entry in board.entries)
     header = ["encoder", "source", "protocol", "seeds"]
@@ -387,9 +568,7 @@ def to_csv(board: Leaderboard) -> str:
     header += [f"{task}_raw" for task in tasks] + [f"{task}_normalized" for task in tasks]
     header += [f"{task}_seed_sd" for task in tasks] if spread else []
     header += ["notes"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+    rows = []
     for i in board.ranked("A") if board.tracks["A"] else board.ranked("B"):
         entry = board.entries[i]
         row = [entry.name, entry.source, entry.protocol, max(1, len(entry.members))]
@@ -404,7 +583,30 @@ def to_csv(board: Leaderboard) -> str:
         row += ["" if t not in board.normalized[i] else f"{board.normalized[i][t]:.6f}" for t in tasks]
         row += ["" if t not in entry.spread else f"{entry.spread[t]:.6f}" for t in tasks] if spread else []
         row.append("; ".join(entry.notes))
-        writer.writerow(row)
+        rows.append(row)
+    return header, rows
+
+
+def to_csv(board: Leaderboard) -> str:
+    header, rows = _csv_table(board)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def set_to_csv(found: LeaderboardSet) -> str:
+    """Every board's rows in one table: `board` says what the row's ranks and normalized scores are
+    relative to (they compare only rows of the same board); task columns are the union of the boards'."""
+    tables = [_csv_table(board) for board in found.boards]
+    header = ["board"] + list(dict.fromkeys(column for table_header, _ in tables for column in table_header))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n", restval="")
+    writer.writeheader()
+    for board, (table_header, rows) in zip(found.boards, tables):
+        for row in rows:
+            writer.writerow({"board": board.title, **dict(zip(table_header, row))})
     return out.getvalue()
 
 
@@ -423,20 +625,26 @@ def _task_cell(normalized: float, raw: float, spread: float | None) -> str:
     return f"{normalized:.3f} ({raw:.3f}" + ("" if spread is None else f" ±{spread:.3f}") + ")"
 
 
-def to_markdown(board: Leaderboard) -> str:
+def _intro(resamples: int) -> list[str]:
     lines = ["# Leaderboard", "",
              "Each task's raw score is mapped linearly to [0, 1] across the entries below (worst 0, best 1; "
              f"a task where all entries tie gives {TIE_SCORE:g}); a track score is the plain mean of its "
              "normalized task scores. `*` marks an entry that misses some of the track's tasks: its mean "
              "covers only the tasks it has.", ""]
-    if board.stability:
-        lines += [f"Rank kept: the share of {board.resamples} resamples (every task's test clips drawn again, "
+    if resamples:
+        lines += [f"Rank kept: the share of {resamples} resamples (every task's test clips drawn again, "
                   "the normalization and the means recomputed) in which the entry keeps its rank, and in "
                   "brackets the central 95% of its ranks.", ""]
-    lines += [f"> {note}" for note in board.notes] + ([""] if board.notes else [])
+    return lines
+
+
+def _board_lines(board: Leaderboard, level: int) -> list[str]:
+    """A board's notes and tables, its sections headed at markdown `level` (2: ##)."""
+    heading = "#" * level
+    lines = [f"> {note}" for note in board.notes] + ([""] if board.notes else [])
     for track in TRACKS:
         tasks = board.tracks[track]
-        lines += [f"## {TRACK_TITLES[track]}", ""]
+        lines += [f"{heading} {TRACK_TITLES[track]}", ""]
         if not tasks:
             lines += ["No entry has a task of this track.", ""]
             continue
@@ -457,7 +665,7 @@ def to_markdown(board: Leaderboard) -> str:
             if any(entry.spread for entry in board.entries) else ""
         lines += ["", "Task cells: normalized (raw)." + seeds_note, ""]
     if board.other_tasks:
-        lines += ["## Tasks in no track (not ranked)", "", _md_row(["encoder"] + board.other_tasks),
+        lines += [f"{heading} Tasks in no track (not ranked)", "", _md_row(["encoder"] + board.other_tasks),
                   _md_row(["---"] * (1 + len(board.other_tasks)))]
         for i, entry in enumerate(board.entries):
             lines.append(_md_row([entry.name] + [_fmt(entry.scores.get(t)) for t in board.other_tasks]))
@@ -465,22 +673,44 @@ def to_markdown(board: Leaderboard) -> str:
     flagged = [(e, r) for e, r in zip(board.entries, board.results)
                if e.notes or any(r[t].missing and r[t].rank is not None for t in TRACKS)]
     if flagged:
-        lines += ["## Flags", ""]
+        lines += [f"{heading} Flags", ""]
         for entry, result in flagged:
             parts = [f"Track {t} misses {', '.join(result[t].missing)}" for t in TRACKS
                      if result[t].missing and result[t].rank is not None] + entry.notes
             lines.append(f"- {entry.name} ({entry.source}): {'; '.join(parts)}")
         lines.append("")
+    return lines
+
+
+def to_markdown(board: Leaderboard) -> str:
+    return "\n".join(_intro(board.resamples if board.stability else 0) + _board_lines(board, 2))
+
+
+def set_to_markdown(found: LeaderboardSet) -> str:
+    """Every board of `found`, each under its own heading when there are several."""
+    lines = _intro(max((b.resamples for b in found.boards if b.stability), default=0))
+    lines += [f"> {note}" for note in found.notes] + ([""] if found.notes else [])
+    if found.skipped:
+        lines += ["Skipped, not finished:", ""] + [f"- {note}" for note in found.skipped] + [""]
+    if len(found.boards) == 1:
+        board = found.boards[0]
+        return "\n".join(lines + [f"Scored on {board.title}.", ""] + _board_lines(board, 2))
+    for number, board in enumerate(found.boards, start=1):
+        lines += [f"## Board {number}: scored on {board.title}", ""] + _board_lines(board, 3)
     return "\n".join(lines)
 
 
-def leaderboard_command(run_dirs: list[str], baselines: bool = False, output_dir: str = ".",
+def leaderboard_command(run_dirs: list[str], baselines: bool = False, output_dir: str | None = None,
                         mixed_protocols: bool = False, resamples: int = DEFAULT_RESAMPLES) -> int:
-    board = leaderboard_table(run_dirs, baselines=baselines, mixed_protocols=mixed_protocols, resamples=resamples)
-    markdown = to_markdown(board)
+    """Print the boards; write leaderboard.csv and leaderboard.md only into `output_dir` when given."""
+    found = leaderboard_tables(run_dirs, baselines=baselines, mixed_protocols=mixed_protocols, resamples=resamples)
+    markdown = set_to_markdown(found)
     print(markdown)
+    if output_dir is None:
+        print("(pass --output-dir DIR to write leaderboard.csv and leaderboard.md)", file=sys.stderr)
+        return 0
     out = Path(output_dir)
-    atomic_write_text(out / "leaderboard.csv", to_csv(board))
+    atomic_write_text(out / "leaderboard.csv", set_to_csv(found))
     atomic_write_text(out / "leaderboard.md", markdown)
     print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
     return 0

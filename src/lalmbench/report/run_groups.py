@@ -185,29 +185,3 @@ def read_group(paths: Sequence[str | Path], what: str = "group") -> RunGroup:
     check_same_identity(runs, what)
     notes = [f"{run.run_dir} is not marked COMPLETED" for run in runs if not run.completed]
     return RunGroup(name=runs[0].name, source=", ".join(str(p) for p in paths), runs=runs, notes=notes)
-
-
-def seed_groups_below(paths: Sequence[str | Path]) -> list[list[Path]]:
-    """Run directories as the leaderboard groups them: a seed-group directory is one entry (wherever it
-    is found, also below a directory given), every other run its own entry."""
-    entries: list[list[Path]] = []
-    seen: set[Path] = set()
-    for raw in paths:
-        path = Path(raw)
-        if (path / "scores.tsv").is_file() or (path / SEED_GROUP_FILE).is_file():
-            groups = [run_dirs_in(path)]
-        elif path.is_dir():
-            group_dirs = sorted(p.parent for p in path.rglob(SEED_GROUP_FILE))
-            groups = [run_dirs_in(g) for g in group_dirs]
-            # Runs inside a seed-group directory belong to it (also ones it no longer lists, e.g. a run
-            # moved aside by --force): they are not entries of their own.
-            inside = lambda run_dir: any(g.resolve() in run_dir.resolve().parents for g in group_dirs)
-            groups += [[d] for d in run_dirs_in(path) if not inside(d)]
-        else:
-            raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
-        for members in groups:
-            key = frozenset(d.resolve() for d in members)
-            if not key & seen:
-                entries.append(members)
-                seen |= key
-    return entries
