@@ -199,7 +199,9 @@ def _one_step(rank: int, world: int, per_device: int, run_dir: str) -> tuple[flo
     config = TrainConfig(per_device_train_batch_size=per_device, lora_dropout=0.0, learning_rate=1e-2,
                          warmup_steps=0, max_steps=10)
     decoder, tokenizer = load_decoder("tiny-random", seed=0)
-    model = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder, 8, 32, 0.0), tokenizer)
+    # Packed rows (protocol corrected): a row's loss does not depend on its batch mates, so splitting the
+    # batch changes nothing. Under official each micro-batch has its own frame block, as in the published system.
+    model = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder, 8, 32, 0.0), tokenizer, protocol="corrected")
     trainer = Trainer(model, config, Path(run_dir), DistInfo(rank, world), torch.device("cpu"), None, None,
                       BadDataCounter(), "identity", show_progress=False)
     share = list(range(4))[rank * 4 // world:(rank + 1) * 4 // world]  # this rank's part of the global batch
