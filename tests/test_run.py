@@ -78,3 +78,36 @@ def test_bad_encoder_stops_before_training(tmp_path, demo_suite, capsys):
     assert code == 2
     assert "encoder check 'output tuple' failed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("checkpoint-*"))
+
+
+NONDETERMINISTIC_ENCODER = '''
+import torch
+from lalmbench.encoders import logmel
+
+
+class ScatterEncoder(logmel.LogMelEncoder):
+    def forward(self, audio, audio_attention_mask=None):
+        features, mask = super().forward(audio, audio_attention_mask)
+        flat = features.reshape(-1).clone()
+        flat.put_(torch.arange(2), torch.zeros(2))  # put_ (no accumulate): no deterministic kernel
+        return flat.view_as(features), mask
+'''
+
+
+def test_an_operation_without_a_deterministic_kernel_stops_a_deterministic_run(tmp_path, capsys):
+    from test_resume import FAST, tiny_data
+
+    train_yaml, eval_yaml = tiny_data(tmp_path / "data")
+    encoder = tmp_path / "scatter.py"
+    encoder.write_text(NONDETERMINISTIC_ENCODER)
+    command = ["run", str(encoder), str(train_yaml), str(eval_yaml), "--output-dir", str(tmp_path / "out"),
+               "--no-report"]
+    code = main(command + ["--args", json.dumps({**FAST, "max_steps": 2})])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "put_ has no deterministic implementation" in message
+    assert "deterministic: true" in message and '--args \'{"deterministic": false}\'' in message
+    assert not list((tmp_path / "out").rglob("run_identity.json"))
+    # The setting it names lets the run go on.
+    assert main(command + ["--args", json.dumps({**FAST, "max_steps": 2, "deterministic": False})]) == 0
+    assert (tmp_path / "out" / "train" / "scatter" / "COMPLETED").is_file()

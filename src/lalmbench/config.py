@@ -186,11 +186,13 @@ class TrainConfig:
     device: str | None = None
     """cpu, cuda, cuda:N (None: cuda when available)."""
 
-    # Fields that change results; everything else (logging, workers, device) does not.
+    # Settings that change neither the trained weights nor the scores (logging, workers, device, paths).
     _NOT_IN_IDENTITY = ("config_name", "logging_steps", "save_steps", "save_total_limit", "num_workers",
                         "num_training_workers",
-                        "data_home", "torch_num_threads", "device", "eval_batch_size",
-                        "merge_lora_for_eval")
+                        "data_home", "torch_num_threads", "device")
+    # Settings that change the scores and not the trained weights: changing one re-evaluates, never retrains.
+    EVALUATION_ONLY = ("max_new_tokens", "repetition_penalty", "eval_crop_audio_length", "eval_batch_size",
+                       "merge_lora_for_eval", "max_bad_fraction")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -240,8 +242,16 @@ class TrainConfig:
         return out
 
     def identity_dict(self) -> dict:
-        """The fields that change trained weights or scores (used to key the run directory)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_IDENTITY}
+        """The settings the trained weights depend on (the training identity keys the run directory).
+
+        The feature cache is left out when it is exact (deterministic runs: a hit returns what the encoder
+        computed for the same samples), so turning it on for an interrupted run resumes that run."""
+        left_out = self._NOT_IN_IDENTITY + self.EVALUATION_ONLY + (("feature_cache",) if self.deterministic else ())
+        return {k: v for k, v in self.to_dict().items() if k not in left_out}
+
+    def evaluation_dict(self) -> dict:
+        """The evaluation-only settings (part of each test set's evaluation identity)."""
+        return {name: getattr(self, name) for name in self.EVALUATION_ONLY}
 
 
 @dataclass

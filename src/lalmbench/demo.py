@@ -168,6 +168,31 @@ def write_demo_data(directory: str | Path, seed: int = 0, train_examples: int | 
     return train_yaml, eval_yaml, chance
 
 
+def demo_data(directory: str | Path, seed: int, train_examples: int | None = None,
+              test_examples: int | None = None) -> tuple[Path, Path, dict[str, float]]:
+    """The demo's data for `seed` in its own folder, written once and reused after.
+
+    Writing it again would give the shards new modification times, which are part of the training
+    identity: a finished demo would train again. One folder per seed keeps each seed's run apart.
+    """
+    from lalmbench import __version__
+    from lalmbench.io_utils import atomic_write_json
+
+    directory = Path(directory).resolve()
+    marker = directory / "demo_data.json"
+    if marker.is_file():
+        record = json.loads(marker.read_text())
+        files = [directory / name for name in record.get("files", [])]
+        same = {"seed": seed, "lalmbench": __version__, "examples": [train_examples, test_examples]}
+        if all(record.get(k) == v for k, v in same.items()) and files and all(path.is_file() for path in files):
+            return directory / "train.yaml", directory / "eval.yaml", record["chance"]
+    train_yaml, eval_yaml, chance = write_demo_data(directory, seed, train_examples, test_examples)
+    files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p != marker)
+    atomic_write_json(marker, {"seed": seed, "lalmbench": __version__, "examples": [train_examples, test_examples],
+                               "chance": chance, "files": files})
+    return train_yaml, eval_yaml, chance
+
+
 def demo_command(output_dir: str = "demo_output", data_only: str | None = None, seed: int = 0,
                  overrides: dict | None = None) -> int:
     if data_only:
@@ -179,7 +204,7 @@ def demo_command(output_dir: str = "demo_output", data_only: str | None = None, 
 
     started = time.perf_counter()
     output = Path(output_dir)
-    train_yaml, eval_yaml, chance = write_demo_data(output / "data", seed)
+    train_yaml, eval_yaml, chance = demo_data(output / "data" / f"seed-{seed}", seed)
     run("lalmbench.encoders.LogMelEncoder", str(train_yaml), str(eval_yaml), model_args={},
                  overrides=dict(overrides or {}), output_dir=output / "runs",
                  extra_columns={name: {"chance": f"{value:.4f}"} for name, value in chance.items()})

@@ -50,3 +50,11 @@ def did_you_mean(name: str, candidates) -> str:
     if not same:
         return ""
     return " Did you mean " + " or ".join(f"{c!r}" for c in same) + "?"
+
+
+class RunInUseError(LalmbenchError):
+    """Another process holds the run directory (the same run started twice)."""
+
+
+class DeterminismError(LalmbenchError):
+    """An operation has no deterministic implementation and the run claims determinism."""

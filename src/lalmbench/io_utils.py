@@ -10,12 +10,19 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from lalmbench.errors import LalmbenchError
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs go unlocked
+    fcntl = None
 
 
 def _current_umask() -> int:
@@ -142,3 +149,67 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise _explain_os_error(exc, path) from exc
     return path
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory (a run directory): flock on `.<name>.lock` beside it, which names
+    the holder (process id, host, start time and a note such as the run identity) while it is held.
+
+    Beside, not inside: the directory may not exist yet (it is made once a run can start), may be moved
+    away (--force) while locked, and keeps only what the run wrote. The kernel releases the lock when the
+    holder exits, however it exits, so a killed run never leaves a stale lock; the file stays, empty.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.path = self.directory.with_name(f".{self.directory.name}.lock")
+        self._handle = None
+
+    def acquire(self, note: dict | None = None) -> dict | None:
+        """Take the lock without waiting. None when taken; when another process holds it, what that
+        process wrote ({} if it wrote nothing within a second)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise _explain_os_error(exc, self.path) from exc
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return self._holder()
+        handle.seek(0)
+        handle.truncate()
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  **(note or {})}
+        handle.write(json.dumps(holder))
+        handle.flush()
+        self._handle = handle
+        return None
+
+    def _holder(self, wait_seconds: float = 1.0) -> dict:
+        """The holder's record; a holder that has just taken the lock may not have written it yet."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    return {}
+                time.sleep(0.05)
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            self._handle.seek(0)
+            self._handle.truncate()  # a reader never takes this holder for the next one
+        except OSError:
+            pass
+        self._handle.close()  # closing the file releases the flock
+        self._handle = None

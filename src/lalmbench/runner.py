@@ -17,6 +17,8 @@ import hashlib
 import io
 import json
 import logging
+import logging.handlers
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,14 +35,16 @@ from lalmbench.data.shards import data_home, resolve_shards
 from lalmbench.data.tokenizing import Tokenizing  # also reachable as lalmbench.runner.Tokenizing (parity kit)
 from lalmbench.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed
 from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
-from lalmbench.encoders.loading import encoder_display_name, encoder_identity, load_encoder
-from lalmbench.errors import ConfigError
+from lalmbench.encoders.loading import encoder_display_name, load_encoder
+from lalmbench.errors import ConfigError, DeterminismError, RunInUseError
 from lalmbench.evaluate import evaluate_task
 from lalmbench.hub import offline_if_unreachable
-from lalmbench.io_utils import atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
+from lalmbench.identity import decoder_identity, evaluation_identity, training_identity
+from lalmbench.io_utils import DirectoryLock, atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from lalmbench.model.audio_llm import AudioLLM, add_lora, apply_speed_switches
 from lalmbench.model.decoder import load_decoder
-from lalmbench.train import Trainer, batch_plan, configure_determinism, find_resume_checkpoint
+from lalmbench.train import (Trainer, batch_plan, configure_determinism, find_resume_checkpoint,
+                             nondeterministic_operation)
 
 log = logging.getLogger("lalmbench")
 COMPLETED = "COMPLETED"
@@ -65,8 +69,12 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
     logger = logging.getLogger("lalmbench")
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    early: list[logging.LogRecord] = []  # logged before the run directory existed: they go into its log.txt
     for handler in list(logger.handlers):
         if getattr(handler, "_lalmbench", False):
+            if isinstance(handler, logging.handlers.BufferingHandler):
+                early += handler.buffer
+                handler.buffer = []
             logger.removeHandler(handler)
             handler.close()
     if not is_main:
@@ -83,30 +91,90 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
         file_handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
         file_handler.setFormatter(formatter)
         file_handler._lalmbench = True
+        for record in early:
+            file_handler.handle(record)
         logger.addHandler(file_handler)
+    else:
+        waiting = logging.handlers.BufferingHandler(capacity=100_000)
+        waiting._lalmbench = True
+        logger.addHandler(waiting)
 
 
-def choose_run_dir(output_dir: Path, config_name: str, encoder_name: str, identity_hash: str, force: bool) -> Path:
-    """`<output>/<config>/<encoder>`, unless it holds another identity's run: then `<encoder>-<hash8>`.
+class RunClaim:
+    """The run directory this process works in, locked (io_utils.DirectoryLock) until the run ends.
 
-    `encoder_name` may be a relative path (`<encoder>-seeds/seed-43` for `--seeds`); the hash goes on its
-    last part."""
-    base = output_dir / Path(config_name).name / encoder_name
-    candidates = [base, base.with_name(f"{base.name}-{identity_hash[:8]}")]
-    for candidate in candidates:
-        marker = candidate / "run_identity.json"
-        if not candidate.exists() or not any(candidate.iterdir()):
-            return candidate
-        if marker.is_file() and json.loads(marker.read_text()).get("hash") == identity_hash:
-            if force:
-                stamp = time.strftime("%Y%m%d-%H%M%S")
-                kept = candidate.with_name(f"{candidate.name}.replaced-{stamp}")
-                candidate.rename(kept)
+    The directory is made here, once everything a run needs has loaded; until then a failing run leaves
+    nothing behind.
+
+    `take` chooses `<output>/<config>/<encoder>`, or `<encoder>-<hash8>` when that holds another
+    identity's run (or another identity's run is working in it). A run of the same identity holding the
+    lock stops this one at once (RunInUseError naming the holder). Only rank 0 takes a claim.
+    """
+
+    def __init__(self):
+        self.run_dir: Path | None = None
+        self.lock: DirectoryLock | None = None
+        self.created = False  # this run made the directory
+        self.training_started = False
+
+    def take(self, base: Path, identity_hash: str, force: bool) -> Path:
+        candidates = [base, base.with_name(f"{base.name}-{identity_hash[:8]}")]
+        for candidate in candidates:
+            existed = candidate.exists()
+            lock = DirectoryLock(candidate)
+            holder = lock.acquire({"identity": identity_hash})
+            if holder is not None:
+                who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (since "
+                       f"{holder.get('since', '?')})")
+                if holder.get("identity") == identity_hash:
+                    raise RunInUseError(
+                        f"{candidate} is in use by a run of the same identity: {who}. Two runs would write the "
+                        f"same files; wait for it to finish (this command then reuses its results) or stop it.")
+                log.info("%s is in use by a run of another identity (%s); looking further", candidate, who)
+                continue
+            marker = candidate / "run_identity.json"
+            if not existed or not any(candidate.iterdir()):
+                return self._hold(candidate, lock, created=not existed)
+            if marker.is_file() and json.loads(marker.read_text()).get("hash") == identity_hash:
+                if not force:
+                    return self._hold(candidate, lock, created=False)
+                kept = candidate.with_name(f"{candidate.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                candidate.rename(kept)  # the lock is beside the directory: still held
                 log.info("--force: the previous run was moved to %s (nothing deleted)", kept)
-            return candidate
-        if candidate == base:
-            log.info("%s holds a run with another identity; this run goes to %s", base, candidates[1])
-    raise ConfigError(f"{candidates[1]} exists and belongs to another run; move it away or pass --output-dir")
+                return self._hold(candidate, lock, created=True)
+            lock.release()
+            if candidate == base:
+                log.info("%s holds a run with another identity; this run goes to %s", base, candidates[1])
+        raise ConfigError(f"{candidates[1]} exists and belongs to another run; move it away or pass --output-dir")
+
+    def _hold(self, run_dir: Path, lock: DirectoryLock, created: bool) -> Path:
+        self.run_dir, self.lock, self.created = run_dir, lock, created
+        check_writable_dir(run_dir)
+        return run_dir
+
+    def discard_if_untrained(self) -> None:
+        """After a failure: remove the directory this run made if no training step ran in it (it holds
+        nothing to resume, and must not look like a run)."""
+        if self.run_dir is not None and self.created and not self.training_started:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            log.info("removed %s: the run stopped before training", self.run_dir)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def plan_training(run_dir: Path, identity_hash: str) -> dict:
+    """Rank 0's decision, broadcast to every process: reuse the finished training of this identity,
+    resume it from its newest checkpoint, or train from the start."""
+    marker = run_dir / TRAINING_COMPLETE
+    completed = json.loads(marker.read_text()) if marker.is_file() else {}
+    if completed.get("identity") == identity_hash and (run_dir / FINAL_WEIGHTS).is_file():
+        return {"action": "reuse", "completed": completed}
+    checkpoint = find_resume_checkpoint(run_dir, identity_hash)
+    if checkpoint is not None:
+        return {"action": "resume", "checkpoint": str(checkpoint)}
+    return {"action": "train"}
 
 
 def _fetch_data(specs, config: TrainConfig, allow_download: bool, dist: DistInfo) -> list[dict]:
@@ -208,7 +276,30 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
         overrides: dict | None = None, output_dir: str | Path = "lalmbench_runs", force: bool = False,
         allow_download: bool = True, write_report: bool = True, show_progress: bool = True,
         extra_columns: dict | None = None, run_name: str | None = None) -> RunResult:
-    """Train and evaluate; `run_name` replaces the encoder's name in the run directory's path."""
+    """Train and evaluate; `run_name` replaces the encoder's name in the run directory's path.
+
+    The run directory is locked while the run lasts; a run that fails before its first training step
+    removes the directory it made (an earlier run's directory is never removed)."""
+    claim = RunClaim()
+    try:
+        return _run(claim, encoder, train, eval, model_args, overrides, output_dir, force, allow_download,
+                    write_report, show_progress, extra_columns, run_name)
+    except BaseException as exc:
+        claim.discard_if_untrained()
+        cause = nondeterministic_operation(exc)
+        if cause is not None:
+            raise DeterminismError(
+                f"{cause} has no deterministic implementation on this device, and this run is deterministic "
+                f"(deterministic: true, the default). To run it anyway, without bit-reproducible results, "
+                f"set deterministic to false: --args '{{\"deterministic\": false}}'") from exc
+        raise
+    finally:
+        claim.release()
+
+
+def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_args: dict | None,
+         overrides: dict | None, output_dir: str | Path, force: bool, allow_download: bool, write_report: bool,
+         show_progress: bool, extra_columns: dict | None, run_name: str | None) -> RunResult:
     started = time.perf_counter()
     overrides = dict(overrides or {})
     config = load_train_config(train, overrides)
@@ -227,21 +318,9 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     validate_encoder(encoder_module, keep_mode=config.protocol == "official")  # as the published checker
     encoder_name = encoder_display_name(encoder)
 
-    identity = {"lalmbench": __version__, **encoder_identity(encoder, model_args),
-                "decoder": config.decoder_model_name, "train": config.identity_dict()}
-    identity_hash = _hash(identity)
-    output_dir = check_writable_dir(output_dir)
-    run_dir = None
-    if dist.is_main:
-        run_dir = choose_run_dir(Path(output_dir), config.config_name, run_name or encoder_name, identity_hash, force)
-        check_writable_dir(run_dir)
-        atomic_write_json(run_dir / "run_identity.json", {"hash": identity_hash, "identity": identity})
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(config.to_dict()))
-        atomic_write_text(run_dir / "eval_config.yaml", dump_yaml({t.name: t.to_dict() for t in tasks}))
-    run_dir = Path(broadcast_object(dist, str(run_dir) if run_dir else None))
-    setup_logging(run_dir, dist.is_main)
-    log.info("lalmbench %s: encoder %s, train %s, eval %s, protocol %s, run directory %s", __version__, encoder, train,
-             eval, config.protocol, run_dir)
+    output_dir = check_writable_dir(output_dir)  # the run directory itself is made only once training can start
+    log.info("lalmbench %s: encoder %s, train %s, eval %s, protocol %s", __version__, encoder, train, eval,
+             config.protocol)
 
     # -- data and metrics preflight: fail now, not after hours of training ------------------------------------
     specs = list(config.train_data.values())
@@ -254,6 +333,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     # -- model ------------------------------------------------------------------------------------------------------
     device = _pick_device(config, dist)
     decoder, tokenizer = load_decoder(config.decoder_model_name, seed=config.seed)
+    decoder_id = decoder_identity(config.decoder_model_name, decoder, tokenizer) if dist.is_main else None
     warn_if_slow_on_cpu(decoder, device, config.max_steps)
     torch.manual_seed(config.seed)
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
@@ -262,6 +342,22 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     counter = BadDataCounter()  # what the run reports: training (every process's) and evaluation
     tokenizing = Tokenizing(tokenizer, {**{s.name: s.prompt for s in specs}, **{t.name: t.data.prompt for t in tasks}},
                             config.protocol)
+
+    # -- identities and the run directory: nothing is written before this point; rank 0 decides for all ---------
+    decided = None
+    if dist.is_main:
+        identity = training_identity(encoder, model_args, config, decoder_id, train_shards, home)
+        identity_hash = _hash(identity)
+        claim.take(Path(output_dir) / Path(config.config_name).name / (run_name or encoder_name), identity_hash, force)
+        decided = (str(claim.run_dir), identity, identity_hash, plan_training(claim.run_dir, identity_hash))
+    run_dir, identity, identity_hash, plan = broadcast_object(dist, decided)
+    run_dir = Path(run_dir)
+    if dist.is_main:
+        atomic_write_json(run_dir / "run_identity.json", {"hash": identity_hash, "identity": identity})
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(config.to_dict()))
+        atomic_write_text(run_dir / "eval_config.yaml", dump_yaml({t.name: t.to_dict() for t in tasks}))
+    setup_logging(run_dir, dist.is_main)
+    log.info("run directory %s (training identity %s)", run_dir, identity_hash[:12])
 
     compiled = apply_speed_switches(model, config)
     if compiled:
@@ -276,13 +372,14 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     complete_marker = run_dir / TRAINING_COMPLETE
     reused = False
     train_seconds = 0.0
-    completed = json.loads(complete_marker.read_text()) if complete_marker.is_file() else {}
-    if completed.get("identity") == identity_hash:
+    steps_this_run = 0
+    if plan["action"] == "reuse":
+        completed = plan["completed"]
         model.load_trainable_state_dict(torch.load(run_dir / FINAL_WEIGHTS, map_location=device))
         reused = True
         counter.merge(BadDataCounter.from_dict(completed.get("bad_data", {})))
-        log.info("reusing the finished training of this run identity (%s); pass --force to train again",
-                 identity_hash[:12])
+        log.info("reusing the finished training of this run identity (training identity %s, %d steps); pass "
+                 "--force to train again", identity_hash[:12], completed.get("steps", 0))
     else:
         global_batch, micro_batch, _ = batch_plan(config, dist.world)
         if config.global_batch_size is None and config.per_device_train_batch_size > global_batch // dist.world:
@@ -302,13 +399,16 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
                           show_progress=show_progress)
         log.info("global batch %d = %d process(es) x %d example(s) x %d accumulation step(s)",
                  trainer.global_batch, dist.world, trainer.micro_batch, trainer.accumulation)
-        checkpoint = find_resume_checkpoint(run_dir, identity_hash)
-        if checkpoint is not None:
-            trainer.load_checkpoint(checkpoint)
+        if plan["action"] == "resume":
+            log.info("resuming training identity %s from %s", identity_hash[:12], plan["checkpoint"])
+            trainer.load_checkpoint(Path(plan["checkpoint"]))
+        first_step = trainer.state.step
+        claim.training_started = True
         try:
             state = trainer.train()
         finally:
             maker.close()
+        steps_this_run = state.step - first_step
         for rank_counts in gather_objects(dist, trainer.bad_data):  # each process counted its own data
             counter.merge(rank_counts)
         train_seconds = state.elapsed
@@ -328,13 +428,19 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     eval_started = time.perf_counter()
     rows, task_summaries = [], {}
     for task in tasks:
-        eval_key = _hash({"run": identity_hash, "task": task.to_dict(), "batch": config.eval_batch_size,
-                          "eval_crop": config.eval_crop_audio_length,
-                          **({"merged_lora": True} if config.merge_lora_for_eval else {})})
         cache_file = run_dir / "scores" / f"{task.name}.json"
-        cached = json.loads(cache_file.read_text()) if cache_file.is_file() else None
-        if cached and cached.get("key") == eval_key and not force and (run_dir / f"predictions_{task.name}.csv").is_file():
-            log.info("%s: reusing the cached score %.4f (same run identity and test config)", task.name, cached["score"])
+        decided = None
+        if dist.is_main:
+            eval_identity = evaluation_identity(identity_hash, config, task, eval_shards[task.name], home)
+            eval_key = _hash(eval_identity)
+            found = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+            reuse = (found.get("key") == eval_key and not force
+                     and (run_dir / f"predictions_{task.name}.csv").is_file())
+            decided = (eval_key, eval_identity, found if reuse else None)
+        eval_key, eval_identity, cached = broadcast_object(dist, decided)
+        if cached:
+            log.info("%s: reusing the cached score %.4f (same run identity and test config: evaluation identity "
+                     "%s)", task.name, cached["score"], eval_key[:12])
             score, count = cached["score"], cached["num_examples"]
         else:
             result = evaluate_task(model, task, eval_shards[task.name], config, tokenizing, dist, counter,
@@ -343,8 +449,9 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
             score, count = result.score, len(result.predictions)
             if dist.is_main:
                 write_predictions(run_dir / f"predictions_{task.name}.csv", result.predictions)
-                atomic_write_json(cache_file, {"key": eval_key, "score": score, "metric": task.metric,
-                                               "num_examples": count, "seconds": result.seconds})
+                atomic_write_json(cache_file, {"key": eval_key, "identity": eval_identity, "score": score,
+                                               "metric": task.metric, "num_examples": count,
+                                               "seconds": result.seconds})
             log.info("%s [%s]: %.4f (%d examples, %.1f s)", task.name, task.metric, score, count, result.seconds)
         rows.append({"task": task.name, "metric": task.metric, "score": float(score), "weight": task.weight})
         task_summaries[task.name] = {"metric": task.metric, "metric_args": task.metric_args, "score": float(score),
@@ -370,7 +477,8 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
                    "model_args": model_args or {}, "decoder": config.decoder_model_name,
                    "train_config": config.config_name, "eval_config": eval, "protocol": config.protocol,
                    "identity": identity_hash,
-                   "steps": config.max_steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                   "steps": training.get("steps"), "steps_this_run": steps_this_run, "max_steps": config.max_steps,
+                   "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                    "total_seconds": time.perf_counter() - started, "reused_training": reused,
                    "world_size": dist.world, "global_batch_size": training.get("global_batch_size"),
                    "train_world_size": training.get("world_size"),

@@ -69,7 +69,9 @@ def configure_determinism(config: TrainConfig) -> None:
     configure_threads(config.torch_num_threads)  # the usable cores, not the machine's (lalmbench.threads)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # Strict: an operation without a deterministic kernel raises (the runner names it and the setting
+        # that allows it) instead of warning while the run goes on claiming to be reproducible.
+        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
@@ -77,6 +79,22 @@ def configure_determinism(config: TrainConfig) -> None:
     allow_tf32 = bool(config.tf32) and not config.deterministic
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+_NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
+
+
+def nondeterministic_operation(exc: BaseException | None) -> str | None:
+    """The operation torch names in its 'X does not have a deterministic implementation' error, found
+    anywhere in the chain of `exc` (encoder errors arrive wrapped, other processes' as text), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        before, found, _ = str(exc).partition(_NO_DETERMINISTIC_KERNEL)
+        if found and before.split():
+            return before.split()[-1]
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 PROTOCOL_GLOBAL_BATCH = 4  # the published single-GPU setup: 4 examples per optimizer step
