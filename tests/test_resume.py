@@ -307,3 +307,74 @@ def test_data_position_restores_buffers_from_shards(tmp_path):
     second.load_state_dict(state)
     got = [[(e.ref, e.audio, e.text) for e in second.next_batch()] for _ in range(12)]
     assert got == expected
+
+
+PEEKING_ENCODER = '''
+from pathlib import Path
+from lalmbench.encoders import logmel
+
+
+class PeekEncoder(logmel.LogMelEncoder):
+    """Notes, at every call, how many rows train_log.csv holds on disk while the run goes on."""
+
+    def __init__(self, log: str = "", notes: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.log, self.notes = Path(log), Path(notes)
+
+    def forward(self, audio, audio_attention_mask=None):
+        if self.log.is_file():
+            with open(self.notes, "a") as handle:
+                handle.write(f"{len(self.log.read_text().splitlines()) - 1}\\n")
+        return super().forward(audio, audio_attention_mask)
+'''
+
+
+def test_train_log_rows_reach_the_disk_as_they_are_written(tmp_path):
+    train_yaml, eval_yaml = tiny_data(tmp_path / "data")
+    encoder = tmp_path / "peek_encoder.py"
+    encoder.write_text(PEEKING_ENCODER)
+    log_path = run_dir_of(tmp_path / "out", "peek_encoder") / "train_log.csv"
+    notes = tmp_path / "notes.txt"
+    run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"save_steps": 100}, encoder=str(encoder),
+                  model_args={"log": str(log_path), "notes": str(notes)})
+    seen = [int(line) for line in notes.read_text().split()]
+    assert 5 in seen  # step 6 saw step 5's row on disk, long before the run's only checkpoint (step 6)
+
+
+def test_a_run_that_starts_over_empties_the_train_log(uninterrupted, tmp_path):
+    """A run killed before its first checkpoint left rows behind; starting over, each step is logged once."""
+    train_yaml, eval_yaml, ref_dir = uninterrupted
+    run_dir = _interrupted_copy(ref_dir, run_dir_of(tmp_path / "out"), 0)  # every checkpoint gone, 6 rows kept
+    assert len(losses(run_dir)) == 6
+    run_inprocess(train_yaml, eval_yaml, tmp_path / "out")
+    assert losses(run_dir) == losses(ref_dir)
+
+
+@pytest.mark.slow
+def test_train_log_is_live_and_a_run_that_starts_over_empties_it(tmp_path):
+    """Every row reaches the disk when it is written (a run can be followed, a kill keeps the rows); a run
+    killed before its first checkpoint starts over, and its log then holds each step once."""
+    train_yaml, eval_yaml = tiny_data(tmp_path / "data")
+    encoder = tmp_path / "slow_encoder.py"
+    encoder.write_text(SLOW_ENCODER)
+    overrides = {**FAST, "max_steps": 8, "save_steps": 100}  # no checkpoint before the end
+    command = cli_command(str(encoder), train_yaml, eval_yaml, tmp_path / "out", overrides, {"delay": 0.1})
+    log_path = run_dir_of(tmp_path / "out", "slow_encoder") / "train_log.csv"
+    process = subprocess.Popen(command, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (log_path.is_file() and len(log_path.read_text().splitlines()) >= 4):  # header + 3 steps
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no rows reached train_log.csv while the run trained"
+            time.sleep(0.02)
+        assert not list(log_path.parent.glob("checkpoint-*"))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    assert len(log_path.read_text().splitlines()) >= 4  # the kill kept them
+    finished = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert [row[0] for row in losses(log_path.parent)] == [str(step) for step in range(1, 9)]

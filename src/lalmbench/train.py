@@ -294,7 +294,8 @@ class Trainer:
             return
         with open(path, newline="") as handle:
             rows = [row for row in csv.reader(handle)]
-        kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= step]
+        kept = [TRAIN_LOG_HEADER] + [row for row in rows[1:]  # whole rows up to the checkpoint's step
+                                     if len(row) == len(TRAIN_LOG_HEADER) and row[0].isdigit() and int(row[0]) <= step]
         atomic_write_text(path, "".join(",".join(row) + "\n" for row in kept))
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -342,7 +343,9 @@ class Trainer:
     def train(self) -> TrainState:
         config = self.config
         log_path = self.run_dir / "train_log.csv"
-        if self.dist.is_main and not log_path.is_file():
+        if self.dist.is_main and (self.state.step == 0 or not log_path.is_file()):
+            # From the start: rows of an earlier attempt (killed before its first checkpoint) go. A resumed
+            # run's log was cut to its checkpoint's step in load_checkpoint.
             atomic_write_text(log_path, ",".join(TRAIN_LOG_HEADER) + "\n")
         log_file = open(log_path, "a", newline="") if self.dist.is_main else None
         progress = None
@@ -382,6 +385,7 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 if log_file is not None:
                     log_file.write(f"{self.state.step},{loss:.8f},{lr:.10g},{grad_norm:.6g},{self.state.elapsed:.3f}\n")
+                    log_file.flush()  # followable live, and a killed run keeps its rows up to the kill
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
