@@ -3,20 +3,39 @@
 torchrun and `accelerate launch` both export RANK, WORLD_SIZE and LOCAL_RANK; when WORLD_SIZE > 1
 the default process group is created (NCCL on GPUs, gloo on CPUs). Rank 0 alone writes files and logs;
 the other ranks also silence Python warnings and the transformers logger, which would repeat rank 0's.
-Collectives wait up to LALMBENCH_DIST_TIMEOUT_MINUTES (default 120): rank 0 may download shards or
-write a report while the others wait at a barrier.
+
+One failing process stops them all (`FailureWatch`). An exception on one process would otherwise leave
+the others waiting in their next collective until its timeout: NCCL never notices that a peer has
+gone, and on several nodes no launcher kills the other nodes' processes. So every process of a run
+watches the launcher's rendezvous store, which needs no collective: a process whose run raises writes
+its rank and message there first, and the others print that message and exit (status 3) within a few
+seconds, wherever they are waiting.
+Collectives still time out after LALMBENCH_DIST_TIMEOUT_MINUTES (default 30), the last resort for a
+process that hangs without raising; the wait for rank 0's downloads has no limit (`wait_for_main`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import multiprocessing
 import os
+import socket
+import sys
+import threading
+import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("lalmbench")
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,11 +66,13 @@ def init_distributed(device_hint: str | None = None) -> DistInfo:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=_timeout())
     if rank != 0:
         _quiet_third_party()
-    return DistInfo(rank=rank, world=world, local_rank=local_rank)
+    info = DistInfo(rank=rank, world=world, local_rank=local_rank)
+    FailureWatch.start(info)
+    return info
 
 
 def _timeout() -> timedelta:
-    minutes = os.environ.get("LALMBENCH_DIST_TIMEOUT_MINUTES", "120")
+    minutes = os.environ.get("LALMBENCH_DIST_TIMEOUT_MINUTES", "30")
     try:
         return timedelta(minutes=float(minutes))
     except ValueError:
@@ -93,3 +114,227 @@ def broadcast_object(info: DistInfo, obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def wait_for_main(info: DistInfo) -> None:
+    """Wait, without a time limit, for work that rank 0 alone does and that may take hours (downloads).
+
+    A collective would time out after LALMBENCH_DIST_TIMEOUT_MINUTES; this wait ends when rank 0 is done,
+    or when any process fails (`FailureWatch`)."""
+    if not info.enabled:
+        return
+    watch = FailureWatch.active
+    if watch is None:  # no store to wait through: the collective, with its timeout
+        barrier(info)
+        return
+    watch.wait_for_main()
+
+
+# -- one failing process stops them all --------------------------------------------------------------------
+PEER_FAILED_EXIT_STATUS = 3  # this process stopped because another one failed (2: lalmbench's own errors)
+POLL_SECONDS = 0.5  # how often each process looks for another's failure
+ACK_SECONDS = 5.0  # how long a failing process waits for the others to have read its report
+LINGER_SECONDS = 2.0  # a stopping process lets the failing one leave first: the launcher names the right culprit
+EXIT_GRACE_SECONDS = 10.0  # a failing process still alive this long after its report ends itself
+CLOSE_SECONDS = 10.0  # at the end of a good run, how long rank 0 waits for the others to stop watching
+STORE_TIMEOUT = timedelta(seconds=30)
+REPORT_CHARS = 4000
+
+
+def _failure_summary(rank: int, error: BaseException) -> dict:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    text = f"{type(error).__name__}: {error}"
+    if len(text) > REPORT_CHARS:
+        text = text[:REPORT_CHARS] + " [...]"
+    return {"rank": rank, "host": socket.gethostname(), "error": text, "where": where}
+
+
+class AnotherProcessFailed(RuntimeError):
+    """Why a process stopped by `FailureWatch` stopped (as torchrun's summary shows it)."""
+
+
+def _tell_launcher(error: BaseException) -> None:
+    """torchrun's error file (TORCHELASTIC_ERROR_FILE): its summary then shows the message, and names as
+    the root cause the process whose file has the earliest time; without torchrun, nothing."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+        get_error_handler().record_exception(error)
+
+
+class FailureWatch:
+    """Stops every process of a run when one of them fails (module docstring).
+
+    Started by `init_distributed`, ended by `stops_every_process_on_failure` around the run. A thread
+    polls the launcher's rendezvous store (MASTER_ADDR:MASTER_PORT, a connection of its own) for a
+    failure report. A process whose run raises writes its report there (the first report wins), waits
+    until the others have read it, and goes on raising; a process that reads another's report says which
+    process failed and why, ends its worker processes and exits with status 3. Keys are new for each run
+    (a torchrun restart, or each run of `--seeds` in one process).
+    """
+
+    active: "FailureWatch | None" = None
+    _runs = 0  # runs started by this process; every process counts alike, so their keys agree
+
+    def __init__(self, info: DistInfo, stores: tuple, prefix: str):
+        self.rank, self.world = info.rank, info.world
+        self._store, self._poll_store = stores  # main thread's, watch thread's
+        self._failure_key, self._ack_key = f"{prefix}/failure", f"{prefix}/read"
+        self._closed_key, self._main_key = f"{prefix}/closed", f"{prefix}/main-done"
+        self._main_waits = 0
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._handled = False  # a failure (own or another's) is being dealt with
+        self._reported = False  # this process's own failure is in the store
+        self._deadline: float | None = None
+        self._thread = threading.Thread(target=self._watch, name="lalmbench-failure-watch", daemon=True)
+
+    @classmethod
+    def start(cls, info: DistInfo) -> None:
+        if not info.enabled or cls.active is not None:
+            return
+        address, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if not address or not port:
+            log.warning("MASTER_ADDR/MASTER_PORT are not set (the process group was made another way): a failure on "
+                        "one process leaves the others waiting until the collective timeout")
+            return
+        try:
+            stores = tuple(dist.TCPStore(address, int(port), is_master=False, timeout=STORE_TIMEOUT,
+                                         wait_for_workers=False) for _ in range(2))
+        except Exception as error:  # noqa: BLE001 - a run without the watch is still a run
+            log.warning("cannot reach the rendezvous store at %s:%s (%s): a failure on one process leaves the others "
+                        "waiting until the collective timeout", address, port, error)
+            return
+        cls._runs += 1
+        prefix = "/".join(["lalmbench", os.environ.get("TORCHELASTIC_RUN_ID", "job"),
+                           os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"), str(cls._runs)])
+        cls.active = cls(info, stores, prefix)
+        cls.active._thread.start()
+
+    # -- the watch thread --------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._closing.wait(POLL_SECONDS):
+            if self._reported:
+                if time.monotonic() > self._deadline:
+                    self._say(f"process {self.rank} is still running {EXIT_GRACE_SECONDS:g} s after its failure; "
+                              "ending it")
+                    self._exit(1)
+                continue
+            try:
+                failed = self._poll_store.check([self._failure_key])
+            except Exception as error:  # noqa: BLE001 - the store's host has gone: nothing more to watch
+                if not self._closing.is_set():
+                    log.warning("process %d lost the rendezvous store (%s); a failure of another process can no longer "
+                                "stop this one", self.rank, error)
+                return
+            if failed and self._claim():
+                message = self._read_report(self._poll_store)
+                self._exit(PEER_FAILED_EXIT_STATUS, linger=True, reason=message)
+
+    def _claim(self) -> bool:
+        """True for the one thread that deals with the (first) failure."""
+        with self._lock:
+            if self._handled:
+                return False
+            self._handled = True
+            return True
+
+    def _read_report(self, store) -> str:
+        report = json.loads(store.get(self._failure_key))
+        store.add(self._ack_key, 1)
+        host = "" if report["host"] == socket.gethostname() else f" on {report['host']}"
+        where = f" (at {report['where']})" if report["where"] else ""
+        message = f"process {report['rank']}{host} failed: {report['error']}{where}"
+        self._say(f"{message}; stopping process {self.rank} of {self.world}")
+        return message
+
+    def _say(self, text: str) -> None:
+        if self.rank == 0:  # rank 0's log reaches the console and log.txt
+            log.error(text)
+            for handler in log.handlers:
+                handler.flush()
+        else:
+            print(f"lalmbench: {text}", file=sys.stderr, flush=True)
+
+    def _exit(self, status: int, linger: bool = False, reason: str = "") -> None:
+        if linger:
+            time.sleep(LINGER_SECONDS)
+        if reason:
+            try:
+                raise AnotherProcessFailed(reason)
+            except AnotherProcessFailed as stopped:
+                _tell_launcher(stopped)  # written after the failed process's own file
+            except Exception:  # noqa: BLE001 - exiting matters more
+                pass
+        for child in multiprocessing.active_children():  # loader workers would outlive os._exit
+            child.terminate()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # the main thread may be inside a collective that nothing can interrupt
+
+    # -- the main thread ---------------------------------------------------------------------------------
+    def fail(self, error: BaseException) -> None:
+        """Report this process's failure to the others and wait until they have read it."""
+        if not self._claim():  # another process failed first; the watch thread is stopping this one
+            self._thread.join()
+            self._exit(PEER_FAILED_EXIT_STATUS)
+        report = json.dumps(_failure_summary(self.rank, error))
+        try:
+            _tell_launcher(error)
+            first = self._store.compare_set(self._failure_key, "", report).decode()
+            if first != report:  # another process failed at the same time and reported first
+                self._read_report(self._store)
+            else:
+                waited = time.monotonic() + ACK_SECONDS
+                while self._store.add(self._ack_key, 0) < self.world - 1 and time.monotonic() < waited:
+                    time.sleep(0.05)
+        except Exception as store_error:  # noqa: BLE001 - the error itself must still reach the user
+            log.warning("process %d could not report its failure to the others (%s)", self.rank, store_error)
+        self._deadline = time.monotonic() + EXIT_GRACE_SECONDS
+        self._reported = True
+
+    def wait_for_main(self) -> None:
+        self._main_waits += 1
+        key = f"{self._main_key}/{self._main_waits}"
+        if self.rank == 0:
+            self._store.set(key, "done")
+            return
+        while not self._store.check([key]):
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        """The run ended well on this process: stop watching. Rank 0 waits (briefly) until every process has
+        stopped watching, because when rank 0 hosts the store (launches without torchrun) its exit would
+        look like a lost store to a process still polling."""
+        self._closing.set()
+        self._thread.join()
+        try:
+            self._store.add(self._closed_key, 1)
+            waited = time.monotonic() + CLOSE_SECONDS
+            while self.rank == 0 and self._store.add(self._closed_key, 0) < self.world and time.monotonic() < waited:
+                time.sleep(0.02)
+        except Exception:  # noqa: BLE001 - the run is over; nothing depends on this
+            pass
+        FailureWatch.active = None
+
+
+def stops_every_process_on_failure(function: Callable[..., T]) -> Callable[..., T]:
+    """For the function each launched process runs (the runner's run): when it raises on one process,
+    every process stops within seconds, naming that process and its error (`FailureWatch`, started by
+    `init_distributed` inside it); when it returns, nothing is left watching."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as error:
+            watch = FailureWatch.active
+            if watch is not None and not (isinstance(error, SystemExit) and not error.code):
+                watch.fail(error)
+            raise
+        if FailureWatch.active is not None:
+            FailureWatch.active.close()
+        return result
+
+    return wrapper

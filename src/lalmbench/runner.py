@@ -33,7 +33,8 @@ from lalmbench.data.examples import BadDataCounter
 from lalmbench.data.mixture import TrainStream
 from lalmbench.data.shards import data_home, resolve_shards
 from lalmbench.data.tokenizing import Tokenizing  # also reachable as lalmbench.runner.Tokenizing (parity kit)
-from lalmbench.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed
+from lalmbench.distributed import (DistInfo, barrier, broadcast_object, gather_objects, init_distributed,
+                                   stops_every_process_on_failure, wait_for_main)
 from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
 from lalmbench.encoders.loading import encoder_display_name, load_encoder
 from lalmbench.errors import ConfigError, DeterminismError, RunInUseError
@@ -186,7 +187,7 @@ def _fetch_data(specs, config: TrainConfig, allow_download: bool, dist: DistInfo
     revisions = []
     if dist.is_main:
         revisions = ensure_downloaded(specs, home=config.data_home, allow_download=allow_download)
-    barrier(dist)
+    wait_for_main(dist)  # downloads may take hours: no collective timeout; a failure still stops everyone
     return revisions
 
 
@@ -297,6 +298,7 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
         claim.release()
 
 
+@stops_every_process_on_failure  # an exception on one process stops them all (distributed.FailureWatch)
 def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_args: dict | None,
          overrides: dict | None, output_dir: str | Path, force: bool, allow_download: bool, write_report: bool,
          show_progress: bool, extra_columns: dict | None, run_name: str | None) -> RunResult:
