@@ -8,14 +8,16 @@ on the protocol:
   the encoder masks stay in place, masked out of attention), then the right-padded text; positions
   0..L-1, so every row's text starts at position T'max. A clip's loss therefore depends on how many
   frames its batch mates have. The encoder follows the model into train mode (FrozenEncoder). For
-  generation the same frame block is followed by the prompt, and positions count valid tokens
-  (cumsum of the mask - 1), as Hugging Face `generate` derives them.
+  generation the same frame block is followed by the right-padded prompt, and positions count valid
+  tokens (cumsum of the mask - 1), as Hugging Face `generate` derives them.
 - corrected: each row is packed: its valid audio frames (feature mask 1) followed directly by its text,
   padding only at the end (training) or the start (generation), with positions counted over valid
   tokens only, so a clip's outputs do not depend on its batch mates. The encoder stays in eval mode.
 
-With an encoder that returns no mask the two layouts are the same sequence. Generation gives the same
-tokens in both up to float rounding: attention ignores masked keys and positions count valid tokens.
+With an encoder that returns no mask the two training layouts are the same sequence. Generation gives
+the same tokens in both up to float rounding when a batch shares one prompt length (attention ignores
+masked keys and positions count valid tokens); with prompts of several lengths, an official row with a
+shorter prompt takes its first answer token from a padding position, as the published system does.
 
 Loss logits are computed only where a label exists when `target_logits_only` is set (the default):
 the vocabulary projection over hundreds of audio frames is most of the memory, and skipping rows
