@@ -1,13 +1,14 @@
 """The main run, top to bottom: setup, train, evaluate, report.
 
-    configs -> encoder (loaded, validated, frozen) -> run directory (keyed by the run identity)
-    -> data (fetched, resolved) -> decoder + LoRA + projector -> train (or resume, or reuse)
-    -> evaluate every test set (or reuse cached scores) -> scores.tsv, predictions, summary, report
+    configs -> encoder (loaded, validated, frozen) -> data (fetched, resolved) -> decoder + LoRA + projector
+    -> run directory (keyed by the training identity, made and locked only now) -> train (or resume, or
+    reuse) -> evaluate every test set (or reuse cached scores) -> scores.tsv, predictions, summary, report
 
-The run identity hashes what the trained weights depend on: the encoder (file content or module and
-class) and its arguments, the decoder, the training config and the lalmbench version. A finished run
-with the same identity is reused (and says so); a different identity never reuses anything. Scores are
-cached per test set under a key that adds the test set's own config.
+The training identity (identity.py) covers what the trained weights depend on; a finished run with the
+same identity is reused and an interrupted one resumed (both say which identity they matched); a
+different identity never reuses anything. Scores are cached per test set under its evaluation identity
+(the training identity, the evaluation-only settings, the test set's config and shards). Rank 0 takes
+these decisions and broadcasts them, so every process acts on the same view of the disk.
 """
 
 from __future__ import annotations
