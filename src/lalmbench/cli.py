@@ -1,14 +1,15 @@
 """Command line: parse arguments and call the library. No logic lives here.
 
-    lalmbench run ENCODER [TRAIN] [EVAL] [--model-args JSON] [--args JSON] [--output-dir DIR]
-    lalmbench demo [--output-dir DIR] [--data-only DIR]
+    lalmbench run ENCODER [TRAIN] [EVAL] [--model-args JSON] [--args JSON] [--output-dir DIR] [--tasks A,B]
+                  [--limit N] [--print-config]
+    lalmbench demo [--output-dir DIR] [--data-only]
     lalmbench check ENCODER [--model-args JSON] [--device cpu|cuda] [--json]
     lalmbench tasks [SUITE]
     lalmbench download SUITE|TASK...
     lalmbench bench [--quick] [--device cpu|cuda] [--compile|--no-compile] [--steps N]
     lalmbench report RUN_DIR
     lalmbench leaderboard RUN_DIR... [--baselines] [--mixed-protocols] [--output-dir DIR]
-    lalmbench compare RUN_A RUN_B | RUN_A... --vs RUN_B...
+    lalmbench compare RUN_A RUN_B | RUN_A... --vs RUN_B... [--output FILE]
     lalmbench new-encoder DIR
     lalmbench package DIR [--include-weights]
 """
@@ -56,11 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     run.add_argument("--seeds", type=int, default=1, metavar="N",
                      help="train N seeds (seed, seed+1, ...), each its own run, in <encoder>-seeds/; prints mean and spread")
+    run.add_argument("--tasks", default=None, metavar="A,B",
+                     help="only these datasets of the suite (train mixture and test sets), e.g. --tasks esc-50,gtzan; "
+                          "the run is named <train>@<tasks> and never reuses a full-suite run")
+    run.add_argument("--limit", type=int, default=None, metavar="N",
+                     help="a quick partial look: evaluate only the first N test examples of each test set (training "
+                          "is unchanged); results go to <run_dir>/limit-N/, marked partial, never mixed with full ones")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved train and eval configs (two YAML documents, train first) and exit; "
+                          "loads no encoder and touches no data, network or output directory")
     add_config_flags(run, TrainConfig, "training fields (each overrides the YAML and --args)", skip=("train_data",))
 
     demo = commands.add_parser("demo", help="offline demo: synthetic tasks, LogMelEncoder, tiny-random decoder")
     demo.add_argument("--output-dir", default="demo_output", metavar="DIR", help="where the demo writes data and results (default: ./demo_output)")
-    demo.add_argument("--data-only", default=None, metavar="DIR", help="only write the synthetic shards plus DIR/train.yaml and DIR/eval.yaml")
+    demo.add_argument("--data-only", nargs="?", const=True, default=None, metavar="DIR",
+                      help="only write the synthetic shards plus train.yaml and eval.yaml into --output-dir "
+                           "(`--data-only DIR`, the older spelling, writes them into DIR)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
     demo.add_argument("--args", default=None, metavar="JSON|YAML", help="training field overrides (JSON, YAML or a YAML file)")
     add_config_flags(demo, TrainConfig, "training fields (each overrides the demo's and --args)",
@@ -85,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser(
         "download", help="fetch the shards of suites or tasks ahead of a run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Files go to $LALMBENCH_DATA_HOME (else $XARES_DATA_HOME, else ./xares_data) with the hub's layout.\n"
+        epilog="Files go to --data-home, else $LALMBENCH_DATA_HOME, else $XARES_DATA_HOME, else ./xares_data,\n"
+               "with the hub's layout.\n"
                "Environment: HF_ENDPOINT (mirror, default https://huggingface.co), HF_TOKEN (gated/private\n"
                "repos), HF_HUB_OFFLINE=1 (never download). A `revision:` in a dataset pins its files.\n"
                "Files already here are kept; after an interruption, run it again to fetch the rest.")
@@ -93,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="suite names (task1, task2, all, extended), task names, or train/eval YAML files")
     download.add_argument("--workers", type=int, default=4, help="parallel downloads (default: 4)")
     download.add_argument("--split", choices=["train", "test", "both"], default="both", help="which shards to fetch (default: both)")
+    download.add_argument("--data-home", default=None, metavar="DIR",
+                          help="where the shards go (as `run --data-home`; default: the environment's data home, below)")
 
     bench = commands.add_parser("bench", help="measure training and evaluation speed on the benchmark workload")
     bench.add_argument("--quick", action="store_true", help="a short run that finishes in minutes on a CPU")
@@ -133,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default: 1000)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
     compare.add_argument("--common-only", action="store_true", help="compare only the tasks both sides have")
-    compare.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
+    compare.add_argument("--output", "--json", dest="json", default=None, metavar="FILE",
+                         help="also write the comparison to FILE, as JSON")
 
     scaffold = commands.add_parser("new-encoder", help="scaffold a submission repository for a new encoder")
     scaffold.add_argument("directory", help="directory to create")
@@ -153,25 +169,31 @@ def dispatch(args: argparse.Namespace) -> int:
     if hasattr(args, "args"):  # flags over --args
         args.overrides = {**parse_json_arg(args.args, "--args"), **collect_overrides(args)}
 
-    if args.command == "run" and args.seeds != 1:
+    if args.command == "run":
+        from lalmbench.run_configs import parse_task_names
+
+        args.task_names = parse_task_names(args.tasks)
+    if args.command == "run" and args.seeds != 1 and not args.print_config:
         from lalmbench.seeds import run_seeds_command
 
         return run_seeds_command(args.seeds, encoder=args.encoder, train=args.train, eval=args.eval,
                                  model_args=parse_json_arg(args.model_args, "--model-args"),
                                  overrides=args.overrides, output_dir=args.output_dir,
-                                 force=args.force, allow_download=not args.no_download, write_report=not args.no_report)
+                                 force=args.force, allow_download=not args.no_download, write_report=not args.no_report,
+                                 task_names=args.task_names, limit=args.limit)
     if args.command == "run":
         from lalmbench.runner import run_command
 
         return run_command(encoder=args.encoder, train=args.train, eval=args.eval,
                            model_args=parse_json_arg(args.model_args, "--model-args"),
                            overrides=args.overrides, output_dir=args.output_dir,
-                           force=args.force, allow_download=not args.no_download, write_report=not args.no_report)
+                           force=args.force, allow_download=not args.no_download, write_report=not args.no_report,
+                           limit=args.limit, task_names=args.task_names, print_config=args.print_config)
     if args.command == "demo":
         from lalmbench.demo import demo_command
 
-        return demo_command(output_dir=args.output_dir, data_only=args.data_only, seed=args.seed,
-                            overrides=args.overrides)
+        data_only = args.output_dir if args.data_only is True else args.data_only
+        return demo_command(output_dir=args.output_dir, data_only=data_only, seed=args.seed, overrides=args.overrides)
     if args.command == "check":
         from lalmbench.encoders.check import check_command
 
@@ -184,7 +206,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "download":
         from lalmbench.data.download import download_command
 
-        return download_command(args.targets, workers=args.workers, split=args.split)
+        return download_command(args.targets, workers=args.workers, split=args.split, home=args.data_home)
     if args.command == "bench":
         from lalmbench.bench import bench_command
 

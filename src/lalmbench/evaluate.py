@@ -21,6 +21,15 @@ the encoder returns no mask, model/audio_llm.py):
              first (least padding), and the several captions of one clip share its single answer.
              References are scored as written.
 
+`limit` (`lalmbench run --limit N`, a quick partial look): only the first N examples of a test set are
+answered, first in the order the protocol reads them:
+  official   the first N examples the published test loader hands out (steps 1-3: seeded shard order,
+             dealt over the workers, a worker batch of each in turn), then sorted and batched as above
+             (steps 4-5) among themselves;
+  corrected  the first N examples in shard, record, text order (every target text counts: a clip with
+             five captions is five examples), then batched as above.
+Reading stops soon after the N-th example. The runner keeps a limited evaluation apart from full ones.
+
 Predictions are paired with their references by example, never by row (a row whose audio fails to
 decode leaves its batch without shifting the others), and listed in shard, record, text order.
 
@@ -114,9 +123,12 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def published_batches(streams: list[Iterable[T]], batch_size: int, key: Callable[[T], float]) -> Iterator[list[T]]:
-    """Steps 3-5 of the module docstring: one stream per loader worker (at least one) -> batches."""
-    return batched(sorted_runs(interleave_worker_batches(streams, batch_size), key), batch_size)
+def published_batches(streams: list[Iterable[T]], batch_size: int, key: Callable[[T], float],
+                      limit: int | None = None) -> Iterator[list[T]]:
+    """Steps 3-5 of the module docstring: one stream per loader worker (at least one) -> batches; with
+    `limit`, of the first `limit` items handed out."""
+    handed_out = itertools.islice(interleave_worker_batches(streams, batch_size), limit)
+    return batched(sorted_runs(handed_out, key), batch_size)
 
 
 def _header_frames(audio: bytes) -> tuple[int, int]:
@@ -145,24 +157,26 @@ def _read(task: EvalTaskConfig, shards: list[Path], places: dict[Path, int], cou
 
 
 def official_batches(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo,
-                     batch_size: int, sort_key: Callable[[Example], float]) -> Iterator[tuple[list[Example], list]]:
+                     batch_size: int, sort_key: Callable[[Example], float],
+                     limit: int | None = None) -> Iterator[tuple[list[Example], list]]:
     """This rank's share of the published test batches (module docstring, official); each example
     answered on its own."""
     places = {shard: place for place, shard in enumerate(shards)}
     order = published_shard_order(shards, from_hub=bool(task.data.repo_id))
     workers = max(1, task.num_workers)
     streams = [_read(task, order[worker::workers], places, counter, "official") for worker in range(workers)]
-    for index, batch in enumerate(published_batches(streams, batch_size, key=lambda item: sort_key(item[1]))):
+    for index, batch in enumerate(published_batches(streams, batch_size, key=lambda item: sort_key(item[1]),
+                                                    limit=limit)):
         if index % dist.world == dist.rank:
             yield [example for _, example in batch], [[item] for item in batch]
 
 
 def corrected_batches(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo,
-                      batch_size: int) -> Iterator[tuple[list[Example], list]]:
+                      batch_size: int, limit: int | None = None) -> Iterator[tuple[list[Example], list]]:
     """This rank's batches of distinct clips, longest first within a run; each clip's answer fills all
-    of the run's examples of that clip (its captions)."""
+    of the run's examples of that clip (its captions). `limit`: of the first `limit` examples read."""
     places = {shard: place for place, shard in enumerate(shards)}
-    reading = _read(task, shards, places, counter, "corrected")
+    reading = itertools.islice(_read(task, shards, places, counter, "corrected"), limit)
     mine = (item for number, item in enumerate(reading) if number % dist.world == dist.rank)
     for run in batched(mine, SORT_CHUNK):
         examples_of: dict[tuple[str, str], list[tuple[Position, Example]]] = {}
@@ -188,9 +202,10 @@ def _kept_rows(examples: list[Example], kept: list[ExampleRef]) -> list[int]:
 
 def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: TrainConfig, tokenize, dist: DistInfo,
                   counter: BadDataCounter, batch_size: int | None = None, workers: int = 0,
-                  show_progress: bool = True) -> TaskResult:
-    """Answer and score one test set. `workers` decode audio ahead in processes; the eval config's own
-    `num_workers` (the published loader's workers) shapes the batches under `official`."""
+                  show_progress: bool = True, limit: int | None = None) -> TaskResult:
+    """Answer and score one test set (with `limit`, its first `limit` examples: module docstring).
+    `workers` decode audio ahead in processes; the eval config's own `num_workers` (the published
+    loader's workers) shapes the batches under `official`."""
     started = time.perf_counter()
     official = config.protocol == "official"
     batch_size = batch_size or config.eval_batch_size or task.batch_size
@@ -215,9 +230,9 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
         return _published_length(example, tokenize, config.sample_rate)
 
     if official:
-        batches = official_batches(task, shards, task_counts, dist, batch_size, sort_key)
+        batches = official_batches(task, shards, task_counts, dist, batch_size, sort_key, limit)
     else:
-        batches = corrected_batches(task, shards, task_counts, dist, batch_size)
+        batches = corrected_batches(task, shards, task_counts, dist, batch_size, limit)
     # Each batch goes to the batch maker tagged with its examples again (to place the rows it keeps) and,
     # for each example, the (position, example) pairs its answer fills.
     tagged = ((examples, (examples, fills)) for examples, fills in batches)

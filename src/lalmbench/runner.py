@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from lalmbench import __version__
-from lalmbench.config import EvalTaskConfig, TrainConfig, dump_yaml, load_eval_configs, load_train_config
+from lalmbench.config import EvalTaskConfig, TrainConfig, dump_yaml
 from lalmbench.data.batches import BatchMaker
 from lalmbench.data.examples import BadDataCounter
 from lalmbench.data.mixture import TrainStream
@@ -45,6 +45,7 @@ from lalmbench.identity import decoder_identity, evaluation_identity, training_i
 from lalmbench.io_utils import DirectoryLock, atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
 from lalmbench.model.audio_llm import AudioLLM, add_lora, apply_speed_switches
 from lalmbench.model.decoder import load_decoder
+from lalmbench.run_configs import check_limit, configs_yaml, partial_results_dir, resolve_configs
 from lalmbench.train import (Trainer, batch_plan, configure_determinism, find_resume_checkpoint,
                              nondeterministic_operation)
 
@@ -61,6 +62,8 @@ class RunResult:
     overall: float
     rows: list[dict] = field(default_factory=list)
     reused_training: bool = False
+    results_dir: Path | None = None  # where scores.tsv went: run_dir, or its limit-N directory for --limit
+    partial: dict | None = None  # {"limit": N} for a --limit evaluation
 
 
 def _hash(obj) -> str:
@@ -235,8 +238,10 @@ def warn_if_slow_on_cpu(decoder, device: torch.device, max_steps: int) -> None:
                 CPU_SECONDS_PER_STEP_FULL_SIZE, max_steps, days)
 
 
-def write_scores(run_dir: Path, rows: list[dict], confidence=None) -> float:
-    """scores.tsv; with `confidence` (report.confidence.RunConfidence) two more columns, ci_low and ci_high."""
+def write_scores(run_dir: Path, rows: list[dict], confidence=None, limit: int | None = None) -> float:
+    """scores.tsv; with `confidence` (report.confidence.RunConfidence) two more columns, ci_low and ci_high;
+    with `limit` (a --limit evaluation) a last column `limit` saying on every row how many test examples per
+    task were evaluated (readers that look columns up by name read the file as before)."""
     total_weight = sum(r["weight"] for r in rows)
     overall = sum(r["score"] * r["weight"] for r in rows) / total_weight if total_weight else float("nan")
     intervals = {task: c.interval for task, c in confidence.tasks.items()} if confidence else {}
@@ -246,9 +251,10 @@ def write_scores(run_dir: Path, rows: list[dict], confidence=None) -> float:
             return ""
         return "\t\t" if interval is None else f"\t{interval.low:.6f}\t{interval.high:.6f}"
 
-    lines = ["Task\tscore\tweight" + ("\tci_low\tci_high" if confidence else "")]
-    lines += [f"{r['task']}\t{r['score']:.6f}\t{r['weight']:g}{bounds(intervals.get(r['task']))}" for r in rows]
-    lines.append(f"Overall\t{overall:.6f}\t{total_weight:g}{bounds(confidence.overall if confidence else None)}")
+    marked = "" if limit is None else f"\t{limit}"
+    lines = ["Task\tscore\tweight" + ("\tci_low\tci_high" if confidence else "") + ("\tlimit" if marked else "")]
+    lines += [f"{r['task']}\t{r['score']:.6f}\t{r['weight']:g}{bounds(intervals.get(r['task']))}{marked}" for r in rows]
+    lines.append(f"Overall\t{overall:.6f}\t{total_weight:g}{bounds(confidence.overall if confidence else None)}{marked}")
     atomic_write_text(run_dir / "scores.tsv", "\n".join(lines) + "\n")
     return overall
 
@@ -277,15 +283,18 @@ def format_table(rows: list[dict], overall: float, extra: dict[str, dict[str, st
 def run(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,
         overrides: dict | None = None, output_dir: str | Path = "lalmbench_runs", force: bool = False,
         allow_download: bool = True, write_report: bool = True, show_progress: bool = True,
-        extra_columns: dict | None = None, run_name: str | None = None) -> RunResult:
-    """Train and evaluate; `run_name` replaces the encoder's name in the run directory's path.
+        extra_columns: dict | None = None, run_name: str | None = None, limit: int | None = None,
+        task_names: list[str] | None = None) -> RunResult:
+    """Train and evaluate; `run_name` replaces the encoder's name in the run directory's path. `task_names`
+    picks datasets of the suite (run_configs.py); `limit` evaluates only the first `limit` examples of
+    each test set, a partial evaluation kept in `<run_dir>/limit-<limit>/` (`partial_results_dir`).
 
     The run directory is locked while the run lasts; a run that fails before its first training step
     removes the directory it made (an earlier run's directory is never removed)."""
     claim = RunClaim()
     try:
         return _run(claim, encoder, train, eval, model_args, overrides, output_dir, force, allow_download,
-                    write_report, show_progress, extra_columns, run_name)
+                    write_report, show_progress, extra_columns, run_name, limit, task_names)
     except BaseException as exc:
         claim.discard_if_untrained()
         cause = nondeterministic_operation(exc)
@@ -302,15 +311,12 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
 @stops_every_process_on_failure  # an exception on one process stops them all (distributed.FailureWatch)
 def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_args: dict | None,
          overrides: dict | None, output_dir: str | Path, force: bool, allow_download: bool, write_report: bool,
-         show_progress: bool, extra_columns: dict | None, run_name: str | None) -> RunResult:
+         show_progress: bool, extra_columns: dict | None, run_name: str | None, limit: int | None,
+         task_names: list[str] | None) -> RunResult:
     started = time.perf_counter()
     overrides = dict(overrides or {})
-    config = load_train_config(train, overrides)
-    if eval is None:
-        if Path(train).is_file():
-            raise ConfigError(f"TRAIN is a file ({train}); also name the EVAL config (a built-in name or YAML file)")
-        eval = train
-    tasks = load_eval_configs(eval)
+    check_limit(limit)
+    config, tasks, eval = resolve_configs(train, eval, overrides, task_names)  # --tasks narrows both
     dist = init_distributed(config.device)
     setup_logging(None, dist.is_main)
     configure_determinism(config)
@@ -430,15 +436,24 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
     # -- evaluate -----------------------------------------------------------------------------------------------------
     eval_started = time.perf_counter()
     rows, task_summaries = [], {}
+    # A --limit evaluation goes into a directory of its own, with the limit in its evaluation identity.
+    results_dir = run_dir if limit is None else partial_results_dir(run_dir, limit)
+    partial = None if limit is None else {"limit": limit}
+    if dist.is_main and limit is not None:
+        results_dir.mkdir(exist_ok=True)
+        for name in ("run_identity.json", "eval_config.yaml"):  # what compare and the leaderboard read beside scores
+            shutil.copy2(run_dir / name, results_dir / name)
     for task in tasks:
-        cache_file = run_dir / "scores" / f"{task.name}.json"
+        cache_file = results_dir / "scores" / f"{task.name}.json"
         decided = None
         if dist.is_main:
             eval_identity = evaluation_identity(identity_hash, config, task, eval_shards[task.name], home)
+            if limit is not None:
+                eval_identity = {**eval_identity, "limit": limit}
             eval_key = _hash(eval_identity)
             found = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
             reuse = (found.get("key") == eval_key and not force
-                     and (run_dir / f"predictions_{task.name}.csv").is_file())
+                     and (results_dir / f"predictions_{task.name}.csv").is_file())
             decided = (eval_key, eval_identity, found if reuse else None)
         eval_key, eval_identity, cached = broadcast_object(dist, decided)
         if cached:
@@ -448,10 +463,10 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
         else:
             result = evaluate_task(model, task, eval_shards[task.name], config, tokenizing, dist, counter,
                                    workers=min(task.num_workers, config.num_workers) if config.num_workers else 0,
-                                   show_progress=show_progress)
+                                   show_progress=show_progress, limit=limit)
             score, count = result.score, len(result.predictions)
             if dist.is_main:
-                write_predictions(run_dir / f"predictions_{task.name}.csv", result.predictions)
+                write_predictions(results_dir / f"predictions_{task.name}.csv", result.predictions)
                 atomic_write_json(cache_file, {"key": eval_key, "identity": eval_identity, "score": score,
                                                "metric": task.metric, "num_examples": count,
                                                "seconds": result.seconds})
@@ -466,7 +481,7 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
         from lalmbench.report.confidence import TaskSpec, run_intervals
 
         # A 95% bootstrap interval per score, from the kept answers (seconds; see report/confidence.py).
-        confidence = run_intervals(run_dir, [TaskSpec(r["task"], r["metric"], r["score"], r["weight"],
+        confidence = run_intervals(results_dir, [TaskSpec(r["task"], r["metric"], r["score"], r["weight"],
                                                       task_summaries[r["task"]]["metric_args"]) for r in rows],
                                    config.protocol)
         for task, task_confidence in confidence.tasks.items():
@@ -474,7 +489,7 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
         extra_columns = {**(extra_columns or {})}
         for task, cells in confidence.table_columns().items():
             extra_columns[task] = {**extra_columns.get(task, {}), **cells}
-        overall = write_scores(run_dir, rows, confidence)
+        overall = write_scores(results_dir, rows, confidence, limit)
         training = json.loads(complete_marker.read_text())  # how it was trained (batch, processes)
         summary = {"lalmbench_version": __version__, "encoder": encoder, "encoder_name": encoder_name,
                    "model_args": model_args or {}, "decoder": config.decoder_model_name,
@@ -487,31 +502,41 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
                    "train_world_size": training.get("world_size"),
                    "bad_data": counter.as_dict(), "tasks": task_summaries,
                    "overall": overall, "device": str(device), "data_revisions": data_revisions,
-                   "confidence": confidence.summary()}
-        atomic_write_json(run_dir / "run_summary.json", summary)
-        atomic_write_json(run_dir / COMPLETED, {"identity": identity_hash, "overall": overall,
-                                               "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                   "confidence": confidence.summary(), "partial": partial}
+        atomic_write_json(results_dir / "run_summary.json", summary)
+        atomic_write_json(results_dir / COMPLETED, {"identity": identity_hash, "overall": overall, "partial": partial,
+                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
         skipped = {name: entry["skipped_total"] for name, entry in counter.as_dict().items() if entry["skipped_total"]}
         if skipped:
             log.warning("skipped unusable examples per dataset: %s (details in run_summary.json)", skipped)
         print(format_table(rows, overall, extra_columns))
-        print(f"\nResults in {run_dir}")
+        if partial:
+            print(f"PARTIAL: only the first {limit} test examples of each test set were evaluated (--limit {limit}); "
+                  "these scores are not comparable with full evaluations")
+        print(f"\nResults in {results_dir}")
         if write_report:
             try:
                 from lalmbench.report.html import write_report as make_report
 
-                report = make_report(run_dir)
+                report = make_report(results_dir)
                 print(f"Report: {report}")
             except ImportError as exc:
                 log.warning("report skipped (%s); install lalmbench[report] for it", exc)
             except Exception as exc:  # a report problem must not hide finished scores
-                log.warning("report failed: %s: %s (scores are in %s)", type(exc).__name__, exc, run_dir)
+                log.warning("report failed: %s: %s (scores are in %s)", type(exc).__name__, exc, results_dir)
     barrier(dist)
-    return RunResult(run_dir, {r["task"]: r["score"] for r in rows}, overall, rows, reused)
+    return RunResult(run_dir, {r["task"]: r["score"] for r in rows}, overall, rows, reused, results_dir, partial)
 
 
 def run_command(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,
                 overrides: dict | None = None, output_dir: str = "lalmbench_runs", force: bool = False,
-                allow_download: bool = True, write_report: bool = True) -> int:
-    run(encoder, train, eval, model_args, overrides, output_dir, force, allow_download, write_report)
+                allow_download: bool = True, write_report: bool = True, limit: int | None = None,
+                task_names: list[str] | None = None, print_config: bool = False) -> int:
+    if print_config:  # the configs as this run would use them; no encoder, data, network or output directory
+        check_limit(limit)
+        config, tasks, _ = resolve_configs(train, eval, overrides, task_names)
+        sys.stdout.write(configs_yaml(config, tasks, limit))
+        return 0
+    run(encoder, train, eval, model_args, overrides, output_dir, force, allow_download, write_report,
+        limit=limit, task_names=task_names)
     return 0

@@ -49,16 +49,20 @@ def seed_table(results: list, seeds: list[int]) -> tuple[list[dict], str]:
 def run_seeds(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,
               overrides: dict | None = None, output_dir: str | Path = "lalmbench_runs", seeds: int = 2,
               force: bool = False, allow_download: bool = True, write_report: bool = True,
-              show_progress: bool = True) -> Path:
-    """Train and evaluate `seeds` seeds of one identity; returns the group directory."""
-    from lalmbench.config import load_train_config
+              show_progress: bool = True, task_names: list[str] | None = None, limit: int | None = None) -> Path:
+    """Train and evaluate `seeds` seeds of one identity; returns the group directory. `task_names` picks
+    datasets of the suite as for one run (the group then sits under `<train>@<tasks>/`)."""
     from lalmbench.encoders.loading import encoder_display_name
+    from lalmbench.run_configs import resolve_configs
     from lalmbench.runner import run
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if limit is not None:
+        raise ConfigError(f"--limit {limit} with --seeds {seeds}: a seed group measures the spread of full scores; "
+                          "look at one seed with --limit first, then run the seeds without it")
     overrides = dict(overrides or {})
-    config = load_train_config(train, overrides)
+    config, _, _ = resolve_configs(train, eval, overrides, task_names)
     first = config.seed
     encoder_name = encoder_display_name(encoder)
     group_dir = Path(output_dir) / Path(config.config_name).name / f"{encoder_name}{SEED_GROUP_SUFFIX}"
@@ -68,7 +72,7 @@ def run_seeds(encoder: str, train: str = "task1", eval: str | None = None, model
         results.append(run(encoder, train, eval, model_args=model_args, overrides={**overrides, "seed": seed},
                            output_dir=output_dir, force=force, allow_download=allow_download,
                            write_report=write_report, show_progress=show_progress,
-                           run_name=seed_run_name(encoder_name, seed)))
+                           run_name=seed_run_name(encoder_name, seed), task_names=task_names))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, the main process alone writes files
         return group_dir
     seed_list = list(range(first, first + seeds))

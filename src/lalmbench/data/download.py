@@ -576,12 +576,13 @@ def specs_for_targets(targets: list[str], split: str = "both") -> list[DatasetSp
     return specs
 
 
-def download_command(targets: list[str], workers: int = 4, split: str = "both") -> int:
-    """`lalmbench download SUITE|TASK|YAML...`: fetch every shard they name that is not here yet."""
+def download_command(targets: list[str], workers: int = 4, split: str = "both", home: str | None = None) -> int:
+    """`lalmbench download SUITE|TASK|YAML...`: fetch every shard they name that is not here yet, into
+    `home` (`--data-home`, as `run --data-home`; else the environment's data home)."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     specs = specs_for_targets(targets, split)
-    root = data_home()
+    root = data_home(home)
     files = remote_files(specs)
     if is_offline():
         missing = _find_problems(files, root, {})

@@ -92,6 +92,10 @@ def comparable_tasks(a: RunGroup, b: RunGroup, common_only: bool = False) -> lis
         raise LalmbenchError(f"the runs used different protocols: A ({a.name}) {a.protocol}, B ({b.name}) "
                              f"{b.protocol}; scores of different protocols are not comparable (run both "
                              "with the same --args '{\"protocol\": ...}')")
+    if a.runs[0].partial != b.runs[0].partial:
+        raise LalmbenchError(f"the runs were evaluated on different test examples: A ({a.name}) on "
+                             f"{a.runs[0].evaluated_on()}, B ({b.name}) on {b.runs[0].evaluated_on()} (`run --limit`); "
+                             "a partial evaluation is compared only with one of the same --limit")
     tasks_a, tasks_b = a.task_names, b.task_names
     only_a = [t for t in tasks_a if t not in tasks_b]
     only_b = [t for t in tasks_b if t not in tasks_a]

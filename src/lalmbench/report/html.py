@@ -91,6 +91,8 @@ def read_run_dir(run_dir: Path) -> RunData:
         except ValueError as exc:
             data.notes.append(f"run_summary.json is not valid JSON ({exc})")
     log_path = run_dir / "train_log.csv"
+    if not log_path.is_file() and data.summary.get("partial"):
+        log_path = run_dir.parent / "train_log.csv"  # a --limit evaluation sits inside the run it evaluates
     if log_path.is_file():
         with open(log_path, newline="", encoding="utf-8") as handle:
             data.train_log = [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
@@ -357,8 +359,15 @@ def _facts_section(data: RunData) -> str:
              ("overall score", f"{data.overall:.4f}" if data.overall is not None else None),
              ("lalmbench", summary.get("lalmbench_version")),
              ("status", "completed" if (data.run_dir / "COMPLETED").exists() else "not marked COMPLETED")]
+    partial = summary.get("partial") if isinstance(summary.get("partial"), dict) else None
+    if partial:
+        facts.insert(0, ("evaluation", f"PARTIAL: first {partial.get('limit')} test examples per task"))
     cells = "".join(f"<div><b>{_esc(k)}</b>{_esc(v)}</div>" for k, v in facts if v not in (None, ""))
     notes = "".join(_note(n) for n in data.notes)
+    if partial:
+        notes = _note(f"Partial evaluation (--limit {partial.get('limit')}): only the first {partial.get('limit')} "
+                      "examples of each test set were answered. These scores are a quick look, not comparable "
+                      "with full evaluations or the published baselines.") + notes
     if not summary:
         notes += _note("run_summary.json is missing: encoder facts, metric names and metric arguments are unknown.")
     return (f'<section id="run"><h1>lalmbench report: {_esc(summary.get("encoder_name") or data.run_dir.name)}</h1>'

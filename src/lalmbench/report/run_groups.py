@@ -38,6 +38,10 @@ class RunRecord:
     tasks: dict[str, TaskSpec]  # eval task name -> metric, score, weight, metric arguments
     eval_config: dict  # eval task name -> its resolved eval config ({} when absent)
     completed: bool = True
+    partial: dict | None = None  # {"limit": N}: evaluated on the first N test examples only (`run --limit`)
+
+    def evaluated_on(self) -> str:
+        return "full test sets" if not self.partial else f"the first {self.partial.get('limit')} test examples per task"
 
     def identity_without_seed(self) -> dict:
         """The run identity less what the training seed decides: the seed itself, and the weights of the
@@ -121,7 +125,8 @@ def read_record(run_dir: str | Path) -> RunRecord:
     seed = (identity.get("train") or {}).get("seed")
     return RunRecord(run_dir=run_dir, name=str(summary.get("encoder_name") or run_dir.name),
                      protocol=str(summary.get("protocol") or UNRECORDED), seed=seed, identity=identity,
-                     tasks=tasks, eval_config=eval_config, completed=(run_dir / "COMPLETED").exists())
+                     tasks=tasks, eval_config=eval_config, completed=(run_dir / "COMPLETED").exists(),
+                     partial=summary.get("partial") if isinstance(summary.get("partial"), dict) else None)
 
 
 def run_dirs_in(path: Path) -> list[Path]:
@@ -160,6 +165,9 @@ def check_same_identity(runs: Sequence[RunRecord], what: str) -> None:
     """Refuse a group whose runs differ in anything but the seed (or repeat a seed)."""
     first = runs[0]
     for run in runs[1:]:
+        if run.partial != first.partial:
+            raise LalmbenchError(f"{what}: {run.run_dir} was evaluated on {run.evaluated_on()}, {first.run_dir} on "
+                                 f"{first.evaluated_on()}; a group's runs must be scored on the same examples")
         if run.protocol != first.protocol:
             raise LalmbenchError(f"{what}: {run.run_dir} ran protocol {run.protocol}, {first.run_dir} ran "
                                  f"{first.protocol}; a group holds seeds of one identity only")
