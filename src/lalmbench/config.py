@@ -94,7 +94,7 @@ class DatasetSpec:
 
 @dataclass
 class TrainConfig:
-    """Everything that shapes training. Defaults are the official protocol (PROTOCOL.md)."""
+    """Everything that shapes training. Defaults are the official protocol (docs/protocol.md)."""
 
     train_data: dict[str, DatasetSpec] = field(default_factory=dict)
     """The training mixture: dataset name -> DatasetSpec."""
@@ -422,8 +422,11 @@ def resolve_config_path(kind: str, name_or_path: str) -> Path:
     if path.is_file():
         return path
     names = catalog.builtin_names(kind)
+    from lalmbench.errors import did_you_mean
+
     raise ConfigError(
-        f"unknown {kind} config {name_or_path!r}: it is neither a built-in name nor a YAML file. "
+        f"unknown {kind} config {name_or_path!r}: it is neither a built-in name nor a YAML file."
+        f"{did_you_mean(name_or_path, names)} "
         f"Built-in {kind} configs: {', '.join(names) if names else '(none)'}; see `lalmbench tasks`."
     )
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from lalmbench.errors import ConfigError
+from lalmbench.errors import ConfigError, did_you_mean
 
 _ROOT = Path(__file__).resolve().parent
 CATALOG_PATH = _ROOT / "catalog.yaml"
@@ -131,7 +131,8 @@ class Catalog:
         if key in self.datasets:
             info = self.datasets[key]
             return Resolved(key, info.train_config, info.eval_config, (info,))
-        raise ConfigError(f"unknown suite or task {name!r}. Suites: {', '.join(self.suites)}. "
+        raise ConfigError(f"unknown suite or task {name!r}.{did_you_mean(name, [*self.suites, *self.datasets])} "
+                          f"Suites: {', '.join(self.suites)}. "
                           f"Tasks: {', '.join(self.datasets)}.")
 
 
