@@ -34,6 +34,8 @@ from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 
+from lalmbench.errors import AnotherProcessFailed
+
 log = logging.getLogger("lalmbench")
 T = TypeVar("T")
 
@@ -148,10 +150,6 @@ def _failure_summary(rank: int, error: BaseException) -> dict:
     if len(text) > REPORT_CHARS:
         text = text[:REPORT_CHARS] + " [...]"
     return {"rank": rank, "host": socket.gethostname(), "error": text, "where": where}
-
-
-class AnotherProcessFailed(RuntimeError):
-    """Why a process stopped by `FailureWatch` stopped (as torchrun's summary shows it)."""
 
 
 def _tell_launcher(error: BaseException) -> None:

@@ -58,3 +58,7 @@ class RunInUseError(LalmbenchError):
 
 class DeterminismError(LalmbenchError):
     """An operation has no deterministic implementation and the run claims determinism."""
+
+
+class AnotherProcessFailed(LalmbenchError):
+    """This process of a multi-process run stopped because another one failed (distributed.FailureWatch)."""
