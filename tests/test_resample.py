@@ -164,3 +164,12 @@ def test_corrected_keeps_soxr_and_differs_from_official():
     # the two resamplers differ clearly (soxr's length rule and filter differ): no silent mix of the two
     m = min(len(official), len(corrected))
     assert np.abs(official[:m] - corrected[:m]).max() > 1e-3
+
+
+def test_autocast_does_not_reach_the_filter():
+    """Evaluation prepares batches inside a bf16 autocast region; the resampled clip stays float32."""
+    clip = torch.randn(4_410)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = resample_sinc(clip, 44_100, 16_000)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, resample_sinc(clip, 44_100, 16_000))

@@ -91,7 +91,9 @@ def resample_sinc(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.T
     signals = audio.reshape(-1, 1, length)
     padded = torch.nn.functional.pad(signals, (reach, reach + in_rate))
     # [signals, out_rate phases, frames] -> phases interleaved frame by frame -> [signals, samples]
-    frames = torch.nn.functional.conv1d(padded, bank, stride=in_rate)
+    # Data preparation may run inside a bf16 autocast region (bench, evaluation): the filter stays float32.
+    with torch.autocast(device_type=audio.device.type, enabled=False):
+        frames = torch.nn.functional.conv1d(padded, bank, stride=in_rate)
     out = frames.transpose(1, 2).reshape(signals.shape[0], -1)
     out = out[:, : resampled_length(length, orig_rate, new_rate)]
     return out.reshape(*leading, out.shape[-1])
