@@ -348,6 +348,7 @@ class Trainer:
             # run's log was cut to its checkpoint's step in load_checkpoint.
             atomic_write_text(log_path, ",".join(TRAIN_LOG_HEADER) + "\n")
         log_file = open(log_path, "a", newline="") if self.dist.is_main else None
+        board = open_tensorboard(self.run_dir, self.state.step) if self.dist.is_main else None
         progress = None
         if self.show_progress:
             from tqdm.auto import tqdm
@@ -386,6 +387,9 @@ class Trainer:
                 if log_file is not None:
                     log_file.write(f"{self.state.step},{loss:.8f},{lr:.10g},{grad_norm:.6g},{self.state.elapsed:.3f}\n")
                     log_file.flush()  # followable live, and a killed run keeps its rows up to the kill
+                if board is not None:  # the same row as TensorBoard scalars
+                    for name, value in (("loss", loss), ("learning_rate", lr), ("grad_norm", grad_norm)):
+                        board.add_scalar(f"train/{name}", value, self.state.step)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
@@ -401,13 +405,34 @@ class Trainer:
                     if log_file is not None:
                         log_file.flush()
                         os.fsync(log_file.fileno())
+                    if board is not None:  # a run killed after this checkpoint keeps the events up to it
+                        board.flush()
                     self.save_checkpoint()
         finally:
             if log_file is not None:
                 log_file.close()
+            if board is not None:
+                board.close()
             if progress is not None:
                 progress.close()
         return self.state
+
+
+TENSORBOARD_FLUSH_SECONDS = 10  # how far behind a live TensorBoard may lag
+
+
+def open_tensorboard(run_dir: Path, resumed_step: int):
+    """A TensorBoard writer whose event files sit beside train_log.csv, or None without the `tensorboard`
+    package (extra `tensorboard`). Started at checkpoint step N, it marks every event of a step after N
+    written by an earlier attempt (killed after that checkpoint) to be dropped when read (`purge_step`), so a
+    resumed run shows each step once, as train_log.csv does."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir), purge_step=resumed_step + 1, flush_secs=TENSORBOARD_FLUSH_SECONDS)
 
 
 ESTIMATE_WARMUP_STEPS = 3  # steps left out of the time estimate (first-step allocations, compiling)
