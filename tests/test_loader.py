@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from test_resume import (SLOW_ENCODER, _interrupted_copy, _kill_when, assert_same_weights, cli_command, cli_env,
-                         losses, run_dir_of, run_inprocess, tiny_data, trained_weights)
+from test_resume import (FAST, SLOW_ENCODER, _interrupted_copy, assert_same_weights, cli_command, cli_env, losses,
+                         run_dir_of, run_inprocess, tiny_data, trained_weights)
 
 # Notes, at every forward (the pre-run check, training, evaluation), the command lines of the run's children.
 PEEKING_ENCODER = '''
@@ -128,11 +128,8 @@ def test_sigkilled_run_with_workers_leaves_no_worker_behind_and_resumes_exactly(
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
     encoder = tmp_path / "slow_encoder.py"
     encoder.write_text(SLOW_ENCODER)
-    overrides = {"max_steps": 8, "num_workers": 2}
-    model_args = {"delay": 0.15}
-    from test_resume import FAST
-
-    overrides = {**FAST, **overrides}
+    overrides = {**FAST, "max_steps": 8, "num_workers": 2}
+    model_args = {"delay": 0.15}  # two encoder calls a step: time to see the workers before the kill
     reference = tmp_path / "reference"
     done = subprocess.run(cli_command(str(encoder), train_yaml, eval_yaml, reference, overrides, model_args),
                           env=cli_env(), capture_output=True, text=True, timeout=300)

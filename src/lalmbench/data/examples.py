@@ -336,7 +336,8 @@ def iter_examples(dataset: str, shard: str | Path, key: str | None, counter: Bad
             continue
         if record.problem is not None:
             counter.count_seen(dataset)
-            counter.count_bad(dataset, "bad record", str(shard), f"{Path(shard).name}:{record.key}: {record.problem}")
+            counter.count_bad(dataset, "bad record", str(shard),
+                              f"{Path(shard).name}:{record.key}: {record.problem}")
             continue
         texts = select_texts(record.meta, key, protocol)
         first_text = start_text if record_index == start_record else 0
