@@ -120,9 +120,12 @@ def test_one_spelling_per_idea_across_commands():
     assert build_parser().parse_args(["demo", "--data-only", "--output-dir", "x"]).data_only is True
 
 
-def test_demo_data_only_writes_into_output_dir(tmp_path, capsys):
+def test_demo_data_only_writes_into_output_dir(tmp_path, capsys, monkeypatch):
+    from lalmbench import demo
     from lalmbench.cli import main
 
+    write = demo.write_demo_data  # the real writer, with few examples (the default size takes many seconds)
+    monkeypatch.setattr(demo, "write_demo_data", lambda directory, seed: write(directory, seed, 4, 2))
     assert main(["demo", "--data-only", "--output-dir", str(tmp_path / "shards")]) == 0
     assert (tmp_path / "shards" / "train.yaml").is_file() and (tmp_path / "shards" / "eval.yaml").is_file()
     assert len(list((tmp_path / "shards").glob("*/*.tar.gz"))) == 12
