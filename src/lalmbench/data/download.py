@@ -25,6 +25,8 @@ names them), HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT (seconds, read by h
 
 from __future__ import annotations
 
+import glob
+import functools
 import gzip
 import hashlib
 import logging
@@ -413,18 +415,83 @@ class _Progress:
         self.bar.close()
 
 
+def remove_abandoned_transfers(home: Path, path: str) -> int:
+    """Delete the partial files of `path` that stopped processes left in the data home; returns how many.
+
+    huggingface_hub writes each transfer to a file of its own (`<name hash>.<etag>.<random>.incomplete`
+    beside the file's record) and deletes it when the transfer fails, but a process that is killed
+    (SIGKILL, the out-of-memory killer, a scheduler's SIGTERM) leaves it there and no later download
+    reuses it: each kill would leave up to a shard's size behind (measured with
+    scripts/fault_injection.py). Done under the client's lock of the file, so a transfer under way in
+    another process is never touched; skipped while the lock is held, or if the client's layout changed.
+    """
+    try:
+        from filelock import FileLock, Timeout
+        from huggingface_hub._local_folder import get_local_download_paths
+
+        paths = get_local_download_paths(home, path)
+        prefix = paths.incomplete_path("ETAG").name.removesuffix("ETAG.incomplete")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return 0
+    removed = 0
+    try:
+        with FileLock(paths.lock_path, timeout=0, mode=0o664):  # the client's lock of this file, not waited for
+            for partial in paths.metadata_path.parent.glob(f"{glob.escape(prefix)}*.incomplete"):
+                partial.unlink(missing_ok=True)
+                removed += 1
+    except (Timeout, OSError):
+        return removed
+    if removed:
+        log.info("%s: removed %d partial download(s) left by a stopped process", path, removed)
+    return removed
+
+
+@functools.cache
+def _client_takes_tqdm_class() -> bool:
+    """huggingface_hub >= 1.1 reports each file's bytes through `tqdm_class`; 0.x (beside transformers 4.x)
+    does not take it."""
+    import inspect
+
+    from huggingface_hub import hf_hub_download
+
+    return "tqdm_class" in inspect.signature(hf_hub_download).parameters
+
+
+def _dropped_connection(exc: BaseException) -> bool:
+    """A body cut short by the network (requests' or httpx's words for it), anywhere in the cause chain."""
+    while exc is not None:
+        if type(exc).__name__ in ("ChunkedEncodingError", "IncompleteRead", "RemoteProtocolError", "ReadError",
+                                  "ProtocolError"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _fetch_one(remote: RemoteFile, home: Path, commit: str, progress: _Progress, refetch: bool) -> int:
     """hf_hub_download one file at `commit`, check it against its ETag; returns the bytes transferred."""
     from huggingface_hub import hf_hub_download
 
+    remove_abandoned_transfers(home, remote.path)
     revision = remote.revision or DEFAULT_REVISION
     problem = ""
+    force, dropped = refetch, 0
     for attempt in range(MAX_TRIES):
         try:
+            per_file_bar = {"tqdm_class": progress.file_bar(remote.path)} if _client_takes_tqdm_class() else {}
             path = Path(hf_hub_download(remote.repo_id, remote.path, repo_type="dataset", revision=commit,
-                                        local_dir=home, endpoint=hub_endpoint(), force_download=refetch or attempt > 0,
-                                        tqdm_class=progress.file_bar(remote.path)))
+                                        local_dir=home, endpoint=hub_endpoint(), force_download=force,
+                                        **per_file_bar))
+            if not per_file_bar:  # an older client (< 1.1) reports no bytes: count the file when it is there
+                size = path.stat().st_size
+                progress._start(remote.path, size, 0)
+                progress._update(remote.path, size)
         except Exception as exc:  # the hub client's errors, translated into advice
+            if _dropped_connection(exc) and dropped < MAX_TRIES:
+                # Clients before 1.x give up on a connection cut mid-body; their partial file stays and the
+                # next call resumes it with a Range request.
+                dropped += 1
+                log.warning("%s: the connection dropped (%s); resuming", remote.url(commit), type(exc).__name__)
+                continue
             raise DataError(_hub_advice(exc, f"GET {remote.url(commit)}", remote.repo_id, revision)) from exc
         record = read_record(home, remote.path)
         problem = content_problem(path, record.etag if record is not None else "")
@@ -433,6 +500,7 @@ def _fetch_one(remote: RemoteFile, home: Path, commit: str, progress: _Progress,
             return progress.bytes_for(remote.path)
         log.warning("%s failed its content check (%s); fetching it again", remote.url(commit), problem)
         path.unlink(missing_ok=True)  # also drops the record: it is stale without its file
+        force = True
     raise DataError(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) {MAX_TRIES} "
                     "times; nothing was kept. Try again later, or report the file to the dataset's owners")
 
