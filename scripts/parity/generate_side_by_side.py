@@ -1,0 +1,231 @@
+"""Greedy generation and whole evaluations: items 7 (eval batching), 9 (empty references) and 10 (reference
+round trip) of docs/fidelity.md, under protocol official.
+
+    python scripts/parity/generate_side_by_side.py [--decoder tiny|smollm2|both] [--part batch|evaluation|both]
+
+Part 1, one batch: four 16 kHz clips of 8 / 1.5 / 3 / 6 s (bit-identical audio in both systems), identical
+weights, the published model's `generate` exactly as its trainer calls it (150 new tokens, repetition
+penalty 1.05, greedy) beside lalmbench's AudioLLM.generate. Target: every row's tokens identical. With the
+encoder that returns no mask, padded frames are attended, so the batch mates matter: each clip alone is
+generated too, to show how far that moves the answer (no target).
+
+Part 2, whole evaluations (tiny decoder): the published trainer's `predict` over its own evaluation
+pipeline (shards split over the YAML's num_workers, batches interleaved, sorted within 256 examples) beside
+lalmbench's `evaluate_task`, on crafted test sets: several shards, clips of many lengths, caption lists
+(one example per caption), an empty reference and a reference holding a special-token string. Targets:
+identical batch composition (which examples, in which order), identical predictions and scored references
+for every example, and the same score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kit import (WORK, Tally, build_pair, lalmbench_batch, lalmbench_examples, lalmbench_tokenizing,
+                 published_collate, published_samples, published_tokenizer, smollm2_decoder, tiny_decoder,
+                 write_lens_shard, write_shard)
+
+ENCODERS = ("parity_encoders.NoMaskConvEncoder", "parity_encoders.MaskConvEncoder")
+PROMPT = "Describe the sound."
+MAX_NEW_TOKENS, PENALTY = 150, 1.05
+
+
+def published_generate(model, batch, eos_id: int) -> list[list[int]]:
+    """The published trainer's prediction_step call; each row cut at its first EOS."""
+    with torch.no_grad():
+        out = model.generate(**batch, repetition_penalty=PENALTY, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                             temperature=1.0, top_k=50, top_p=1.0)
+    return [row[: row.index(eos_id)] if eos_id in row else row for row in out.tolist()]
+
+
+def one_batch(tally: Tally, label: str, decoder: str, encoder: str, lora_scale: float) -> None:
+    short = encoder.split(".")[-1]
+    torch.manual_seed(0)
+    published, ours, _ = build_pair(encoder, decoder, lora_scale=lora_scale, protocol="official")
+    tokenizer = published_tokenizer(decoder)
+    published.eval(); ours.eval()
+    shard = write_lens_shard()
+    published_batch = published_collate(published_samples(shard, PROMPT, "label", tokenizer, False), tokenizer)
+    our_batch = lalmbench_batch(lalmbench_examples(shard, "lens", "label"), {"lens": PROMPT}, tokenizer, False)
+    started = time.perf_counter()
+    reference = published_generate(published, published_batch, tokenizer.eos_token_id)
+    middle = time.perf_counter()
+    ours_tokens = ours.generate(our_batch, MAX_NEW_TOKENS, PENALTY)
+    ended = time.perf_counter()
+    for row, (a, b) in enumerate(zip(reference, ours_tokens)):
+        first = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+        tally.same(f"[{label}/{short}] row {row} tokens ({len(a)}/{len(b)} long, first differing index {first})",
+                   a, b)
+    print(f"    time: reference {middle - started:.1f} s, lalmbench {ended - middle:.1f} s")
+    alone = []
+    for row in range(len(our_batch["refs"])):
+        length = int(our_batch["audio_mask"][row].sum())
+        single = {key: value[row:row + 1] for key, value in our_batch.items()}
+        single["audio"], single["audio_mask"] = single["audio"][:, :length], single["audio_mask"][:, :length]
+        alone.append(ours.generate(single, MAX_NEW_TOKENS, PENALTY)[0] == ours_tokens[row])
+    print(f"    the same clip alone gives the batch's tokens: {alone} (no mask: padded frames are attended)")
+
+
+# -- whole evaluations ------------------------------------------------------------------------------------------
+def caption_shards() -> list[str]:
+    """Three shards of 16 kHz clips, 0.4-5 s, with caption lists, an empty reference, a special-token string."""
+    rng = np.random.default_rng(7)
+    texts = [["a dog barks", "dog barking loudly", "a dog"], "rain on a roof", "", "<|im_end|> x", "a man speaks",
+             ["birds sing", "many birds"], "True", "an engine idles", "music plays softly", "two people talk",
+             "a door slams", ["wind blows", "strong wind"], "water drips", "a bell rings", "keys jingle"]
+    shards = []
+    for index in range(3):
+        items = []
+        for row in range(5):
+            seconds = float(rng.uniform(0.4, 5.0))
+            clip = (0.3 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)
+            items.append((f"cap{index}_{row}", clip, 16_000, "PCM_16", "wav", {"caption": texts[index * 5 + row]}))
+        shards.append(write_shard(WORK / f"captions-{index}.tar.gz", items))
+    return shards
+
+
+def label_shards() -> list[str]:
+    rng = np.random.default_rng(8)
+    labels = ["Bark;Dog", "Cat;Meow", "Speech", "Male speech, man speaking", "Dog", "Bark ;Dog", "Music;Speech",
+              "Walk, footsteps", "Cat", "Speech;Dog", "Meow", "Music"]
+    shards = []
+    for index in range(2):
+        items = []
+        for row in range(6):
+            seconds = float(rng.uniform(0.5, 3.0))
+            clip = (0.3 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)
+            items.append((f"lab{index}_{row}", clip, 16_000, "PCM_16", "wav", {"labels": labels[index * 6 + row]}))
+        shards.append(write_shard(WORK / f"labels-{index}.tar.gz", items))
+    return shards
+
+
+def test_sets() -> list[dict]:
+    return [{"name": "captions", "shards": caption_shards(), "prompt": "Describe the sound.", "key": "caption",
+             "metric": "iWER", "metric_args": {}, "batch_size": 4, "num_workers": 2},
+            {"name": "labels", "shards": label_shards(), "prompt": "Which labels apply?", "key": "labels",
+             "metric": "mAP", "metric_args": {"num_classes": 12}, "batch_size": 3, "num_workers": 0}]
+
+
+def published_evaluation(model, tokenizer, test: dict):
+    """(score, [(key, raw text)] in batch order, [(prediction, scored reference)] in the same order, batches)."""
+    from transformers import TrainingArguments
+    from xares_llm.audiowebdataset import AudioTextDataType, AudioTextTokenWebdataset
+    from xares_llm.metrics import TokenDecoder, get_metric
+    from xares_llm.trainer import XaresLLMTrainerEvaluator
+
+    batches = []
+    collate = AudioTextTokenWebdataset._default_collate_fn
+
+    def recording_collate(self, samples):
+        batches.append([(s["filename"], s["text"]) for s in samples])
+        return collate(self, samples)
+
+    output = WORK / "work" / "evaluation"
+    shutil.rmtree(output, ignore_errors=True)
+    trainer = XaresLLMTrainerEvaluator(model=model, args=TrainingArguments(output_dir=str(output), report_to=[]))
+    trainer.compute_metrics = get_metric(test["metric"], tokenizer=tokenizer, **test["metric_args"])
+    data = AudioTextTokenWebdataset(
+        data_urls=AudioTextDataType(data=test["shards"], prompt=test["prompt"], key=test["key"], name=test["name"]),
+        tokenizer=tokenizer, training=False, batch_size=test["batch_size"], sort_by_length=256,
+        num_workers=test["num_workers"])
+    AudioTextTokenWebdataset._default_collate_fn = recording_collate
+    try:
+        result = trainer.predict(test_dataset=data)
+    finally:
+        AudioTextTokenWebdataset._default_collate_fn = collate
+    predictions, references = TokenDecoder(tokenizer).decode_predictions(result)
+    order = [item for batch in batches for item in batch]
+    return result.metrics[f"test_{test['metric']}"], order, list(zip(predictions, references)), batches
+
+
+def lalmbench_evaluation(model, tokenizer, test: dict):
+    """The same four things from lalmbench's evaluate_task (protocol official)."""
+    from lalmbench.config import DatasetSpec, EvalTaskConfig, TrainConfig
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.distributed import DistInfo
+    from lalmbench.evaluate import evaluate_task
+
+    task = EvalTaskConfig(name=test["name"], data=DatasetSpec(data=test["shards"], prompt=test["prompt"],
+                                                              key=test["key"], name=test["name"]),
+                          metric=test["metric"], metric_args=dict(test["metric_args"]),
+                          batch_size=test["batch_size"], num_workers=test["num_workers"])
+    config = TrainConfig(protocol="official")
+    batches = []
+    generate = model.generate
+
+    def recording_generate(batch, *args, **kwargs):
+        batches.append([(ref.key, text) for ref, text in zip(batch["refs"], batch["texts"])])
+        return generate(batch, *args, **kwargs)
+
+    model.generate = recording_generate
+    try:
+        result = evaluate_task(model, task, [Path(s) for s in test["shards"]], config,
+                               lalmbench_tokenizing(tokenizer, {test["name"]: test["prompt"]}, "official"),
+                               DistInfo(), BadDataCounter(), show_progress=False)
+    finally:
+        del model.generate
+    # predictions come back in example order (shard order); their raw texts, in that order:
+    raw = [(e.ref.key, e.text) for shard in test["shards"]
+           for e in lalmbench_examples(shard, test["name"], test["key"], "official")]
+    pairs = {item: (prediction, reference) for item, (prediction, reference, _) in zip(raw, result.predictions)}
+    return result.score, pairs, batches, len(result.predictions) == len(raw)
+
+
+def whole_evaluations(tally: Tally, decoder: str) -> None:
+    for encoder in ENCODERS:
+        short = encoder.split(".")[-1]
+        torch.manual_seed(0)
+        published, ours, _ = build_pair(encoder, decoder, protocol="official")
+        tokenizer = published_tokenizer(decoder)
+        for test in test_sets():
+            label = f"[eval {test['name']}/{short}]"
+            started = time.perf_counter()
+            reference_score, order, reference_pairs, reference_batches = published_evaluation(published, tokenizer, test)
+            middle = time.perf_counter()
+            our_score, our_pairs, our_batches, complete = lalmbench_evaluation(ours, tokenizer, test)
+            ended = time.perf_counter()
+            tally.same(f"{label} batches: {len(reference_batches)} / {len(our_batches)}, examples in order",
+                       reference_batches, our_batches)
+            tally.check(f"{label} one answer per example", complete and len(our_pairs) == len(order),
+                        f"reference {len(order)} lalmbench {len(our_pairs)}")
+            same_predictions = sum(our_pairs.get(item, (None, None))[0] == pair[0] for item, pair in zip(order, reference_pairs))
+            same_references = sum(our_pairs.get(item, (None, None))[1] == pair[1] for item, pair in zip(order, reference_pairs))
+            tally.compare(f"{label} identical predictions (of {len(order)})", len(order), same_predictions, 0.0)
+            tally.compare(f"{label} identical scored references (of {len(order)})", len(order), same_references, 0.0)
+            for item, pair in zip(order, reference_pairs):
+                mine = our_pairs.get(item)
+                if mine != pair:
+                    print(f"    {item}: reference {pair!r} lalmbench {mine!r}")
+            tally.compare(f"{label} {test['metric']} score", reference_score, our_score, 1e-6)
+            print(f"    time: reference {middle - started:.1f} s, lalmbench {ended - middle:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decoder", choices=("tiny", "smollm2", "both"), default="tiny",
+                        help="decoder(s) for part 1 (part 2 always uses the tiny decoder)")
+    parser.add_argument("--part", choices=("batch", "evaluation", "both"), default="both",
+                        help="part 1 (one batch), part 2 (whole evaluations) or both")
+    args = parser.parse_args()
+    tally = Tally("generation and evaluation (protocol official)")
+    decoders = []
+    if args.decoder in ("tiny", "both"):
+        decoders.append(("tiny", tiny_decoder(), 0.05))
+    if args.decoder in ("smollm2", "both"):
+        decoders.append(("SmolLM2", smollm2_decoder(), 0.01))
+    for label, decoder, scale in decoders if args.part != "evaluation" else []:
+        for encoder in ENCODERS:
+            one_batch(tally, label, decoder, encoder, scale)
+    if args.part != "batch":
+        whole_evaluations(tally, tiny_decoder())
+    tally.finish()
+
+
+if __name__ == "__main__":
+    main()
