@@ -95,7 +95,7 @@ def test_feature_cache_gives_the_losses_of_no_cache(tmp_path, mode):
     stats = cache.stats()
     assert stats["misses"] == 4 * 3 and stats["hits"] == (steps - 4) * 3  # every clip encoded once
     if mode == "disk":
-        assert len(list((tmp_path / "feature_cache").rglob("*.pt"))) == 12
+        assert len(list(tmp_path.rglob("*.features"))) == 12  # tmp_path is the cache root here
 
 
 def test_feature_cache_keys_cover_encoder_and_samples():

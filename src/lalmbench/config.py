@@ -169,8 +169,9 @@ class TrainConfig:
     target_logits_only: bool = True
     """Compute vocabulary logits only where a label exists (exact; saves memory). False: every position."""
     feature_cache: str = "off"
-    """Encoder-feature cache: off, memory or disk, keyed by encoder identity + clip + its exact samples (so per
-    crop); exact for deterministic, padding-independent encoders. See docs/speed.md."""
+    """Encoder-feature cache: off, memory (this process) or disk (under cache_dir, shared by every run of the
+    encoder), keyed by encoder identity + clip + its exact samples (so per crop); exact for deterministic,
+    padding-independent encoders. See docs/speed.md."""
     max_bad_fraction: float = 0.01
     """Stop when more than this fraction of a dataset's examples is unreadable."""
     max_new_tokens: int = 150
@@ -181,6 +182,9 @@ class TrainConfig:
     """Evaluation: override every eval task's batch size (None: use each task's)."""
     data_home: str | None = None
     """Shard cache root (None: $LALMBENCH_DATA_HOME, $XARES_DATA_HOME, ./xares_data)."""
+    cache_dir: str | None = None
+    """Where `feature_cache: disk` stores encoder features, shared by every run of the same encoder (None:
+    <data home>/feature_cache). Safe for several runs at once; clear it with `rm -r`."""
     torch_num_threads: int | None = None
     """CPU threads for torch (None: torch's default)."""
     device: str | None = None
@@ -189,7 +193,7 @@ class TrainConfig:
     # Settings that change neither the trained weights nor the scores (logging, workers, device, paths).
     _NOT_IN_IDENTITY = ("config_name", "logging_steps", "save_steps", "save_total_limit", "num_workers",
                         "num_training_workers",
-                        "data_home", "torch_num_threads", "device")
+                        "data_home", "cache_dir", "torch_num_threads", "device")
     # Settings that change the scores and not the trained weights: changing one re-evaluates, never retrains.
     EVALUATION_ONLY = ("max_new_tokens", "repetition_penalty", "eval_crop_audio_length", "eval_batch_size",
                        "merge_lora_for_eval", "max_bad_fraction")
@@ -311,6 +315,7 @@ TRAIN_RULES: dict[str, Any] = {
     "repetition_penalty": Field(gt=0),  # generation divides logits by it
     "eval_batch_size": Field(ge=1),
     "data_home": Field(min_length=1),
+    "cache_dir": Field(min_length=1),
     "torch_num_threads": Field(ge=1),
     "device": Field(pattern=r"^(cpu|cuda(:[0-9]+)?|mps)$", description="cpu, cuda, cuda:N, mps"),
 }

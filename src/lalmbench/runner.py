@@ -372,10 +372,12 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
     if compiled:
         log.info(compiled)
 
+    feature_cache = None
     if config.feature_cache != "off":
         from lalmbench.model.feature_cache import attach_feature_cache
 
-        attach_feature_cache(model, config, identity["encoder"], identity["model_args"], run_dir)
+        feature_cache = attach_feature_cache(model, config, identity["encoder"], identity["model_args"],
+                                             model_arg_files=identity["model_arg_files"])
 
     # -- train (or resume, or reuse) ----------------------------------------------------------------------------
     complete_marker = run_dir / TRAINING_COMPLETE
@@ -502,7 +504,8 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
                    "train_world_size": training.get("world_size"),
                    "bad_data": counter.as_dict(), "tasks": task_summaries,
                    "overall": overall, "device": str(device), "data_revisions": data_revisions,
-                   "confidence": confidence.summary(), "partial": partial}
+                   "confidence": confidence.summary(), "partial": partial,
+                   "feature_cache": feature_cache.stats() if feature_cache is not None else None}
         atomic_write_json(results_dir / "run_summary.json", summary)
         atomic_write_json(results_dir / COMPLETED, {"identity": identity_hash, "overall": overall, "partial": partial,
                                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
