@@ -19,7 +19,8 @@ like the hub's redirect to its CDN.
 Faults, each used once per path (for GETs of the body): `drop_after[path] = n` sends the full headers then
 only n body bytes and closes; `corrupt[path] = True` flips a byte of the body (size unchanged).
 `require_token` answers 401 without `Authorization: Bearer <token>`. Every request for a dataset is
-recorded in `requests`.
+recorded in `requests`. `bytes_per_second` (None: as fast as possible) slows each body transfer to that
+rate, per connection, so a download lasts long enough to be interrupted (scripts/fault_injection.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 CHUNK_BYTES = 1 << 20
+THROTTLE_SLICE_SECONDS = 0.05  # a throttled body goes out in slices of this many seconds' worth
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -166,13 +169,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             return  # the connection closes with the body unfinished
         view = memoryview(body)
-        for offset in range(0, len(body), CHUNK_BYTES):
-            self.wfile.write(view[offset:offset + CHUNK_BYTES])
+        rate = hub.bytes_per_second
+        chunk = CHUNK_BYTES if not rate else max(1, min(CHUNK_BYTES, int(rate * THROTTLE_SLICE_SECONDS)))
+        started = time.monotonic()
+        for offset in range(0, len(body), chunk):
+            self.wfile.write(view[offset:offset + chunk])
+            if rate:  # sleep until the bytes sent so far match the rate
+                time.sleep(max(0.0, started + (offset + chunk) / rate - time.monotonic()))
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     hub: "HubServer"
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away mid-body (killed): expected
+            return
+        super().handle_error(request, client_address)
 
 
 class HubServer:
@@ -189,6 +204,7 @@ class HubServer:
         self.honour_range = True
         self.drop_after: dict[str, int] = {}
         self.corrupt: dict[str, bool] = {}
+        self.bytes_per_second: float | None = None
         self.requests: list[dict] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self

@@ -139,6 +139,23 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Remove what atomic_path and atomic_directory were still building in `directory` (or below) when
+    their process was killed: `.<name>.<random>.tmp` files and folders, which nothing reads and nothing
+    else removes. Call it only while holding the directory's lock (DirectoryLock): a live writer's
+    temporaries look the same. Returns what was removed."""
+    removed = []
+    for path in sorted(Path(directory).rglob(".*.tmp")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+        else:
+            continue  # inside a folder removed just before
+        removed.append(path)
+    return removed
+
+
 def check_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` if needed and prove it is writable, with a clear error otherwise."""
     path = Path(path)

@@ -42,7 +42,8 @@ from lalmbench.errors import ConfigError, DeterminismError, RunInUseError
 from lalmbench.evaluate import evaluate_task
 from lalmbench.hub import offline_if_unreachable
 from lalmbench.identity import decoder_identity, evaluation_identity, training_identity
-from lalmbench.io_utils import DirectoryLock, atomic_path, atomic_write_json, atomic_write_text, check_writable_dir
+from lalmbench.io_utils import (DirectoryLock, atomic_path, atomic_write_json, atomic_write_text, check_writable_dir,
+                               remove_stale_temporaries)
 from lalmbench.model.audio_llm import AudioLLM, add_lora, apply_speed_switches
 from lalmbench.model.decoder import load_decoder
 from lalmbench.run_configs import check_limit, configs_yaml, partial_results_dir, resolve_configs
@@ -155,6 +156,11 @@ class RunClaim:
     def _hold(self, run_dir: Path, lock: DirectoryLock, created: bool) -> Path:
         self.run_dir, self.lock, self.created = run_dir, lock, created
         check_writable_dir(run_dir)
+        if not created:  # half-written checkpoints and files of a killed earlier run: never read, now ours
+            stale = remove_stale_temporaries(run_dir)
+            if stale:
+                log.info("removed %d temporary file(s) of a stopped earlier run in %s: %s", len(stale), run_dir,
+                         ", ".join(str(path.relative_to(run_dir)) for path in stale[:5]))
         return run_dir
 
     def discard_if_untrained(self) -> None:
@@ -462,16 +468,20 @@ def _run(claim: "RunClaim", encoder: str, train: str, eval: str | None, model_ar
             log.info("%s: reusing the cached score %.4f (same run identity and test config: evaluation identity "
                      "%s)", task.name, cached["score"], eval_key[:12])
             score, count = cached["score"], cached["num_examples"]
+            # The test set's bad-data count, kept with its score: a run that resumes evaluation reports it too.
+            counter.merge(BadDataCounter.from_dict(cached.get("bad_data", {})))
         else:
-            result = evaluate_task(model, task, eval_shards[task.name], config, tokenizing, dist, counter,
+            task_counts = BadDataCounter()
+            result = evaluate_task(model, task, eval_shards[task.name], config, tokenizing, dist, task_counts,
                                    workers=min(task.num_workers, config.num_workers) if config.num_workers else 0,
                                    show_progress=show_progress, limit=limit)
+            counter.merge(task_counts)
             score, count = result.score, len(result.predictions)
             if dist.is_main:
                 write_predictions(results_dir / f"predictions_{task.name}.csv", result.predictions)
                 atomic_write_json(cache_file, {"key": eval_key, "identity": eval_identity, "score": score,
                                                "metric": task.metric, "num_examples": count,
-                                               "seconds": result.seconds})
+                                               "seconds": result.seconds, "bad_data": task_counts.as_dict()})
             log.info("%s [%s]: %.4f (%d examples, %.1f s)", task.name, task.metric, score, count, result.seconds)
         rows.append({"task": task.name, "metric": task.metric, "score": float(score), "weight": task.weight})
         task_summaries[task.name] = {"metric": task.metric, "metric_args": task.metric_args, "score": float(score),

@@ -424,6 +424,7 @@ def remove_abandoned_transfers(home: Path, path: str) -> int:
     reuses it: each kill would leave up to a shard's size behind (measured with
     scripts/fault_injection.py). Done under the client's lock of the file, so a transfer under way in
     another process is never touched; skipped while the lock is held, or if the client's layout changed.
+    huggingface_hub 0.x names its partial file `<name hash>.<etag>.incomplete` and resumes it: kept.
     """
     try:
         from filelock import FileLock, Timeout
@@ -436,8 +437,8 @@ def remove_abandoned_transfers(home: Path, path: str) -> int:
     removed = 0
     try:
         with FileLock(paths.lock_path, timeout=0, mode=0o664):  # the client's lock of this file, not waited for
-            for partial in paths.metadata_path.parent.glob(f"{glob.escape(prefix)}*.incomplete"):
-                partial.unlink(missing_ok=True)
+            for partial in paths.metadata_path.parent.glob(f"{glob.escape(prefix)}*.*.incomplete"):
+                partial.unlink(missing_ok=True)  # <etag>.<random>: one transfer's own file, never resumed
                 removed += 1
     except (Timeout, OSError):
         return removed
