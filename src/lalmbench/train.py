@@ -216,7 +216,9 @@ class Trainer:
         self.state = TrainState()
         self._snapshot = None  # data position after the last step
         # Bad data behind the batches of the steps so far (class docstring): read, failed, both.
-        self._read, self._failed = counter.copy(), batch_maker.counter.copy()
+        # (no batch maker: a caller that hands batches to _step itself, as the DDP-equivalence test does)
+        failed = batch_maker.counter.copy() if batch_maker is not None else BadDataCounter()
+        self._read, self._failed = counter.copy(), failed
         self.bad_data = DataPosition(None, self._read, self._failed).account()
 
     # -- checkpoints ------------------------------------------------------------------------------------------
