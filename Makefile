@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PIP = $(VENV)/bin/pip
+# The reference environment's versions (constraints.txt); CONSTRAINTS= installs without them.
+CONSTRAINTS ?= -c constraints.txt
 
 .PHONY: install install-test demo test clean
 
@@ -16,11 +18,11 @@ $(VENV)/bin/python:
 
 install: $(VENV)/bin/python
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[report]"
+	$(PIP) install --quiet $(CONSTRAINTS) -e .
 
 install-test: $(VENV)/bin/python
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[test,report,captions,gguf]"
+	$(PIP) install --quiet $(CONSTRAINTS) -e ".[test,captions,gguf,tensorboard]"
 
 demo: install
 	$(VENV)/bin/lalmbench demo
