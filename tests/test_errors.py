@@ -23,3 +23,24 @@ def test_unknown_train_config_suggests_the_builtin():
 def test_tasks_command_suggests_the_task():
     with pytest.raises(ConfigError, match="Did you mean 'fsd50k'"):
         tasks_command("fsd-50k")
+
+
+def test_every_exception_is_defined_in_errors_and_keeps_its_old_import_path():
+    """One class per error, defined in lalmbench.errors; the modules that raise them still offer them."""
+    import lalmbench.data.audio
+    import lalmbench.encoders.package
+    import lalmbench.encoders.scaffold
+    import lalmbench.io_utils
+    import lalmbench.metrics.captions
+    import lalmbench.train
+    from lalmbench import errors
+
+    old_homes = {lalmbench.train: ["EncoderFailure", "EncoderFailureOnRanks"], lalmbench.io_utils: ["OutputDirError"],
+                 lalmbench.metrics.captions: ["CaptionModelsError"], lalmbench.encoders.package: ["PackageError"],
+                 lalmbench.encoders.scaffold: ["ScaffoldError"], lalmbench.data.audio: ["AudioDecodeError"]}
+    for module, names in old_homes.items():
+        for name in names:
+            assert getattr(module, name) is getattr(errors, name), (module.__name__, name)
+            assert getattr(errors, name).__module__ == "lalmbench.errors"
+    assert issubclass(errors.OutputDirError, errors.LalmbenchError)  # the CLI prints it without a traceback
+    assert not issubclass(errors.EncoderFailure, errors.LalmbenchError)  # a signal, turned into EncoderRuntimeError

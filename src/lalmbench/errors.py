@@ -1,4 +1,11 @@
-"""Exceptions a user can act on. Each message says what is wrong, with which value, and what to do."""
+"""Every exception lalmbench defines, in one place.
+
+Most are errors a user can act on (LalmbenchError and its subclasses): each message says what is wrong,
+with which value, and what to do. The last two groups are signals raised and caught inside a run, which
+reach a user only through the LalmbenchError they are turned into (EncoderFailure -> EncoderRuntimeError;
+AudioDecodeError -> an entry in the bad-data account). The modules that raise them import them from here
+(and so still offer them under their old names: lalmbench.train.EncoderFailure, lalmbench.io_utils.OutputDirError,
+...)."""
 
 
 class LalmbenchError(Exception):
@@ -62,3 +69,46 @@ class DeterminismError(LalmbenchError):
 
 class AnotherProcessFailed(LalmbenchError):
     """This process of a multi-process run stopped because another one failed (distributed.FailureWatch)."""
+
+
+class OutputDirError(LalmbenchError):
+    """The output location cannot be written (read-only, no permission, disk full)."""
+
+
+class CaptionModelsError(LalmbenchError):
+    """mecat, sentence-transformers or the models FENSE/DATE need are not available offline."""
+
+
+class PackageError(LalmbenchError):
+    """The submission directory cannot be packaged as asked."""
+
+
+class ScaffoldError(LalmbenchError):
+    """The scaffold cannot be written where or as asked."""
+
+
+# -- signals inside a run ------------------------------------------------------------------------------------
+class EncoderFailure(RuntimeError):
+    """Raised inside a step when the encoder fails on a batch; carries the batch for the message.
+
+    Training and evaluation turn it into EncoderRuntimeError, with what to do next."""
+
+    def __init__(self, reason: str, batch: dict, rows: list[int] | None = None, sample_rate: int = 16_000):
+        self.reason = reason
+        lengths = batch["audio_mask"].sum(-1).tolist()
+        rows = rows if rows is not None else list(range(len(lengths)))
+        self.details = [f"{batch['refs'][r].shard} key {batch['refs'][r].key} ({lengths[r] / sample_rate:.2f} s)"
+                        for r in rows]
+        super().__init__(f"{reason}: " + "; ".join(self.details))
+
+
+class EncoderFailureOnRanks(EncoderFailure):
+    """EncoderFailure as every rank of a multi-process run sees it: the failures of all ranks."""
+
+    def __init__(self, reports: list[str]):
+        RuntimeError.__init__(self, "; ".join(reports))
+        self.reason, self.details = "the encoder failed", reports
+
+
+class AudioDecodeError(ValueError):
+    """The bytes are not decodable audio, or hold no samples (the example is counted as bad data)."""

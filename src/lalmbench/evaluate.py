@@ -61,8 +61,7 @@ from lalmbench.config import EvalTaskConfig, TrainConfig
 from lalmbench.data.batches import BatchMaker
 from lalmbench.data.examples import BadDataCounter, Example, ExampleRef, iter_examples
 from lalmbench.distributed import DistInfo, gather_objects
-from lalmbench.errors import EncoderRuntimeError
-from lalmbench.train import EncoderFailure
+from lalmbench.errors import EncoderFailure, EncoderRuntimeError
 
 log = logging.getLogger("lalmbench")
 SORT_CHUNK = 256  # examples sorted together (the published test loader's sort_by_length)

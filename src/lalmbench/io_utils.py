@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from lalmbench.errors import LalmbenchError
+from lalmbench.errors import OutputDirError
 
 try:
     import fcntl
@@ -32,10 +32,6 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
-
-
-class OutputDirError(LalmbenchError):
-    """The output location cannot be written (read-only, no permission, disk full)."""
 
 
 def _explain_os_error(exc: OSError, path: Path) -> OutputDirError:

@@ -32,7 +32,7 @@ from lalmbench.config import TrainConfig
 from lalmbench.data.batches import DataPosition, stream_batches
 from lalmbench.data.examples import BadDataCounter, ExampleRef
 from lalmbench.distributed import DistInfo, all_sum, barrier, gather_objects
-from lalmbench.errors import ConfigError, EncoderRuntimeError
+from lalmbench.errors import ConfigError, EncoderFailure, EncoderFailureOnRanks, EncoderRuntimeError
 from lalmbench.io_utils import atomic_directory, atomic_write_text
 from lalmbench.threads import configure_threads
 
@@ -40,26 +40,6 @@ log = logging.getLogger("lalmbench")
 
 CHECKPOINT_MARKER = "checkpoint.json"
 TRAIN_LOG_HEADER = ["step", "loss", "learning_rate", "grad_norm", "elapsed_seconds"]
-
-
-class EncoderFailure(RuntimeError):
-    """Raised inside a step when the encoder fails on a batch; carries the batch for the message."""
-
-    def __init__(self, reason: str, batch: dict, rows: list[int] | None = None, sample_rate: int = 16_000):
-        self.reason = reason
-        lengths = batch["audio_mask"].sum(-1).tolist()
-        rows = rows if rows is not None else list(range(len(lengths)))
-        self.details = [f"{batch['refs'][r].shard} key {batch['refs'][r].key} ({lengths[r] / sample_rate:.2f} s)"
-                        for r in rows]
-        super().__init__(f"{reason}: " + "; ".join(self.details))
-
-
-class EncoderFailureOnRanks(EncoderFailure):
-    """EncoderFailure as every rank of a multi-process run sees it: the failures of all ranks."""
-
-    def __init__(self, reports: list[str]):
-        RuntimeError.__init__(self, "; ".join(reports))
-        self.reason, self.details = "the encoder failed", reports
 
 
 def configure_determinism(config: TrainConfig) -> None:

@@ -17,11 +17,9 @@ import io
 
 import numpy as np
 
+from lalmbench.errors import AudioDecodeError
+
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "opus")
-
-
-class AudioDecodeError(ValueError):
-    """The bytes are not decodable audio, or hold no samples."""
 
 
 def probe_duration(data: bytes) -> float:

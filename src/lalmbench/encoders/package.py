@@ -18,16 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lalmbench.encoders.check import CheckOptions, run_checks
-from lalmbench.errors import LalmbenchError
+from lalmbench.errors import PackageError
 from lalmbench.io_utils import atomic_path
 
 WEIGHT_SUFFIXES = (".pt", ".bin", ".safetensors", ".ckpt", ".pth")
 SKIPPED_DIRS = {"__pycache__", ".git", ".venv", "venv", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints"}
 MANIFEST_NAME = "MANIFEST.json"
-
-
-class PackageError(LalmbenchError):
-    """The submission directory cannot be packaged as asked."""
 
 
 def find_encoder_file(directory: Path) -> tuple[Path, str, dict]:

@@ -15,12 +15,8 @@ import json
 import re
 from pathlib import Path
 
-from lalmbench.errors import LalmbenchError
+from lalmbench.errors import ScaffoldError
 from lalmbench.io_utils import atomic_directory
-
-
-class ScaffoldError(LalmbenchError):
-    """The scaffold cannot be written where or as asked."""
 
 
 def snake_case(class_name: str) -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lalmbench.errors import LalmbenchError
+from lalmbench.errors import CaptionModelsError
 from lalmbench.metrics.normalize import normalize_text
 
 CAPTION_METRICS = ("FENSE", "DATE")
@@ -52,10 +52,6 @@ SBERT_ENV = "LALMBENCH_SBERT_MODEL"
 ECHECKER_ENV = "LALMBENCH_ECHECKER_MODEL"
 
 MECAT_SUBTASK_ROW = "content_long"
-
-
-class CaptionModelsError(LalmbenchError):
-    """mecat, sentence-transformers or the models FENSE/DATE need are not available offline."""
 
 
 @dataclass(frozen=True)

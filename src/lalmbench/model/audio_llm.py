@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from lalmbench.config import DEFAULT_PROTOCOL, PROTOCOLS
 from lalmbench.encoders.contract import FrozenEncoder
-from lalmbench.errors import ConfigError
+from lalmbench.errors import ConfigError, EncoderFailure
 
 IGNORE = -100
 
@@ -188,8 +188,6 @@ class AudioLLM(nn.Module):
         decoder too (masked out of attention, but a NaN there still spreads), so under protocol official
         every frame must be finite; under corrected only the valid ones.
         """
-        from lalmbench.train import EncoderFailure
-
         device = self.projector.weight.device
         try:
             if self.feature_hook is not None:
