@@ -100,12 +100,12 @@ def test_a_run_that_stops_before_training_leaves_no_run_directory(tmp_path):
 
 
 def test_a_failure_after_claiming_removes_only_a_directory_it_made(finished, tmp_path, monkeypatch):
-    import lalmbench.runner
+    import lalmbench.phases.preparation
 
     def broken(*args, **kwargs):
         raise RuntimeError("broken on purpose")
 
-    monkeypatch.setattr(lalmbench.runner, "apply_speed_switches", broken)  # runs after the claim
+    monkeypatch.setattr(lalmbench.phases.preparation, "apply_speed_switches", broken)  # runs after the claim
     root, train_yaml, eval_yaml, run_dir = finished
     with pytest.raises(RuntimeError, match="broken on purpose"):
         run_inprocess(train_yaml, eval_yaml, tmp_path / "out")

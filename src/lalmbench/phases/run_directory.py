@@ -1,0 +1,156 @@
+"""The run directory: claimed and locked for the length of a run, its log, and what it offers a new run.
+
+    <output>/<train config>/<encoder>   (or <encoder>-<hash8> when that holds another identity's run)
+        .<encoder>.lock beside it        held by RunClaim while the run lasts (io_utils.DirectoryLock)
+        run_identity.json                the training identity and its hash (digest)
+        training_complete.json           written when training ends: identity, steps, batch, bad data
+        final_weights.pt                 the trained LoRA and projector weights
+        COMPLETED                        written last, once the scores are
+
+`plan_training` reads these to decide, on rank 0, whether a new run reuses the finished training of its
+identity, resumes it from its newest checkpoint, or trains from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import logging.handlers
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from lalmbench.errors import ConfigError, RunInUseError
+from lalmbench.io_utils import DirectoryLock, check_writable_dir, remove_stale_temporaries
+from lalmbench.train import find_resume_checkpoint
+
+log = logging.getLogger("lalmbench")
+COMPLETED = "COMPLETED"
+TRAINING_COMPLETE = "training_complete.json"
+FINAL_WEIGHTS = "final_weights.pt"
+
+
+def digest(identity) -> str:
+    """The hash that names an identity (training or evaluation): sha256 of its canonical JSON."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def setup_logging(run_dir: Path | None, is_main: bool) -> None:
+    """Rank 0 logs to the console and, once the run directory exists, to its log.txt; what was logged
+    before that is kept and written there first. Other ranks stay silent."""
+    logger = logging.getLogger("lalmbench")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    early: list[logging.LogRecord] = []  # logged before the run directory existed: they go into its log.txt
+    for handler in list(logger.handlers):
+        if getattr(handler, "_lalmbench", False):
+            if isinstance(handler, logging.handlers.BufferingHandler):
+                early += handler.buffer
+                handler.buffer = []
+            logger.removeHandler(handler)
+            handler.close()
+    if not is_main:
+        quiet = logging.NullHandler()  # other ranks stay silent (no lastResort printing of warnings)
+        quiet._lalmbench = True
+        logger.addHandler(quiet)
+        return
+    formatter = logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(formatter)
+    console._lalmbench = True
+    logger.addHandler(console)
+    if run_dir is not None:
+        file_handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+        file_handler.setFormatter(formatter)
+        file_handler._lalmbench = True
+        for record in early:
+            file_handler.handle(record)
+        logger.addHandler(file_handler)
+    else:
+        waiting = logging.handlers.BufferingHandler(capacity=100_000)
+        waiting._lalmbench = True
+        logger.addHandler(waiting)
+
+
+class RunClaim:
+    """The run directory this process works in, locked (io_utils.DirectoryLock) until the run ends.
+
+    The directory is made here, once everything a run needs has loaded; until then a failing run leaves
+    nothing behind.
+
+    `take` chooses `<output>/<config>/<encoder>`, or `<encoder>-<hash8>` when that holds another
+    identity's run (or another identity's run is working in it). A run of the same identity holding the
+    lock stops this one at once (RunInUseError naming the holder). Only rank 0 takes a claim.
+    """
+
+    def __init__(self):
+        self.run_dir: Path | None = None
+        self.lock: DirectoryLock | None = None
+        self.created = False  # this run made the directory
+        self.training_started = False
+
+    def take(self, base: Path, identity_hash: str, force: bool) -> Path:
+        candidates = [base, base.with_name(f"{base.name}-{identity_hash[:8]}")]
+        for candidate in candidates:
+            existed = candidate.exists()
+            lock = DirectoryLock(candidate)
+            holder = lock.acquire({"identity": identity_hash})
+            if holder is not None:
+                who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (since "
+                       f"{holder.get('since', '?')})")
+                if holder.get("identity") == identity_hash:
+                    raise RunInUseError(
+                        f"{candidate} is in use by a run of the same identity: {who}. Two runs would write the "
+                        f"same files; wait for it to finish (this command then reuses its results) or stop it.")
+                log.info("%s is in use by a run of another identity (%s); looking further", candidate, who)
+                continue
+            marker = candidate / "run_identity.json"
+            if not existed or not any(candidate.iterdir()):
+                return self._hold(candidate, lock, created=not existed)
+            if marker.is_file() and json.loads(marker.read_text()).get("hash") == identity_hash:
+                if not force:
+                    return self._hold(candidate, lock, created=False)
+                kept = candidate.with_name(f"{candidate.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                candidate.rename(kept)  # the lock is beside the directory: still held
+                log.info("--force: the previous run was moved to %s (nothing deleted)", kept)
+                return self._hold(candidate, lock, created=True)
+            lock.release()
+            if candidate == base:
+                log.info("%s holds a run with another identity; this run goes to %s", base, candidates[1])
+        raise ConfigError(f"{candidates[1]} exists and belongs to another run; move it away or pass --output-dir")
+
+    def _hold(self, run_dir: Path, lock: DirectoryLock, created: bool) -> Path:
+        self.run_dir, self.lock, self.created = run_dir, lock, created
+        check_writable_dir(run_dir)
+        if not created:  # half-written checkpoints and files of a killed earlier run: never read, now ours
+            stale = remove_stale_temporaries(run_dir)
+            if stale:
+                log.info("removed %d temporary file(s) of a stopped earlier run in %s: %s", len(stale), run_dir,
+                         ", ".join(str(path.relative_to(run_dir)) for path in stale[:5]))
+        return run_dir
+
+    def discard_if_untrained(self) -> None:
+        """After a failure: remove the directory this run made if no training step ran in it (it holds
+        nothing to resume, and must not look like a run)."""
+        if self.run_dir is not None and self.created and not self.training_started:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            log.info("removed %s: the run stopped before training", self.run_dir)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def plan_training(run_dir: Path, identity_hash: str) -> dict:
+    """Rank 0's decision, broadcast to every process: reuse the finished training of this identity,
+    resume it from its newest checkpoint, or train from the start."""
+    marker = run_dir / TRAINING_COMPLETE
+    completed = json.loads(marker.read_text()) if marker.is_file() else {}
+    if completed.get("identity") == identity_hash and (run_dir / FINAL_WEIGHTS).is_file():
+        return {"action": "reuse", "completed": completed}
+    checkpoint = find_resume_checkpoint(run_dir, identity_hash)
+    if checkpoint is not None:
+        return {"action": "resume", "checkpoint": str(checkpoint)}
+    return {"action": "train"}
