@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -202,6 +203,9 @@ def demo_command(output_dir: str = "demo_output", data_only: str | None = None, 
         return 0
     from lalmbench.runner import run
 
+    # The demo needs nothing from the hub (synthetic shards, tiny-random decoder): no reachability probe,
+    # no warning about a hub it never asks for. A user's own HF_HUB_OFFLINE setting is kept.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     output = Path(output_dir)
     train_yaml, eval_yaml, chance = demo_data(output / "data" / f"seed-{seed}", seed)
