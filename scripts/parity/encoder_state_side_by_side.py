@@ -14,8 +14,15 @@ Compared after the N steps:
   - the encoder's weights (unchanged in both);
   - the statistics lalmbench's checkpoint of step N holds (what evaluation after a resume uses).
 
-The audio both encoders saw in each step is compared too (largest |sample diff|). The LoRA weights are not
-compared: dropout draws differ between the two training loops.
+The audio both encoders saw in each step is compared too (largest |sample diff|).
+
+Same batches, same random draws: lalmbench's first training forward starts from the torch random state the
+published trainer had at its first training forward, so the dropout masks (encoder, LoRA) can be the same.
+Then the two training trajectories are compared as well: the loss of every step and, after N steps, every
+trained weight (LoRA, projector). These have no target here (a future change may draw random numbers in
+another order without being wrong); they show how far identical data order would carry the two systems
+(docs/fidelity.md, "Moonshot"). Last, how far lalmbench's own training stream (protocol official, seed 42)
+is from the published data order: its first N batches beside the ones the published trainer drew.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import sys
 
 import torch
 
-from kit import DEMO, WORK, Tally, need, set_canonical_weights, tiny_decoder
+from kit import DEMO, WORK, Tally, lalmbench_name, need, set_canonical_weights, tiny_decoder
 
 ENCODER = "parity_encoders.BNDropEncoder"
 TOLERANCE = 1e-5
@@ -49,8 +56,20 @@ def record_forward(audio: list, modes: list):
     return hook
 
 
+def record_training(losses: list, rng_states: list):
+    """Hooks on a whole model: the random state before its first forward, and the loss of every forward."""
+    def before(module, args, kwargs) -> None:
+        if not rng_states:
+            rng_states.append(torch.get_rng_state())
+
+    def after(module, args, kwargs, output) -> None:
+        losses.append(float((output.loss if hasattr(output, "loss") else output).detach()))
+    return before, after
+
+
 def published_training(steps: int):
-    """Run the published trainer; returns (model, training batches as [(key, target)], audio per step, modes)."""
+    """Run the published trainer; returns (model, start state, training batches as [(key, target)], audio per
+    step, modes, losses per step, random state at the first forward)."""
     sys.argv = sys.argv[:1]  # the published task module parses nothing, but its logger setup reads argv
     from xares_llm.audiowebdataset import AudioTextTokenWebdataset
     from xares_llm.task import XaresLLMTask, XaresLLMTrainConfig
@@ -62,7 +81,7 @@ def published_training(steps: int):
                                  decoder_model_name=tiny_decoder(), max_steps=steps, save_steps=10_000,
                                  warmup_steps=1, logging_steps=1, sort_by_length=16)
     task = XaresLLMTask(config)
-    batches, audio, modes = [], [], []
+    batches, audio, modes, losses, rng_states = [], [], [], [], []
     collate = AudioTextTokenWebdataset._default_collate_fn
 
     def recording_collate(self, samples):
@@ -79,6 +98,9 @@ def published_training(steps: int):
         model = model_init()
         set_canonical_weights(model)
         model.audio_encoder.register_forward_hook(record_forward(audio, modes))
+        before, after = record_training(losses, rng_states)
+        model.register_forward_pre_hook(before, with_kwargs=True)
+        model.register_forward_hook(after, with_kwargs=True)
         built["start"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         built["model"] = model
         return model
@@ -88,7 +110,8 @@ def published_training(steps: int):
         task.train_mlp()
     finally:
         AudioTextTokenWebdataset._default_collate_fn = collate
-    return built["model"], built["start"], batches[:steps], audio[:steps], modes[:steps]
+    return (built["model"], built["start"], batches[:steps], audio[:steps], modes[:steps], losses[:steps],
+            rng_states[0])
 
 
 class ReplayStream:
@@ -113,8 +136,9 @@ class ReplayStream:
         return 0.0  # demo clips are shorter than the 30 s crop: never used
 
 
-def lalmbench_training(start_state: dict, recorded, steps: int):
-    """lalmbench's Trainer, protocol official, on the recorded examples; returns (model, audio per step, modes, run dir)."""
+def lalmbench_training(start_state: dict, recorded, steps: int, rng_state: torch.Tensor):
+    """lalmbench's Trainer, protocol official, on the recorded examples, its first forward starting from
+    `rng_state`; returns (model, audio per step, modes, losses per step, run dir)."""
     from lalmbench.config import TrainConfig
     from lalmbench.data.batches import BatchMaker
     from lalmbench.data.examples import BadDataCounter, iter_examples
@@ -124,7 +148,7 @@ def lalmbench_training(start_state: dict, recorded, steps: int):
     from lalmbench.model.audio_llm import AudioLLM, add_lora
     from lalmbench.model.decoder import load_decoder
     from lalmbench.train import Trainer
-    from kit import lalmbench_name, lalmbench_tokenizing
+    from kit import lalmbench_tokenizing
 
     examples = {}
     for name in DATASETS:
@@ -146,9 +170,17 @@ def lalmbench_training(start_state: dict, recorded, steps: int):
     missing = set(dict(model.named_parameters())) - copied
     if missing:
         raise SystemExit(f"lalmbench parameters with no published counterpart: {sorted(missing)[:5]}")
-    audio, modes = [], []
+    audio, modes, losses = [], [], []
     inner = model.encoder.inner
     inner.register_forward_hook(record_forward(audio, modes))
+    started = []
+
+    def same_random_state(module, args, kwargs) -> None:
+        if not started:
+            started.append(True)
+            torch.set_rng_state(rng_state)
+    model.register_forward_pre_hook(same_random_state, with_kwargs=True)
+    model.register_forward_hook(record_training(losses, [])[1], with_kwargs=True)
     run_dir = WORK / "work" / "encoder_state_lalmbench"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -161,7 +193,27 @@ def lalmbench_training(start_state: dict, recorded, steps: int):
     trainer = Trainer(model, config, run_dir, DistInfo(), torch.device("cpu"), stream, maker, counter,
                       identity="parity", show_progress=False)
     trainer.train()
-    return model, audio[:steps], modes[:steps], run_dir
+    return model, audio[:steps], modes[:steps], losses[:steps], run_dir
+
+
+def lalmbench_order(steps: int) -> list[list[tuple[str, str]]]:
+    """The first `steps` batches of lalmbench's own training stream on the same data (official, seed 42)."""
+    from lalmbench.config import DatasetSpec, TrainConfig
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.data.mixture import TrainStream
+    from lalmbench.model.decoder import load_decoder
+    from kit import lalmbench_tokenizing
+
+    config = TrainConfig(protocol="official")
+    specs = [DatasetSpec(name=name, data=spec["data"], prompt=spec["prompt"], key=spec["key"], prob=spec["prob"])
+             for name, spec in train_data().items()]
+    shards = {name: sorted((DEMO / name).glob(f"{name}-train-*.tar.gz")) for name in DATASETS}
+    _, tokenizer = load_decoder(tiny_decoder())
+    tokenizing = lalmbench_tokenizing(tokenizer, PROMPTS, "official")
+    stream = TrainStream(specs, shards, 4, config.seed, tokenizing.count, BadDataCounter(),
+                         shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
+                         crop_seconds=config.crop_audio_length, protocol="official")
+    return [[(e.ref.key, e.text) for e in stream.next_batch()] for _ in range(steps)]
 
 
 def main() -> None:
@@ -170,9 +222,10 @@ def main() -> None:
     args = parser.parse_args()
     tally = Tally(f"encoder state after {args.steps} training steps (protocol official)")
 
-    published, start, recorded, published_audio, published_modes = published_training(args.steps)
+    published, start, recorded, published_audio, published_modes, published_losses, rng_state = \
+        published_training(args.steps)
     print(f"published trainer: {len(recorded)} batches recorded, sizes {[len(b) for b in recorded]}")
-    ours, our_audio, our_modes, run_dir = lalmbench_training(start, recorded, args.steps)
+    ours, our_audio, our_modes, our_losses, run_dir = lalmbench_training(start, recorded, args.steps, rng_state)
 
     tally.same("encoder (module, bn, dropout) .training in the training forwards",
                sorted(set(published_modes)), sorted(set(our_modes)))
@@ -194,6 +247,30 @@ def main() -> None:
     tally.compare("encoder conv weight: largest |change| in training", float(
         (reference_state["proj.weight"] - start["audio_encoder.proj.weight"]).abs().max()),
         float((our_state["proj.weight"] - start["audio_encoder.proj.weight"]).abs().max()), 0.0)
+
+    print("\nsame batches and random draws, no target (module docstring):")
+    for step, (reference_loss, our_loss) in enumerate(zip(published_losses, our_losses), 1):
+        tally.compare(f"step {step} loss", reference_loss, our_loss)
+    trained_published = {n: p for n, p in published.named_parameters() if p.requires_grad and not n.startswith("audio_encoder")}
+    reference_weights = {lalmbench_name(n): p for n, p in trained_published.items()}
+    trained = {n: p for n, p in ours.named_parameters() if p.requires_grad}
+    worst = max(float((reference_weights[n] - p).detach().abs().max()) for n, p in trained.items())
+    moved = max(float((p - start[n]).detach().abs().max()) for n, p in trained_published.items())
+    tally.compare(f"trained weights after {args.steps} steps: largest |diff| ({len(trained)} tensors; "
+                  f"largest change in training {moved:.3g})", 0.0, worst)
+
+    ours_order = lalmbench_order(args.steps)
+    published_flat = [item for batch in recorded for item in batch]
+    ours_flat = [item for batch in ours_order for item in batch]
+    dataset = lambda item: item[0].split("_")[0]
+    print(f"\ndata order: the first {len(published_flat)} training examples (no target)")
+    tally.compare("batches identical", len(recorded), sum(a == b for a, b in zip(recorded, ours_order)))
+    tally.compare("same example at the same position", len(published_flat),
+                  sum(a == b for a, b in zip(published_flat, ours_flat)))
+    tally.compare("same dataset at the same position", len(published_flat),
+                  sum(dataset(a) == dataset(b) for a, b in zip(published_flat, ours_flat)))
+    tally.compare("examples drawn by both (in any order)", len(published_flat),
+                  len(set(published_flat) & set(ours_flat)))
 
     checkpoint = run_dir / f"checkpoint-{args.steps}" / "trainable.pt"
     if checkpoint.is_file():

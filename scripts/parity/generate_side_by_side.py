@@ -2,6 +2,7 @@
 round trip) of docs/fidelity.md, under protocol official.
 
     python scripts/parity/generate_side_by_side.py [--decoder tiny|smollm2|both] [--part batch|evaluation|both]
+        [--trained RUN_DIR/final_weights.pt [--trained-encoder lalmbench.encoders.LogMelEncoder]]
 
 Part 1, one batch: four 16 kHz clips of 8 / 1.5 / 3 / 6 s (bit-identical audio in both systems), identical
 weights, the published model's `generate` exactly as its trainer calls it (150 new tokens, repetition
@@ -15,6 +16,11 @@ lalmbench's `evaluate_task`, on crafted test sets: several shards, clips of many
 (one example per caption), an empty reference and a reference holding a special-token string. Targets:
 identical batch composition (which examples, in which order), identical predictions and scored references
 for every example, and the same score.
+
+Part 3 (with --trained): the weights a lalmbench run trained on the demo suite with the tiny decoder
+(`end_to_end.py` leaves them in each run directory) are put into both systems, which then evaluate the
+demo's four test sets; a trained model gives varied, short answers, so predictions and scores are
+informative. Same targets as part 2.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kit import (WORK, Tally, build_pair, lalmbench_batch, lalmbench_examples, lalmbench_tokenizing,
+from kit import (DEMO, WORK, Tally, build_pair, build_trained_pair, lalmbench_batch, lalmbench_examples, lalmbench_tokenizing,
                  published_collate, published_samples, published_tokenizer, smollm2_decoder, tiny_decoder,
                  write_lens_shard, write_shard)
 
@@ -177,6 +183,29 @@ def lalmbench_evaluation(model, tokenizer, test: dict):
     return result.score, pairs, batches, len(result.predictions) == len(raw)
 
 
+def compare_evaluations(tally: Tally, label: str, published, ours, tokenizer, test: dict) -> None:
+    started = time.perf_counter()
+    reference_score, order, reference_pairs, reference_batches = published_evaluation(published, tokenizer, test)
+    middle = time.perf_counter()
+    our_score, our_pairs, our_batches, complete = lalmbench_evaluation(ours, tokenizer, test)
+    ended = time.perf_counter()
+    tally.same(f"{label} batches: {len(reference_batches)} / {len(our_batches)}, examples in order",
+               reference_batches, our_batches)
+    tally.check(f"{label} one answer per example", complete and len(our_pairs) == len(order),
+                f"reference {len(order)} lalmbench {len(our_pairs)}")
+    same_predictions = sum(our_pairs.get(item, (None, None))[0] == pair[0] for item, pair in zip(order, reference_pairs))
+    same_references = sum(our_pairs.get(item, (None, None))[1] == pair[1] for item, pair in zip(order, reference_pairs))
+    tally.compare(f"{label} identical predictions (of {len(order)})", len(order), same_predictions, 0.0)
+    tally.compare(f"{label} identical scored references (of {len(order)})", len(order), same_references, 0.0)
+    for item, pair in zip(order, reference_pairs):
+        mine = our_pairs.get(item)
+        if mine != pair:
+            print(f"    {item}: reference {pair!r} lalmbench {mine!r}")
+    tally.compare(f"{label} {test['metric']} score", reference_score, our_score, 1e-6)
+    distinct = len({prediction for prediction, _ in reference_pairs})
+    print(f"    {distinct} distinct answers; time: reference {middle - started:.1f} s, lalmbench {ended - middle:.1f} s")
+
+
 def whole_evaluations(tally: Tally, decoder: str) -> None:
     for encoder in ENCODERS:
         short = encoder.split(".")[-1]
@@ -184,34 +213,37 @@ def whole_evaluations(tally: Tally, decoder: str) -> None:
         published, ours, _ = build_pair(encoder, decoder, protocol="official")
         tokenizer = published_tokenizer(decoder)
         for test in test_sets():
-            label = f"[eval {test['name']}/{short}]"
-            started = time.perf_counter()
-            reference_score, order, reference_pairs, reference_batches = published_evaluation(published, tokenizer, test)
-            middle = time.perf_counter()
-            our_score, our_pairs, our_batches, complete = lalmbench_evaluation(ours, tokenizer, test)
-            ended = time.perf_counter()
-            tally.same(f"{label} batches: {len(reference_batches)} / {len(our_batches)}, examples in order",
-                       reference_batches, our_batches)
-            tally.check(f"{label} one answer per example", complete and len(our_pairs) == len(order),
-                        f"reference {len(order)} lalmbench {len(our_pairs)}")
-            same_predictions = sum(our_pairs.get(item, (None, None))[0] == pair[0] for item, pair in zip(order, reference_pairs))
-            same_references = sum(our_pairs.get(item, (None, None))[1] == pair[1] for item, pair in zip(order, reference_pairs))
-            tally.compare(f"{label} identical predictions (of {len(order)})", len(order), same_predictions, 0.0)
-            tally.compare(f"{label} identical scored references (of {len(order)})", len(order), same_references, 0.0)
-            for item, pair in zip(order, reference_pairs):
-                mine = our_pairs.get(item)
-                if mine != pair:
-                    print(f"    {item}: reference {pair!r} lalmbench {mine!r}")
-            tally.compare(f"{label} {test['metric']} score", reference_score, our_score, 1e-6)
-            print(f"    time: reference {middle - started:.1f} s, lalmbench {ended - middle:.1f} s")
+            compare_evaluations(tally, f"[eval {test['name']}/{short}]", published, ours, tokenizer, test)
+
+
+def demo_test_sets() -> list[dict]:
+    import yaml
+
+    tests = []
+    for name, entry in yaml.safe_load((DEMO / "eval.yaml").read_text()).items():
+        data = entry["data"]
+        tests.append({"name": name, "shards": list(data["data"]), "prompt": data["prompt"], "key": data["key"],
+                      "metric": entry["metric"], "metric_args": entry.get("metric_args") or {},
+                      "batch_size": entry["batch_size"], "num_workers": entry["num_workers"]})
+    return tests
+
+
+def trained_evaluations(tally: Tally, weights: str, encoder: str) -> None:
+    published, ours, _ = build_trained_pair(encoder, tiny_decoder(), weights)
+    tokenizer = published_tokenizer(tiny_decoder())
+    for test in demo_test_sets():
+        compare_evaluations(tally, f"[trained {test['name']}]", published, ours, tokenizer, test)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decoder", choices=("tiny", "smollm2", "both"), default="tiny",
                         help="decoder(s) for part 1 (part 2 always uses the tiny decoder)")
-    parser.add_argument("--part", choices=("batch", "evaluation", "both"), default="both",
-                        help="part 1 (one batch), part 2 (whole evaluations) or both")
+    parser.add_argument("--trained", help="final_weights.pt of a lalmbench run on the demo suite (tiny decoder): part 3")
+    parser.add_argument("--trained-encoder", default="lalmbench.encoders.LogMelEncoder",
+                        help="the encoder that run used (dotted path)")
+    parser.add_argument("--part", choices=("batch", "evaluation", "both", "none"), default="both",
+                        help="part 1 (one batch), part 2 (whole evaluations), both, or none (--trained alone)")
     args = parser.parse_args()
     tally = Tally("generation and evaluation (protocol official)")
     decoders = []
@@ -219,11 +251,13 @@ def main() -> None:
         decoders.append(("tiny", tiny_decoder(), 0.05))
     if args.decoder in ("smollm2", "both"):
         decoders.append(("SmolLM2", smollm2_decoder(), 0.01))
-    for label, decoder, scale in decoders if args.part != "evaluation" else []:
+    for label, decoder, scale in decoders if args.part in ("batch", "both") else []:
         for encoder in ENCODERS:
             one_batch(tally, label, decoder, encoder, scale)
-    if args.part != "batch":
+    if args.part in ("evaluation", "both"):
         whole_evaluations(tally, tiny_decoder())
+    if args.trained:
+        trained_evaluations(tally, args.trained, args.trained_encoder)
     tally.finish()
 
 

@@ -179,6 +179,30 @@ def build_pair(encoder: str, decoder_dir: str, dim: int = 32, lora_scale: float 
     return published, ours, tokenizer
 
 
+def build_trained_pair(encoder: str, decoder_dir: str, weights: str, protocol: str = "official"):
+    """(published model, lalmbench AudioLLM, tokenizer) holding the trained weights of a lalmbench run
+    (its final_weights.pt); the encoder is built from its own constructor in both (no random weights)."""
+    from xares_llm.modeling_audiollm import XaresLLMModel, XaresLLMModelConfig
+    from lalmbench.encoders.contract import FrozenEncoder
+    from lalmbench.encoders.loading import load_encoder
+    from lalmbench.model.audio_llm import AudioLLM, add_lora
+    from lalmbench.model.decoder import load_decoder
+
+    published = XaresLLMModel(XaresLLMModelConfig(decoder_type=decoder_dir, audio_encoder_name=encoder,
+                                                  audio_encoder_params={}))
+    decoder, tokenizer = load_decoder(decoder_dir)
+    ours = AudioLLM(FrozenEncoder(load_encoder(encoder, {})), add_lora(decoder), tokenizer, protocol=protocol)
+    ours.load_trainable_state_dict(torch.load(weights, map_location="cpu"))
+    tensors = {**dict(ours.named_buffers()), **dict(ours.named_parameters())}
+    with torch.no_grad():
+        for name, tensor in list(published.named_parameters()) + list(published.named_buffers()):
+            source = tensors.get(lalmbench_name(name))
+            if source is None:
+                raise SystemExit(f"the lalmbench model has no tensor for the published {name}")
+            tensor.copy_(source)
+    return published, ours, tokenizer
+
+
 def published_tokenizer(decoder_dir: str):
     from transformers import AutoTokenizer
 

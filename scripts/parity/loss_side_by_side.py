@@ -55,8 +55,9 @@ def compare(tally: Tally, label: str, decoder: str, encoder: str, spec, lora_sca
     published, ours, _ = build_pair(encoder, decoder, lora_scale=lora_scale, protocol="official")
     tokenizer = published_tokenizer(decoder)
     published_batch, our_batch = both_batches(spec, tokenizer)
-    frames = ours.encoded_frames(our_batch)[1].sum(-1).tolist()
-    print(f"--- {label} decoder, {short}: valid frames per row {frames} of {our_batch['audio'].shape[1] // 320}")
+    with torch.no_grad():
+        frame_mask = ours.encoded_frames(our_batch)[1]
+    print(f"--- {label} decoder, {short}: valid frames per row {frame_mask.sum(-1).tolist()} of {frame_mask.shape[1]}")
 
     published.eval(); ours.eval()
     reference_loss = published(**published_batch).loss
