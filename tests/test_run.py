@@ -4,6 +4,8 @@ import csv
 import json
 
 import pytest
+import torch
+import transformers
 import yaml
 
 from lalmbench.cli import main
@@ -54,6 +56,12 @@ def test_resolved_config_summary_and_markers(finished_run):
     summary = json.loads((finished_run / "run_summary.json").read_text())
     assert summary["tasks"]["eval_chords"]["metric"] == "mAP"
     assert summary["tasks"]["eval_chords"]["metric_args"] == {"num_classes": 5}
+    # what produced the run: library versions and, from a checkout, the lalmbench commit
+    environment = summary["environment"]
+    assert environment["libraries"]["torch"] == torch.__version__
+    assert environment["libraries"]["transformers"] == transformers.__version__
+    source = environment["lalmbench_source"]
+    assert not source or (len(source["commit"]) == 40 and isinstance(source["uncommitted_changes"], bool))
     assert (finished_run / "COMPLETED").is_file() and (finished_run / "training_complete.json").is_file()
     assert sorted(p.name for p in finished_run.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-40"]
     assert (finished_run / "log.txt").read_text().count("eval_melody [iWER]") == 1

@@ -247,6 +247,44 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+REPORTED_LIBRARIES = ("torch", "transformers", "peft", "huggingface_hub", "tokenizers", "numpy", "scikit-learn",
+                      "jiwer", "webdataset", "soundfile", "soxr", "pydantic", "accelerate", "mecat")
+
+
+def lalmbench_commit() -> dict:
+    """The git commit lalmbench runs from, when it runs from a checkout (an editable install), and whether
+    that checkout had uncommitted changes; empty for an installed wheel."""
+    import subprocess
+
+    package = Path(__file__).resolve().parent
+    try:
+        root = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel"], capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+        if not (Path(root) / "src" / "lalmbench").is_dir():  # some other repository around an installed copy
+            return {}
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", "src"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "uncommitted_changes": bool(status.strip())}
+
+
+def run_environment() -> dict:
+    """What produced a run, for run_summary.json: lalmbench's version and commit, Python and library versions."""
+    import platform
+
+    versions = {}
+    for name in REPORTED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"lalmbench_version": __version__, "lalmbench_source": lalmbench_commit(),
+            "python": platform.python_version(), "libraries": versions}
+
+
 # -- the two identities -----------------------------------------------------------------------------------------
 def training_identity(encoder: str, model_args: dict | None, config: TrainConfig, decoder: dict,
                       train_shards: dict[str, list[Path]], home: Path) -> dict:

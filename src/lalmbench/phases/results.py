@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lalmbench import __version__
 from lalmbench.distributed import barrier
+from lalmbench.identity import run_environment
 from lalmbench.io_utils import atomic_write_json, atomic_write_text
 from lalmbench.phases.run_directory import COMPLETED, TRAINING_COMPLETE
 
@@ -83,6 +84,7 @@ def _write_and_show(prepared: "Prepared", trained: "Trained", evaluated: "Evalua
                "bad_data": bad_data, "tasks": task_summaries,
                "overall": overall, "device": str(prepared.device), "data_revisions": prepared.data_revisions,
                "confidence": confidence.summary(), "partial": evaluated.partial,
+               "environment": run_environment(),
                "feature_cache": prepared.feature_cache.stats() if prepared.feature_cache is not None else None}
     atomic_write_json(results_dir / "run_summary.json", summary)
     atomic_write_json(results_dir / COMPLETED, {"identity": prepared.identity_hash, "overall": overall,
