@@ -9,6 +9,7 @@ import pytest
 from lalmbench.bench import PATHS, TINY, run_bench
 
 
+@pytest.mark.slow  # every path at tiny sizes: 88 s on 2 cores; test_a_compile_path_that_fails runs the machinery by default
 def test_bench_tiny_writes_figures(tmp_path):
     lines: list[str] = []
     output = tmp_path / "bench.json"
