@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where the shards go (as `run --data-home`; default: the environment's data home, below)")
 
     bench = commands.add_parser("bench", help="measure training and evaluation speed on the benchmark workload")
-    bench.add_argument("--quick", action="store_true", help="a short run that finishes in minutes on a CPU")
+    bench.add_argument("--quick", action="store_true", help="a short run: about 3 min on a 2-core CPU (longer when other jobs share it)")
     bench.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default: cuda when available)")
     bench.add_argument("--output", default="bench.json", metavar="FILE", help="where to write the figures (default: bench.json)")
     bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
