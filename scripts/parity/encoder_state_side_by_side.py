@@ -67,7 +67,7 @@ def record_training(losses: list, rng_states: list):
     return before, after
 
 
-def published_training(steps: int):
+def published_training(steps: int, seed: int = 42, keep_audio: bool = True):
     """Run the published trainer; returns (model, start state, training batches as [(key, target)], audio per
     step, modes, losses per step, random state at the first forward)."""
     sys.argv = sys.argv[:1]  # the published task module parses nothing, but its logger setup reads argv
@@ -79,7 +79,7 @@ def published_training(steps: int):
     config = XaresLLMTrainConfig(audio_encoder_module_path=ENCODER, audio_encoder_kwargs={"dim": 32},
                                  output_dir=str(output), config_name="state", train_data=train_data(),
                                  decoder_model_name=tiny_decoder(), max_steps=steps, save_steps=10_000,
-                                 warmup_steps=1, logging_steps=1, sort_by_length=16)
+                                 warmup_steps=1, logging_steps=1, sort_by_length=128, seed=seed)
     task = XaresLLMTask(config)
     batches, audio, modes, losses, rng_states = [], [], [], [], []
     collate = AudioTextTokenWebdataset._default_collate_fn
@@ -97,7 +97,8 @@ def published_training(steps: int):
     def canonical_model_init():
         model = model_init()
         set_canonical_weights(model)
-        model.audio_encoder.register_forward_hook(record_forward(audio, modes))
+        if keep_audio:
+            model.audio_encoder.register_forward_hook(record_forward(audio, modes))
         before, after = record_training(losses, rng_states)
         model.register_forward_pre_hook(before, with_kwargs=True)
         model.register_forward_hook(after, with_kwargs=True)
@@ -196,8 +197,8 @@ def lalmbench_training(start_state: dict, recorded, steps: int, rng_state: torch
     return model, audio[:steps], modes[:steps], losses[:steps], run_dir
 
 
-def lalmbench_order(steps: int) -> list[list[tuple[str, str]]]:
-    """The first `steps` batches of lalmbench's own training stream on the same data (official, seed 42)."""
+def lalmbench_order(steps: int, seed: int = 42) -> list[list[tuple[str, str]]]:
+    """The first `steps` batches of lalmbench's own training stream on the same data (official)."""
     from lalmbench.config import DatasetSpec, TrainConfig
     from lalmbench.data.examples import BadDataCounter
     from lalmbench.data.mixture import TrainStream
@@ -210,7 +211,7 @@ def lalmbench_order(steps: int) -> list[list[tuple[str, str]]]:
     shards = {name: sorted((DEMO / name).glob(f"{name}-train-*.tar.gz")) for name in DATASETS}
     _, tokenizer = load_decoder(tiny_decoder())
     tokenizing = lalmbench_tokenizing(tokenizer, PROMPTS, "official")
-    stream = TrainStream(specs, shards, 4, config.seed, tokenizing.count, BadDataCounter(),
+    stream = TrainStream(specs, shards, 4, seed, tokenizing.count, BadDataCounter(),
                          shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
                          crop_seconds=config.crop_audio_length, protocol="official")
     return [[(e.ref.key, e.text) for e in stream.next_batch()] for _ in range(steps)]

@@ -12,8 +12,9 @@ $PARITY_WORK/e2e/<system>/seed<N>; a finished run is reused (delete its folder t
 
 Printed per task: each system's mean and standard deviation over the seeds, the difference of the means,
 and the seed-to-seed spread (the larger of the two standard deviations) for scale. Note that the
-published data pipeline seeds its shard order and shuffles with a fixed 42 whatever the seed setting, so
-its seeds change only the initial weights and dropout; lalmbench's seed changes its data order too.
+published data pipeline seeds its shard sampling and shuffle buffer with a fixed 42 whatever the seed
+setting: its seed changes the initial weights, the dropout and the dataset drawn for each example, not
+which shards are read in which order; lalmbench's seed changes its whole data order.
 """
 
 from __future__ import annotations

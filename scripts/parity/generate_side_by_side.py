@@ -3,6 +3,7 @@ round trip) of docs/fidelity.md, under protocol official.
 
     python scripts/parity/generate_side_by_side.py [--decoder tiny|smollm2|both] [--part batch|evaluation|both]
         [--trained RUN_DIR/final_weights.pt [--trained-encoder lalmbench.encoders.LogMelEncoder]]
+        [--published-checkpoint PUBLISHED_RUN/checkpoint-N]
 
 Part 1, one batch: four 16 kHz clips of 8 / 1.5 / 3 / 6 s (bit-identical audio in both systems), identical
 weights, the published model's `generate` exactly as its trainer calls it (150 new tokens, repetition
@@ -20,7 +21,8 @@ for every example, and the same score.
 Part 3 (with --trained): the weights a lalmbench run trained on the demo suite with the tiny decoder
 (`end_to_end.py` leaves them in each run directory) are put into both systems, which then evaluate the
 demo's four test sets; a trained model gives varied, short answers, so predictions and scores are
-informative. Same targets as part 2.
+informative. Same targets as part 2. --published-checkpoint does the same the other way round: the
+weights a published training run saved are put into both systems.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kit import (DEMO, WORK, Tally, build_pair, build_trained_pair, lalmbench_batch, lalmbench_examples, lalmbench_tokenizing,
+from kit import (DEMO, WORK, Tally, build_pair, build_pair_from_published, build_trained_pair, lalmbench_batch, lalmbench_examples, lalmbench_tokenizing,
                  published_collate, published_samples, published_tokenizer, smollm2_decoder, tiny_decoder,
                  write_lens_shard, write_shard)
 
@@ -75,7 +77,8 @@ def one_batch(tally: Tally, label: str, decoder: str, encoder: str, lora_scale: 
         single = {key: value[row:row + 1] for key, value in our_batch.items()}
         single["audio"], single["audio_mask"] = single["audio"][:, :length], single["audio_mask"][:, :length]
         alone.append(ours.generate(single, MAX_NEW_TOKENS, PENALTY)[0] == ours_tokens[row])
-    print(f"    the same clip alone gives the batch's tokens: {alone} (no mask: padded frames are attended)")
+    why = "the decoder attends to the padded frames of shorter clips" if "NoMask" in encoder else "masked padding"
+    print(f"    the same clip alone gives the batch's tokens: {alone} (no target; {why})")
 
 
 # -- whole evaluations ------------------------------------------------------------------------------------------
@@ -228,11 +231,10 @@ def demo_test_sets() -> list[dict]:
     return tests
 
 
-def trained_evaluations(tally: Tally, weights: str, encoder: str) -> None:
-    published, ours, _ = build_trained_pair(encoder, tiny_decoder(), weights)
+def trained_evaluations(tally: Tally, label: str, published, ours) -> None:
     tokenizer = published_tokenizer(tiny_decoder())
     for test in demo_test_sets():
-        compare_evaluations(tally, f"[trained {test['name']}]", published, ours, tokenizer, test)
+        compare_evaluations(tally, f"[{label} {test['name']}]", published, ours, tokenizer, test)
 
 
 def main() -> None:
@@ -242,6 +244,7 @@ def main() -> None:
     parser.add_argument("--trained", help="final_weights.pt of a lalmbench run on the demo suite (tiny decoder): part 3")
     parser.add_argument("--trained-encoder", default="lalmbench.encoders.LogMelEncoder",
                         help="the encoder that run used (dotted path)")
+    parser.add_argument("--published-checkpoint", help="checkpoint-N folder of a published run on the demo suite (tiny decoder)")
     parser.add_argument("--part", choices=("batch", "evaluation", "both", "none"), default="both",
                         help="part 1 (one batch), part 2 (whole evaluations), both, or none (--trained alone)")
     args = parser.parse_args()
@@ -257,7 +260,11 @@ def main() -> None:
     if args.part in ("evaluation", "both"):
         whole_evaluations(tally, tiny_decoder())
     if args.trained:
-        trained_evaluations(tally, args.trained, args.trained_encoder)
+        published, ours, _ = build_trained_pair(args.trained_encoder, tiny_decoder(), args.trained)
+        trained_evaluations(tally, "lalmbench-trained", published, ours)
+    if args.published_checkpoint:
+        published, ours, _ = build_pair_from_published(args.published_checkpoint)
+        trained_evaluations(tally, "published-trained", published, ours)
     tally.finish()
 
 

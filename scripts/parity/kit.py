@@ -203,6 +203,35 @@ def build_trained_pair(encoder: str, decoder_dir: str, weights: str, protocol: s
     return published, ours, tokenizer
 
 
+def build_pair_from_published(checkpoint: str, protocol: str = "official"):
+    """(published model, lalmbench AudioLLM, tokenizer) holding the weights of a published training run
+    (its checkpoint-N folder); lalmbench gets every tensor copied from the published model."""
+    from xares_llm.modeling_audiollm import XaresLLMModel
+    from lalmbench.encoders.contract import FrozenEncoder
+    from lalmbench.encoders.loading import load_encoder
+    from lalmbench.model.audio_llm import AudioLLM, add_lora
+    from lalmbench.model.decoder import load_decoder
+
+    published = XaresLLMModel.from_pretrained(checkpoint)
+    config = published.config
+    decoder, tokenizer = load_decoder(config.decoder_type)
+    ours = AudioLLM(FrozenEncoder(load_encoder(config.audio_encoder_name, dict(config.audio_encoder_params))),
+                    add_lora(decoder), tokenizer, protocol=protocol)
+    tensors = {**dict(ours.named_buffers()), **dict(ours.named_parameters())}
+    copied = set()
+    with torch.no_grad():
+        for name, tensor in list(published.named_parameters()) + list(published.named_buffers()):
+            target = tensors.get(lalmbench_name(name))
+            if target is None:
+                raise SystemExit(f"the lalmbench model has no tensor for the published {name}")
+            target.copy_(tensor)
+            copied.add(lalmbench_name(name))
+    missing = set(dict(ours.named_parameters())) - copied
+    if missing:
+        raise SystemExit(f"lalmbench parameters with no published counterpart: {sorted(missing)[:5]}")
+    return published, ours, tokenizer
+
+
 def published_tokenizer(decoder_dir: str):
     from transformers import AutoTokenizer
 
