@@ -44,3 +44,16 @@ def test_every_exception_is_defined_in_errors_and_keeps_its_old_import_path():
             assert getattr(errors, name).__module__ == "lalmbench.errors"
     assert issubclass(errors.OutputDirError, errors.LalmbenchError)  # the CLI prints it without a traceback
     assert not issubclass(errors.EncoderFailure, errors.LalmbenchError)  # a signal, turned into EncoderRuntimeError
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`lalmbench tasks | head -2`: the closed pipe is no traceback and no error status."""
+    import subprocess
+    import sys
+
+    listing = subprocess.Popen([sys.executable, "-m", "lalmbench", "tasks"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    listing.stdout.readline()
+    listing.stdout.close()  # the reader goes away, as head does
+    status = listing.wait(timeout=60)
+    assert status == 0 and b"Traceback" not in listing.stderr.read()
