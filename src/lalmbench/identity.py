@@ -237,9 +237,9 @@ def shards_identity(spec: DatasetSpec, shards: list[Path], home: Path) -> dict:
     return {"files": {str(path): stat_fingerprint(path) for path in shards}}
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     versions = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -275,12 +275,8 @@ def run_environment() -> dict:
     """What produced a run, for run_summary.json: lalmbench's version and commit, Python and library versions."""
     import platform
 
-    versions = {}
-    for name in REPORTED_LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    versions = {name: version for name, version in library_versions(REPORTED_LIBRARIES).items()
+                if version != "absent"}
     return {"lalmbench_version": __version__, "lalmbench_source": lalmbench_commit(),
             "python": platform.python_version(), "libraries": versions}
 
