@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,13 +26,31 @@ except ImportError:  # Windows: runs go unlocked
     fcntl = None
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_umask_lock = threading.Lock()
+_umask_without_proc: int | None = None  # read once where /proc does not tell it
 
 
-_UMASK = _current_umask()
+def current_umask() -> int:
+    """The process's file-mode creation mask, for giving files made through mkstemp (0600) the usual
+    permissions.
+
+    Read without changing it from the `Umask:` line of /proc/self/status (Linux 4.7 and later). Elsewhere
+    the only way is to set a mask and put the old one back, which for an instant applies to every thread's
+    new files: done once, at first use (never at import), under a lock, and with the restrictive 077 so that
+    a file made in that instant is private rather than world-writable."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    global _umask_without_proc
+    with _umask_lock:
+        if _umask_without_proc is None:
+            _umask_without_proc = os.umask(0o077)
+            os.umask(_umask_without_proc)
+        return _umask_without_proc
 
 
 def _explain_os_error(exc: OSError, path: Path) -> OutputDirError:
@@ -71,7 +90,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.is_file():
             _fsync(tmp_path)  # written by the caller (torch.save, ...): on disk before the rename
             # mkstemp makes 0600 files; outputs get the usual umask permissions
-            os.chmod(tmp_path, 0o666 & ~_UMASK)
+            os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -114,7 +133,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         for item in tmp.rglob("*"):  # contents on disk before the rename makes them look complete
             if item.is_file():
                 _fsync(item)
-        os.chmod(tmp, 0o777 & ~_UMASK)
+        os.chmod(tmp, 0o777 & ~current_umask())
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

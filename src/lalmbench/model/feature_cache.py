@@ -53,6 +53,7 @@ from pathlib import Path
 import torch
 
 from lalmbench.errors import ConfigError
+from lalmbench.io_utils import current_umask
 
 log = logging.getLogger("lalmbench")
 DEFAULT_MAX_BYTES = 8 * 2**30
@@ -62,15 +63,6 @@ DEFAULT_MAX_BYTES = 8 * 2**30
 ENTRY_MAGIC = b"lalmbench feature cache entry 1\n"
 ENTRY_SUFFIX = ".features"
 _DTYPES = {str(dtype): dtype for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # mkstemp makes 0600 files; a shared cache gets the usual permissions
 
 
 def feature_cache_root(config) -> Path:
@@ -260,7 +252,7 @@ class FeatureCache:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             prefix, payload = _entry_parts(digest, features)
             with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), _FILE_MODE)
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600 -> the usual permissions
                 handle.write(prefix)
                 handle.write(payload)
             os.replace(tmp, path)
