@@ -39,8 +39,9 @@ class Evaluated:
     results_dir: Path  # the run directory, or its limit-N directory for --limit N
     partial: dict | None  # {"limit": N} for a --limit evaluation
     rows: list[dict]  # per test set: task, metric, score, weight
-    task_summaries: dict[str, dict]  # per test set: metric, metric_args, score, weight, num_examples
-    eval_seconds: float
+    task_summaries: dict[str, dict]  # per test set: metric, metric_args, score, weight, num_examples,
+    # eval_seconds (of the evaluation that scored it: now, or the earlier one whose score is reused), reused
+    eval_seconds: float  # this command's evaluation phase
 
 
 def evaluate_or_reuse(prepared: Prepared) -> Evaluated:
@@ -54,18 +55,19 @@ def evaluate_or_reuse(prepared: Prepared) -> Evaluated:
             shutil.copy2(prepared.run_dir / name, results_dir / name)
     rows, task_summaries = [], {}
     for task in prepared.tasks:
-        score, count = _score(prepared, task, results_dir)
+        score, count, seconds, reused = _score(prepared, task, results_dir)
         rows.append({"task": task.name, "metric": task.metric, "score": float(score), "weight": task.weight})
         task_summaries[task.name] = {"metric": task.metric, "metric_args": task.metric_args, "score": float(score),
-                                     "weight": task.weight, "num_examples": count}
+                                     "weight": task.weight, "num_examples": count, "eval_seconds": seconds,
+                                     "reused": reused}
     return Evaluated(results_dir=results_dir, partial=None if limit is None else {"limit": limit}, rows=rows,
                      task_summaries=task_summaries, eval_seconds=time.perf_counter() - started)
 
 
-def _score(prepared: Prepared, task: EvalTaskConfig, results_dir: Path) -> tuple[float, int]:
-    """One test set's score and number of examples: cached under its evaluation identity (rank 0 decides,
-    every process follows), or evaluated now and cached. Its bad-data count goes into the run's account
-    either way."""
+def _score(prepared: Prepared, task: EvalTaskConfig, results_dir: Path) -> tuple[float, int, float | None, bool]:
+    """One test set's score, number of examples, the seconds its evaluation took and whether it was reused:
+    cached under its evaluation identity (rank 0 decides, every process follows), or evaluated now and
+    cached. Its bad-data count goes into the run's account either way."""
     config, dist, limit = prepared.config, prepared.dist, prepared.request.limit
     cache_file = results_dir / "scores" / f"{task.name}.json"
     decided = None
@@ -85,7 +87,7 @@ def _score(prepared: Prepared, task: EvalTaskConfig, results_dir: Path) -> tuple
                  "%s)", task.name, cached["score"], eval_key[:12])
         # The test set's bad-data count, kept with its score: a run that resumes evaluation reports it too.
         prepared.bad_data.merge(BadDataCounter.from_dict(cached.get("bad_data", {})))
-        return cached["score"], cached["num_examples"]
+        return cached["score"], cached["num_examples"], cached.get("seconds"), True
     task_counts = BadDataCounter()
     result = evaluate_task(prepared.model, task, prepared.eval_shards[task.name], config, prepared.tokenizing, dist,
                            task_counts, workers=min(task.num_workers, config.num_workers) if config.num_workers else 0,
@@ -98,4 +100,4 @@ def _score(prepared: Prepared, task: EvalTaskConfig, results_dir: Path) -> tuple
                                        "metric": task.metric, "num_examples": count,
                                        "seconds": result.seconds, "bad_data": task_counts.as_dict()})
     log.info("%s [%s]: %.4f (%d examples, %.1f s)", task.name, task.metric, score, count, result.seconds)
-    return score, count
+    return score, count, result.seconds, False

@@ -75,10 +75,14 @@ def _write_and_show(prepared: "Prepared", trained: "Trained", evaluated: "Evalua
                "model_args": request.model_args or {}, "decoder": config.decoder_model_name,
                "train_config": config.config_name, "eval_config": prepared.eval_name, "protocol": config.protocol,
                "identity": prepared.identity_hash,
-               "steps": training.get("steps"), "steps_this_run": trained.steps_this_run,
-               "max_steps": config.max_steps,
-               "train_seconds": trained.train_seconds, "eval_seconds": evaluated.eval_seconds,
-               "total_seconds": time.perf_counter() - prepared.started, "reused_training": trained.reused,
+               **_measured(training, task_summaries, evaluated),
+               "steps_this_run": trained.steps_this_run, "max_steps": config.max_steps,
+               "evaluation_settings": config.evaluation_dict(),
+               "reused_training": trained.reused,
+               "reuses": _reuses(results_dir, prepared.identity_hash, trained, task_summaries),
+               "this_run": {"steps": trained.steps_this_run, "train_seconds": trained.seconds_this_run,
+                            "eval_seconds": evaluated.eval_seconds,
+                            "total_seconds": time.perf_counter() - prepared.started},
                "world_size": prepared.dist.world, "global_batch_size": training.get("global_batch_size"),
                "train_world_size": training.get("world_size"),
                "bad_data": bad_data, "tasks": task_summaries,
@@ -102,6 +106,36 @@ def _write_and_show(prepared: "Prepared", trained: "Trained", evaluated: "Evalua
     if request.write_report:
         _write_report(results_dir)
     return overall
+
+
+def _measured(training: dict, task_summaries: dict[str, dict], evaluated: "Evaluated") -> dict:
+    """The figures of the training and the evaluations behind these scores, as they measured them: a run that
+    reuses them (a rerun, a --limit look at a finished training) repeats them and never writes its own
+    near-zero times over them (this command's own figures go under `this_run`)."""
+    steps, seconds = training.get("steps"), training.get("train_seconds")
+    per_task = [summary.get("eval_seconds") for summary in task_summaries.values()]
+    return {"steps": steps, "train_seconds": seconds,
+            "train_steps_per_second": steps / seconds if steps and seconds else None,
+            "trained_at": training.get("finished"), "train_device": training.get("device"),
+            "eval_seconds": sum(per_task) if None not in per_task else evaluated.eval_seconds}
+
+
+def _reuses(results_dir: Path, identity_hash: str, trained: "Trained", task_summaries: dict[str, dict]) -> list[dict]:
+    """Every run that reused this training for these results, oldest first: the earlier ones from the summary
+    being replaced (same identity), and this one when it reused the training."""
+    earlier = []
+    previous = results_dir / "run_summary.json"
+    if previous.is_file():
+        try:
+            recorded = json.loads(previous.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = {}
+        if isinstance(recorded, dict) and recorded.get("identity") == identity_hash:
+            earlier = [entry for entry in recorded.get("reuses") or [] if isinstance(entry, dict)]
+    if not trained.reused:
+        return earlier
+    return earlier + [{"when": time.strftime("%Y-%m-%d %H:%M:%S"), "training_identity": identity_hash,
+                       "scores_reused": [task for task, summary in task_summaries.items() if summary.get("reused")]}]
 
 
 def _write_report(results_dir: Path) -> None:

@@ -12,6 +12,7 @@ The model in `Prepared` is trained in place; the evaluation phase uses it as it 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class Trained:
 
     reused: bool  # the finished training of this identity was loaded; no step ran
     steps_this_run: int  # steps trained by this command (fewer than the total after a resume)
-    train_seconds: float  # training time of the identity, resumed sessions included; 0 when reused
+    seconds_this_run: float  # training time spent by this command (0 when reused); the training's own
+    # figures (seconds over every session, steps, when it finished) are in training_complete.json
 
 
 def train_or_reuse(prepared: Prepared) -> Trained:
@@ -52,7 +54,7 @@ def _reuse(prepared: Prepared) -> Trained:
     prepared.bad_data.merge(BadDataCounter.from_dict(completed.get("bad_data", {})))
     log.info("reusing the finished training of this run identity (training identity %s, %d steps); pass "
              "--force to train again", prepared.identity_hash[:12], completed.get("steps", 0))
-    return Trained(reused=True, steps_this_run=0, train_seconds=0.0)
+    return Trained(reused=True, steps_this_run=0, seconds_this_run=0.0)
 
 
 def _train(prepared: Prepared) -> Trained:
@@ -79,7 +81,7 @@ def _train(prepared: Prepared) -> Trained:
     if prepared.plan["action"] == "resume":
         log.info("resuming training identity %s from %s", prepared.identity_hash[:12], prepared.plan["checkpoint"])
         trainer.load_checkpoint(Path(prepared.plan["checkpoint"]))
-    first_step = trainer.state.step
+    first_step, seconds_before = trainer.state.step, trainer.state.elapsed
     prepared.claim.training_started = True  # from now on a failed run leaves its directory (it can resume)
     try:
         state = trainer.train()
@@ -96,6 +98,9 @@ def _train(prepared: Prepared) -> Trained:
                                                         "world_size": dist.world,
                                                         "per_device_batch_size": trainer.micro_batch,
                                                         "gradient_accumulation_steps": trainer.accumulation,
-                                                        "bad_data": prepared.bad_data.as_dict()})
+                                                        "bad_data": prepared.bad_data.as_dict(),
+                                                        "device": str(prepared.device),
+                                                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     barrier(dist)
-    return Trained(reused=False, steps_this_run=state.step - first_step, train_seconds=state.elapsed)
+    return Trained(reused=False, steps_this_run=state.step - first_step,
+                   seconds_this_run=state.elapsed - seconds_before)

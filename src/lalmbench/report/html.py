@@ -348,14 +348,31 @@ def _short(value):
     return Path(value).name
 
 
+def _duration(seconds) -> str | None:
+    value = _float(seconds)
+    if value is None:
+        return None
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+def _training_history(summary: dict) -> str | None:
+    """When the training behind these scores finished, and how often later runs reused it."""
+    reuses = [r for r in summary.get("reuses") or [] if isinstance(r, dict)]
+    parts = [summary["trained_at"]] if summary.get("trained_at") else []
+    if reuses:
+        count = "once" if len(reuses) == 1 else f"{len(reuses)} times"
+        parts.append(f"reused {count}, last {reuses[-1].get('when', '?')} (times above are the training's own)")
+    return "; ".join(parts) or None
+
+
 def _facts_section(data: RunData) -> str:
     summary = data.summary
     facts = [("encoder", summary.get("encoder_name") or data.run_dir.name),
              ("train config", _short(summary.get("train_config"))), ("eval config", _short(summary.get("eval_config"))),
              ("protocol", summary.get("protocol")),
              ("decoder", summary.get("decoder")), ("steps", summary.get("steps_trained", summary.get("steps"))),
-             ("train time", f"{summary['train_seconds']:.0f} s" if _float(summary.get("train_seconds")) is not None else None),
-             ("eval time", f"{summary['eval_seconds']:.0f} s" if _float(summary.get("eval_seconds")) is not None else None),
+             ("train time", _duration(summary.get("train_seconds"))), ("trained", _training_history(summary)),
+             ("eval time", _duration(summary.get("eval_seconds"))),
              ("overall score", f"{data.overall:.4f}" if data.overall is not None else None),
              ("lalmbench", summary.get("lalmbench_version")),
              ("status", "completed" if (data.run_dir / "COMPLETED").exists() else "not marked COMPLETED")]
