@@ -5,6 +5,7 @@ removes an earlier run's)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -55,9 +56,9 @@ def test_the_lock_names_its_holder_and_goes_with_it(tmp_path, hold):
     holder.wait(timeout=30)
     lock = DirectoryLock(tmp_path / "run")
     assert lock.acquire({"identity": "next"}) is None  # a killed holder leaves no stale lock
-    assert json.loads(lock.path.read_text())["pid"] != holder.pid
+    assert json.loads(lock.holder_path.read_text())["pid"] == os.getpid() != holder.pid
     lock.release()
-    assert lock.path.read_text() == ""  # released: the next reader never takes us for the holder
+    assert not lock.holder_path.exists()  # released: the next reader never takes us for the holder
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +114,57 @@ def test_a_failure_after_claiming_removes_only_a_directory_it_made(finished, tmp
     with pytest.raises(RuntimeError, match="broken on purpose"):  # the finished run's directory stays
         run_inprocess(train_yaml, eval_yaml, root / "out")
     assert (run_dir / "COMPLETED").is_file() and (run_dir / "final_weights.pt").is_file()
+
+
+# -- locking on every platform, and a corrupt identity file --------------------------------------------------
+def test_the_lock_holds_without_fcntl(tmp_path, monkeypatch):
+    # Windows has no fcntl: the lock must still refuse a second holder (it used to take every one).
+    from lalmbench import io_utils
+
+    monkeypatch.setattr(io_utils, "fcntl", None, raising=False)
+    first = DirectoryLock(tmp_path / "run")
+    assert first.acquire({"identity": "one"}) is None
+    second = DirectoryLock(tmp_path / "run")
+    holder = second.acquire({"identity": "two"})
+    assert holder is not None and holder["identity"] == "one" and holder["pid"] == os.getpid()
+    assert not second.held
+    first.release()
+    assert second.acquire({"identity": "two"}) is None
+    second.release()
+
+
+@pytest.mark.parametrize("content", ["{not json", '["a list"]', ""])
+def test_a_corrupt_run_identity_says_so_and_releases_the_lock(tmp_path, content):
+    from lalmbench.errors import OutputDirError
+    from lalmbench.phases.run_directory import RunClaim
+
+    base = tmp_path / "out" / "train" / "LogMelEncoder"
+    base.mkdir(parents=True)
+    (base / "run_identity.json").write_text(content)
+    (base / "final_weights.pt").write_bytes(b"weights of an earlier run")
+    claim = RunClaim()
+    with pytest.raises(OutputDirError) as info:
+        claim.take(base, "f" * 64, force=False)
+    message = str(info.value)
+    assert str(base / "run_identity.json") in message and "corrupt" in message and "--force" in message
+    assert not claim.lock
+    assert (base / "final_weights.pt").read_bytes() == b"weights of an earlier run"  # nothing touched
+    lock = DirectoryLock(base)
+    assert lock.acquire() is None  # released on the error path
+    lock.release()
+
+
+def test_force_sets_a_run_with_a_corrupt_identity_aside(tmp_path):
+    from lalmbench.phases.run_directory import RunClaim
+
+    base = tmp_path / "out" / "train" / "LogMelEncoder"
+    base.mkdir(parents=True)
+    (base / "run_identity.json").write_text("{not json")
+    claim = RunClaim()
+    try:
+        assert claim.take(base, "f" * 64, force=True) == base
+        assert claim.created and list(base.iterdir()) == []
+        (kept,) = base.parent.glob("LogMelEncoder.replaced-*")
+        assert (kept / "run_identity.json").read_text() == "{not json"
+    finally:
+        claim.release()

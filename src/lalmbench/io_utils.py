@@ -20,11 +20,6 @@ from typing import Iterator
 
 from lalmbench.errors import OutputDirError
 
-try:
-    import fcntl
-except ImportError:  # Windows: runs go unlocked
-    fcntl = None
-
 
 _umask_lock = threading.Lock()
 _umask_without_proc: int | None = None  # read once where /proc does not tell it
@@ -184,40 +179,44 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
 
 
 class DirectoryLock:
-    """An exclusive lock on a directory (a run directory): flock on `.<name>.lock` beside it, which names
-    the holder (process id, host, start time and a note such as the run identity) while it is held.
+    """An exclusive lock on a directory (a run directory): `.<name>.lock` beside it, locked with the
+    `filelock` package (flock on Unix, LockFileEx on Windows), and `.<name>.holder.json`, which names the
+    holder (process id, host, start time and a note such as the run identity) while it is held.
 
     Beside, not inside: the directory may not exist yet (it is made once a run can start), may be moved
-    away (--force) while locked, and keeps only what the run wrote. The kernel releases the lock when the
-    holder exits, however it exits, so a killed run never leaves a stale lock; the file stays, empty.
+    away (--force) while locked, and keeps only what the run wrote. The system releases the lock when the
+    holder exits, however it exits, so a killed run never leaves a stale lock; the lock file stays, empty,
+    and a killed holder's record stays until the next holder writes its own. The record is a file of its
+    own: filelock opens the lock file for itself (its 3.x versions truncate it at every attempt to lock).
     """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self.path = self.directory.with_name(f".{self.directory.name}.lock")
-        self._handle = None
+        self.holder_path = self.directory.with_name(f".{self.directory.name}.holder.json")
+        self._lock = None
 
     def acquire(self, note: dict | None = None) -> dict | None:
-        """Take the lock without waiting. None when taken; when another process holds it, what that
-        process wrote ({} if it wrote nothing within a second)."""
+        """Take the lock without waiting. None when taken; when another process (or another DirectoryLock of
+        this process) holds it, what the holder wrote ({} if it wrote nothing within a second)."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self.path, timeout=0, thread_local=False)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+", encoding="utf-8")
+            lock.acquire()
+        except Timeout:
+            return self._holder()
         except OSError as exc:
             raise _explain_os_error(exc, self.path) from exc
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                return self._holder()
-        handle.seek(0)
-        handle.truncate()
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                   **(note or {})}
-        handle.write(json.dumps(holder))
-        handle.flush()
-        self._handle = handle
+        try:
+            atomic_write_json(self.holder_path, holder)
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
         return None
 
     def _holder(self, wait_seconds: float = 1.0) -> dict:
@@ -225,7 +224,7 @@ class DirectoryLock:
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
-                return json.loads(self.path.read_text(encoding="utf-8"))
+                return json.loads(self.holder_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 if time.monotonic() > deadline:
                     return {}
@@ -233,15 +232,14 @@ class DirectoryLock:
 
     @property
     def held(self) -> bool:
-        return self._handle is not None
+        return self._lock is not None
 
     def release(self) -> None:
-        if self._handle is None:
+        if self._lock is None:
             return
         try:
-            self._handle.seek(0)
-            self._handle.truncate()  # a reader never takes this holder for the next one
+            self.holder_path.unlink(missing_ok=True)  # a reader never takes this holder for the next one
         except OSError:
             pass
-        self._handle.close()  # closing the file releases the flock
-        self._handle = None
+        self._lock.release()
+        self._lock = None

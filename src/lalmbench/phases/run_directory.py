@@ -2,6 +2,7 @@
 
     <output>/<train config>/<encoder>   (or <encoder>-<hash8> when that holds another identity's run)
         .<encoder>.lock beside it        held by RunClaim while the run lasts (io_utils.DirectoryLock)
+        .<encoder>.holder.json           who holds it (process, host, since, identity), while held
         run_identity.json                the training identity and its hash (digest)
         training_complete.json           written when training ends: identity, steps, batch, bad data
         final_weights.pt                 the trained LoRA and projector weights
@@ -106,20 +107,42 @@ class RunClaim:
                         f"same files; wait for it to finish (this command then reuses its results) or stop it.")
                 log.info("%s is in use by a run of another identity (%s); looking further", candidate, who)
                 continue
-            marker = candidate / "run_identity.json"
-            if not existed or not any(candidate.iterdir()):
-                return self._hold(candidate, lock, created=not existed)
-            if marker.is_file() and json.loads(marker.read_text()).get("hash") == identity_hash:
-                if not force:
-                    return self._hold(candidate, lock, created=False)
-                kept = candidate.with_name(f"{candidate.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-                candidate.rename(kept)  # the lock is beside the directory: still held
-                log.info("--force: the previous run was moved to %s (nothing deleted)", kept)
-                return self._hold(candidate, lock, created=True)
+            try:
+                claimed = self._claim_locked(candidate, lock, existed, identity_hash, force)
+            except BaseException:
+                if self.lock is not lock:  # every error path lets go of the lock it took
+                    lock.release()
+                raise
+            if claimed is not None:
+                return claimed
             lock.release()
             if candidate == base:
                 log.info("%s holds a run with another identity; this run goes to %s", base, candidates[1])
         raise ConfigError(f"{candidates[1]} exists and belongs to another run; move it away or pass --output-dir")
+
+    def _claim_locked(self, candidate: Path, lock: DirectoryLock, existed: bool, identity_hash: str,
+                      force: bool) -> Path | None:
+        """With `candidate` locked: hold it when it is new, empty or a run of this identity (set aside first
+        with `force`); None when it holds another identity's run."""
+        if not existed or not any(candidate.iterdir()):
+            return self._hold(candidate, lock, created=not existed)
+        marker = candidate / "run_identity.json"
+        problem = _identity_file_problem(marker)
+        if problem is not None and not force:
+            from lalmbench.errors import OutputDirError
+
+            raise OutputDirError(
+                f"{marker} is corrupt ({problem}): it should record the identity of the run in {candidate}, so it "
+                f"cannot be told whether that run is this one. Nothing was changed. Pass --force to set {candidate} "
+                f"aside as {candidate.name}.replaced-<time> (nothing is deleted) and start afresh, or move it away.")
+        if problem is not None or (marker.is_file() and json.loads(marker.read_text())["hash"] == identity_hash):
+            if not force:
+                return self._hold(candidate, lock, created=False)
+            kept = candidate.with_name(f"{candidate.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            candidate.rename(kept)  # the lock is beside the directory: still held
+            log.info("--force: the previous run was moved to %s (nothing deleted)", kept)
+            return self._hold(candidate, lock, created=True)
+        return None
 
     def _hold(self, run_dir: Path, lock: DirectoryLock, created: bool) -> Path:
         self.run_dir, self.lock, self.created = run_dir, lock, created
@@ -141,6 +164,23 @@ class RunClaim:
     def release(self) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _identity_file_problem(marker: Path) -> str | None:
+    """What is wrong with a run directory's run_identity.json (None when it is absent or sound)."""
+    try:
+        text = marker.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"unreadable: {exc}"
+    try:
+        recorded = json.loads(text)
+    except ValueError as exc:
+        return f"not JSON: {exc}" if text.strip() else "empty"
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("hash"), str):
+        return "no identity hash in it"
+    return None
 
 
 def plan_training(run_dir: Path, identity_hash: str) -> dict:
