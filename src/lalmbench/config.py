@@ -494,9 +494,20 @@ def eval_configs_from_mapping(raw: dict, where: str = "eval config") -> list[Eva
                             f"Available: {', '.join(metrics.available())}")
         if spec is not None and len(problems) == found and "metric" in values:
             tasks.append(EvalTaskConfig(name=str(name), data=spec, **values))
+    if not problems:
+        problems += weight_problems(tasks, where)
     if problems:
         raise ConfigError("invalid eval config:\n  - " + "\n  - ".join(problems))
     return tasks
+
+
+def weight_problems(tasks: list[EvalTaskConfig], where: str = "eval config") -> list[str]:
+    """Overall is the weighted mean of the test sets' scores: with every weight 0 it is 0/0, so such a
+    config is refused rather than scored as nan."""
+    if not tasks or any(task.weight > 0 for task in tasks):
+        return []
+    return [f"{where}: every test set has weight 0 ({', '.join(t.name for t in tasks)}), so the Overall score "
+            "(their weighted mean) is undefined; give at least one a weight > 0 (weight: 1 is the default)"]
 
 
 def dump_yaml(obj: Any) -> str:

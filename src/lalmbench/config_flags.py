@@ -90,6 +90,7 @@ def collect_overrides(namespace: argparse.Namespace) -> dict[str, Any]:
 def parse_mapping_arg(text: str | None, option: str) -> dict:
     """`--args`/`--model-args`: a JSON object, a YAML mapping (`{max_steps: 100}`), or a YAML file's path."""
     import json
+    import os
     from pathlib import Path
 
     import yaml
@@ -99,8 +100,16 @@ def parse_mapping_arg(text: str | None, option: str) -> dict:
     if not text:
         return {}
     source = text
+    usage = (f"{option} takes a JSON object, a YAML mapping or the path of a YAML file, e.g. "
+             f"{option} '{{\"max_steps\": 100}}' or {option} overrides.yaml")
+    looks_like_path = not text.lstrip().startswith("{") and not any(c in text for c in ":\n")
+    if looks_like_path and Path(text).is_dir():
+        raise ConfigError(f"{option}: {text} is a directory, not a YAML file. {usage}")
     if not text.lstrip().startswith("{") and Path(text).is_file():
         source = Path(text).read_text(encoding="utf-8")
+    elif looks_like_path and (text.endswith((".yaml", ".yml", ".json")) or "/" in text or os.sep in text):
+        where = "" if Path(text).is_absolute() else f" (looked in the working directory {Path.cwd()})"
+        raise ConfigError(f"{option}: the file {text} does not exist{where}. {usage}")
     try:
         value = json.loads(source)
     except json.JSONDecodeError as json_error:

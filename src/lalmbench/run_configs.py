@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lalmbench.config import EvalTaskConfig, TrainConfig, dump_yaml, load_eval_configs, load_train_config
+from lalmbench.config import (EvalTaskConfig, TrainConfig, dump_yaml, load_eval_configs, load_train_config,
+                              weight_problems)
 from lalmbench.errors import ConfigError, did_you_mean
 
 SUBSET_MARK = "@"  # task1@esc-50,gtzan: shell-safe in a path (no glob characters)
@@ -77,6 +78,9 @@ def select_tasks(config: TrainConfig, tasks: list[EvalTaskConfig],
     if not picked_tasks:
         raise ConfigError(f"--tasks {','.join(names)} picks no test set of the eval config (its test sets: "
                           f"{', '.join(eval_names.values())}); add one of them")
+    zero_weights = weight_problems(picked_tasks, f"--tasks {','.join(names)}")
+    if zero_weights:
+        raise ConfigError(zero_weights[0])
     if len(train_data) == len(config.train_data) and len(picked_tasks) == len(tasks):
         return config, tasks
     picked = [name for name in known if name in wanted]

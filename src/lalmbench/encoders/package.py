@@ -142,7 +142,9 @@ def package_command(directory: str, include_weights: bool = False, output: str |
     if note:
         print(f"lalmbench package: {note}")
     total = sum(e["size"] for e in entries)
-    print(f"Wrote {zip_path}: {len(entries)} files, {total:,} bytes, checks passed"
+    # The ZIP holds the submission's files and the manifest: count both, as an unzip listing would.
+    print(f"Wrote {zip_path}: {len(entries) + 1} files ({len(entries)} from {root} and {MANIFEST_NAME}), "
+          f"{total:,} bytes of submission files, checks passed"
           + (f" ({len(report.warnings)} warning(s): {', '.join(r.name for r in report.warnings)})" if report.warnings else ""))
     if left_out:
         print(f"Left out weight files {[p.as_posix() for p in left_out]}: the encoder must download them on first "
