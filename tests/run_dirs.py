@@ -17,9 +17,12 @@ from lalmbench import metrics
 
 
 def write_run(root: Path, encoder: str, tasks: dict[str, dict], seed: int = 42, protocol: str | None = "official",
-              directory: str | None = None, train: dict | None = None) -> Path:
+              directory: str | None = None, train: dict | None = None, summary: dict | None = None,
+              identity: dict | None = None) -> Path:
     """`tasks`: eval name -> {"metric", "rows": [(prediction, reference, key), ...], optional "metric_args",
-    "weight", "data"}. Returns the run directory `<root>/<directory or encoder>`."""
+    "weight", "data"}. `train` updates the identity's training settings, `identity` its other parts (e.g.
+    the decoder), `summary` adds to run_summary.json (e.g. data_revisions, evaluation_settings). Returns the
+    run directory `<root>/<directory or encoder>`."""
     run_dir = root / (directory or encoder)
     run_dir.mkdir(parents=True)
     summaries, lines = {}, ["Task\tscore\tweight"]
@@ -42,12 +45,13 @@ def write_run(root: Path, encoder: str, tasks: dict[str, dict], seed: int = 42, 
     overall = sum(s["score"] * s["weight"] for s in summaries.values()) / sum(s["weight"] for s in summaries.values())
     lines.append(f"Overall\t{overall:.6f}\t{len(tasks)}")
     (run_dir / "scores.tsv").write_text("\n".join(lines) + "\n")
-    summary = {"encoder_name": encoder, "train_config": "train", "tasks": summaries, "overall": overall}
+    written = {"encoder_name": encoder, "train_config": "train", "tasks": summaries, "overall": overall,
+               **(summary or {})}
     if protocol is not None:
-        summary["protocol"] = protocol
-    (run_dir / "run_summary.json").write_text(json.dumps(summary))
+        written["protocol"] = protocol
+    (run_dir / "run_summary.json").write_text(json.dumps(written))
     identity = {"encoder": {"file_sha256": encoder}, "model_args": {}, "decoder": "tiny-random",
-                "train": {"seed": seed, "max_steps": 40, **(train or {})}}
+                "train": {"seed": seed, "max_steps": 40, **(train or {})}, **(identity or {})}
     (run_dir / "run_identity.json").write_text(json.dumps({"hash": f"{encoder}-{seed}", "identity": identity}))
     (run_dir / "eval_config.yaml").write_text(yaml.safe_dump(eval_config))
     (run_dir / "COMPLETED").write_text("{}")

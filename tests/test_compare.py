@@ -192,3 +192,50 @@ def test_seeds_flag_trains_a_group_that_compare_and_leaderboard_read(tmp_path, d
     assert "2 seeds: 7, 8" in capsys.readouterr().out
     assert main(["leaderboard", str(tmp_path), "--output-dir", str(tmp_path), "--resamples", "50"]) == 0
     assert "LogMelEncoder (2 seeds)" in capsys.readouterr().out
+
+
+def _revisions(commit: str) -> dict:
+    return {"data_revisions": [{"repo_id": "mispeech/xares_llm_data", "revision": "main", "commits": [commit],
+                                "files": 2, "unrecorded_files": 0}]}
+
+
+def test_states_every_setting_that_differs_and_refuses_another_training_budget(tmp_path, capsys):
+    task = {"esc-50": accuracy_task([True, False])}
+    long = write_run(tmp_path, "EncA", task, train={"max_steps": 5000, "learning_rate": 1e-4},
+                     summary={"evaluation_settings": {"max_new_tokens": 150}, "global_batch_size": 4})
+    short = write_run(tmp_path, "EncB", task, train={"max_steps": 300, "learning_rate": 3e-4},
+                      summary={"evaluation_settings": {"max_new_tokens": 20}, "global_batch_size": 8})
+    with pytest.raises(LalmbenchError, match=r"max_steps \(A 5000, B 300\).*--allow-different-settings"):
+        compare(long, short)  # fails on the old code: compared without a word
+    text = format_comparison(compare(long, short, allow_different_settings=True))
+    assert "compared with --allow-different-settings despite different max_steps" in text
+    settings = next(line for line in text.splitlines() if line.startswith("settings that differ"))
+    assert settings == ("settings that differ: global batch size: A 4, B 8; learning_rate: A 0.0001, B 0.0003; "
+                        "max_new_tokens: A 150, B 20; max_steps: A 5000, B 300")
+    # A difference that leaves the comparison meaningful is stated, not refused.
+    other_rate = write_run(tmp_path, "EncC", task, train={"max_steps": 5000, "learning_rate": 3e-4},
+                           summary={"evaluation_settings": {"max_new_tokens": 150}, "global_batch_size": 4})
+    text = format_comparison(compare(long, other_rate))
+    assert "settings that differ: learning_rate: A 0.0001, B 0.0003" in text
+    assert "--allow-different-settings" not in text
+    # The command: refused with status 2 and the reason; allowed with the flag, which the output states.
+    assert main(["compare", str(long), str(short), "--resamples", "50"]) == 2
+    assert "different max_steps (A 5000, B 300)" in capsys.readouterr().err
+    assert main(["compare", str(long), str(short), "--resamples", "50", "--allow-different-settings"]) == 0
+    assert "compared with --allow-different-settings" in capsys.readouterr().out
+
+
+def test_refuses_another_decoder_or_data_revision(tmp_path):
+    task = {"esc-50": accuracy_task([True, False])}
+    base = write_run(tmp_path, "EncA", task, summary=_revisions("aaaa"))
+    other_decoder = write_run(tmp_path, "EncB", task, summary=_revisions("aaaa"),
+                              identity={"decoder": {"name": "HuggingFaceTB/SmolLM2-135M", "revision": "c1"}})
+    other_data = write_run(tmp_path, "EncC", task, summary=_revisions("bbbb"))
+    same = write_run(tmp_path, "EncD", task, summary=_revisions("aaaa"))
+    with pytest.raises(LalmbenchError, match=r"decoder \(A tiny-random, B HuggingFaceTB/SmolLM2-135M@c1\)"):
+        compare(base, other_decoder)
+    with pytest.raises(LalmbenchError, match=r"data revisions \(A mispeech/xares_llm_data@main: aaaa, B "
+                                             r"mispeech/xares_llm_data@main: bbbb\)"):
+        compare(base, other_data)
+    text = format_comparison(compare(base, same))
+    assert "settings: the same training and evaluation settings" in text

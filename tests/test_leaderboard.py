@@ -188,8 +188,9 @@ def test_unfinished_runs_are_skipped_with_a_note(tmp_path):
     # As a shell glob passes them (task1/*) and as a parent directory: the same runs are skipped.
     for paths in ([str(p) for p in sorted((tmp_path / "task1").iterdir())], [str(tmp_path / "task1")]):
         found = leaderboard.leaderboard_tables(paths)
-        assert [[e.name for e in board.entries] for board in found.boards] == (
-            [["Done"]] if len(paths) > 1 else [["Done"], ["Quick"]])  # the parent also holds Quick/limit-3
+        # Quick/limit-3 is ranked only when named, as the note on Quick says (the old code ranked it from the
+        # parent directory while telling the user to pass it).
+        assert [[e.name for e in board.entries] for board in found.boards] == [["Done"]]
         assert sorted(found.skipped) == sorted([
             f"{stopped}: no COMPLETED marker (the run stopped before it finished)",
             f"{training}: no scores.tsv (training or evaluation not finished)",
@@ -352,3 +353,59 @@ def test_seed_group_runs_must_share_an_identity(tmp_path):
     seed_group(group_dir, runs)
     with pytest.raises(LalmbenchError, match="differ in train.learning_rate, not only in the seed"):
         leaderboard.leaderboard_table([str(group_dir)])
+
+
+def _accuracy(right: int) -> dict:
+    return {"esc-50": {"metric": "Accuracy", "rows": _classification(right, 10)}}
+
+
+def test_settings_that_differ_are_stated_and_another_budget_is_refused(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    write_run(runs, "EncA", _accuracy(6), train={"max_steps": 5000, "learning_rate": 1e-4})
+    write_run(runs, "EncB", _accuracy(8), train={"max_steps": 300, "learning_rate": 1e-4})
+    with pytest.raises(LalmbenchError, match=r"different max_steps \(EncA 5000, EncB 300\).*--allow-different-settings"):
+        leaderboard.leaderboard_tables([str(runs)], resamples=0)  # fails on the old code: ranked without a word
+    found = leaderboard.leaderboard_tables([str(runs)], resamples=0, allow_different_settings=True)
+    assert "settings that differ: max_steps: EncA 5000, EncB 300" in found.boards[0].notes
+    assert any("ranked with --allow-different-settings despite different max_steps" in n for n in found.boards[0].notes)
+    markdown = leaderboard.set_to_markdown(found)
+    assert "> settings that differ: max_steps: EncA 5000, EncB 300" in markdown
+    # Through the command: refused with status 2, allowed with the flag (and said on the output).
+    from lalmbench.cli import main
+
+    assert main(["leaderboard", str(runs), "--resamples", "0"]) == 2
+    assert "different max_steps" in capsys.readouterr().err
+    assert main(["leaderboard", str(runs), "--resamples", "0", "--allow-different-settings"]) == 0
+    assert "ranked with --allow-different-settings" in capsys.readouterr().out
+
+
+def test_a_learning_rate_difference_is_stated_not_refused(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "EncA", _accuracy(6), train={"learning_rate": 1e-4})
+    write_run(runs, "EncB", _accuracy(8), train={"learning_rate": 3e-4}, summary={"global_batch_size": 8})
+    board = leaderboard.leaderboard_table([str(runs)], resamples=0)
+    assert board.notes == ["settings that differ: global batch size: EncA unrecorded, EncB 8; learning_rate: "
+                           "EncA 0.0001, EncB 0.0003"]
+
+
+def test_a_run_set_aside_by_force_is_never_ranked(tmp_path):
+    runs = tmp_path / "runs"
+    current = write_run(runs, "EncA", _accuracy(6))
+    replaced = write_run(runs, "EncA", _accuracy(6), directory="EncA.replaced-20260101-000000")
+    write_run(runs, "EncB", _accuracy(8))
+    found = leaderboard.leaderboard_tables([str(runs)], resamples=0)  # fails on the old code: EncA ranked twice
+    assert sorted(e.source for e in found.boards[0].entries) == sorted([str(current), str(runs / "EncB")])
+    assert f"{replaced}: set aside by --force (20260101-000000); its replacement is {current}" in found.skipped
+    with pytest.raises(LalmbenchError, match="no finished run to rank; skipped:\n  .*set aside by --force"):
+        leaderboard.leaderboard_tables([str(replaced)])  # named on its own: still not ranked
+
+
+def test_partial_evaluations_are_ranked_only_when_named(tmp_path):
+    done = make_run(tmp_path, "Done", {"esc-50": 0.5})
+    quick = make_run(tmp_path, "Done", {"esc-50": 0.9}, limit=8, directory="Done/limit-8")
+    found = leaderboard.leaderboard_tables([str(tmp_path)], resamples=0)
+    assert [[e.source for e in board.entries] for board in found.boards] == [[str(done)]]
+    assert any(f"not ranked from a directory scan: {quick}" in note for note in found.notes)
+    named = leaderboard.leaderboard_tables([str(quick)], resamples=0)
+    assert [[e.source for e in board.entries] for board in named.boards] == [[str(quick)]]
+    assert "partial" in named.boards[0].title

@@ -8,7 +8,7 @@
     lalmbench download SUITE|TASK...
     lalmbench bench [--quick] [--device cpu|cuda] [--compile|--no-compile] [--steps N]
     lalmbench report RUN_DIR
-    lalmbench leaderboard RUN_DIR... [--baselines] [--mixed-protocols] [--output-dir DIR]
+    lalmbench leaderboard RUN_DIR... [--baselines] [--mixed-protocols] [--allow-different-settings] [--output-dir DIR]
     lalmbench compare RUN_A RUN_B | RUN_A... --vs RUN_B... [--output FILE]
     lalmbench new-encoder DIR
     lalmbench package DIR [--include-weights]
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write leaderboard.csv and leaderboard.md there (default: print only)")
     board.add_argument("--mixed-protocols", action="store_true",
                        help="rank runs of different protocols together (refused by default: their scores differ by protocol)")
+    board.add_argument("--allow-different-settings", action="store_true",
+                       help="rank runs trained with another max_steps, decoder or data revision together (refused by "
+                            "default; every differing setting is listed either way)")
     board.add_argument("--resamples", type=int, default=1000, metavar="N",
                        help="bootstrap resamples for rank stability (default: 1000; 0 skips it)")
 
@@ -142,12 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="A side is a run directory, a seed group written by `run --seeds` (or any directory holding runs of\n"
                "one identity), or several run directories: `compare A1 A2 --vs B1 B2`. Refused when the protocols,\n"
-               "the tasks or a test set's definition differ.")
+               "the tasks or a test set's definition differ, or (unless --allow-different-settings) the training\n"
+               "budget, decoder or data revision; every other setting that differs is stated.")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="RUN_A RUN_B, or A's runs when --vs is given")
     compare.add_argument("--vs", nargs="+", default=None, metavar="RUN", help="B's runs (a group of seeds)")
     compare.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default: 1000)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
     compare.add_argument("--common-only", action="store_true", help="compare only the tasks both sides have")
+    compare.add_argument("--allow-different-settings", action="store_true",
+                         help="compare runs trained with another max_steps, decoder or data revision (refused by "
+                              "default; every differing setting is listed either way)")
     compare.add_argument("--output", "--json", dest="json", default=None, metavar="FILE",
                          help="also write the comparison to FILE, as JSON")
 
@@ -220,13 +227,15 @@ def dispatch(args: argparse.Namespace) -> int:
         from lalmbench.report.leaderboard import leaderboard_command
 
         return leaderboard_command(args.run_dirs, baselines=args.baselines, output_dir=args.output_dir,
-                                   mixed_protocols=args.mixed_protocols, resamples=args.resamples)
+                                   mixed_protocols=args.mixed_protocols, resamples=args.resamples,
+                                   allow_different_settings=args.allow_different_settings)
     if args.command == "compare":
         from lalmbench.report.compare import compare_command, split_sides
 
         runs_a, runs_b = split_sides(args.runs, args.vs)
         return compare_command(runs_a, runs_b, resamples=args.resamples, seed=args.seed,
-                               common_only=args.common_only, json_path=args.json)
+                               common_only=args.common_only, json_path=args.json,
+                               allow_different_settings=args.allow_different_settings)
     if args.command == "new-encoder":
         from lalmbench.encoders.scaffold import new_encoder_command
 

@@ -28,7 +28,7 @@ from lalmbench.io_utils import atomic_write_json
 from lalmbench.report.baselines import task_key, track_of
 from lalmbench.report.confidence import (DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL, Interval, percentile_interval,
                                          read_answers, resample_scores, resamples_for, run_task_statistic, task_rng)
-from lalmbench.report.run_groups import RunGroup, read_group
+from lalmbench.report.run_groups import RunGroup, check_settings, read_group
 
 MIN_MATCHED_SHARE = 0.9  # below this share of a run's answers in common, the test sets differ
 TEST_SET_FIELDS = ("data", "metric", "metric_args", "weight")  # what defines a test set in eval_config.yaml
@@ -70,12 +70,13 @@ class Comparison:
     resamples: int
     seed: int
     notes: list[str] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)  # the settings that differ, and whether that was allowed
 
     def as_dict(self) -> dict:
         return {"a": {"name": self.a.name, "runs": [str(r.run_dir) for r in self.a.runs], "seeds": self.a.seeds},
                 "b": {"name": self.b.name, "runs": [str(r.run_dir) for r in self.b.runs], "seeds": self.b.seeds},
                 "protocol": self.a.protocol, "level": self.level, "resamples": self.resamples, "seed": self.seed,
-                "rows": [row.as_dict() for row in self.rows], "notes": self.notes}
+                "rows": [row.as_dict() for row in self.rows], "settings": self.settings, "notes": self.notes}
 
 
 def _test_set(run, task: str) -> dict:
@@ -156,8 +157,13 @@ def _seed_picks(count: int, resamples: int, rng: np.random.Generator) -> np.ndar
 
 
 def compare_groups(a: RunGroup, b: RunGroup, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-                   level: float = LEVEL, common_only: bool = False) -> Comparison:
+                   level: float = LEVEL, common_only: bool = False,
+                   allow_different_settings: bool = False) -> Comparison:
     tasks = comparable_tasks(a, b, common_only)
+    # Every training and evaluation setting that differs is stated; another training budget, decoder or
+    # data revision is refused unless allowed (run_groups.check_settings).
+    settings = (check_settings([("A", a.runs[0]), ("B", b.runs[0])], allow_different_settings, "compared")
+                or ["settings: the same training and evaluation settings (seed aside)"])
     seed_rng = np.random.default_rng([int(seed), SEED_DRAW_STREAM])
     picks_a, picks_b = _seed_picks(len(a.runs), resamples, seed_rng), _seed_picks(len(b.runs), resamples, seed_rng)
     rows: list[ComparedRow] = []
@@ -198,7 +204,7 @@ def compare_groups(a: RunGroup, b: RunGroup, resamples: int = DEFAULT_RESAMPLES,
         if members:
             rows.append(combined(f"Track {track}", f"mean of {len(members)}", members, [1.0] * len(members)))
     rows.append(combined("Overall", "weighted mean", tasks, [a.spec(t).weight for t in tasks]))
-    return Comparison(a, b, rows, level, resamples, seed, notes)
+    return Comparison(a, b, rows, level, resamples, seed, notes, settings)
 
 
 def _signed(value: float) -> str:
@@ -211,7 +217,7 @@ def format_comparison(comparison: Comparison) -> str:
     lines = [f"A: {a.describe()}", f"B: {b.describe()}",
              f"protocol {a.protocol}; paired bootstrap, {comparison.resamples} resamples of the clips every run "
              f"answered{' and of the seeds of each side' if seeds else ''}, {comparison.level:.0%} intervals, "
-             f"seed {comparison.seed}", ""]
+             f"seed {comparison.seed}", *comparison.settings, ""]
     level = f"{comparison.level:.0%} CI of A-B"
     header = ["task", "metric", "A", "B", "A-B", level, "A better in", "clips"]
     body = []
@@ -235,11 +241,13 @@ def format_comparison(comparison: Comparison) -> str:
 
 
 def compare_command(runs_a: Sequence[str], runs_b: Sequence[str], resamples: int = DEFAULT_RESAMPLES,
-                    seed: int = DEFAULT_SEED, common_only: bool = False, json_path: str | None = None) -> int:
+                    seed: int = DEFAULT_SEED, common_only: bool = False, json_path: str | None = None,
+                    allow_different_settings: bool = False) -> int:
     if resamples < 1:
         raise LalmbenchError(f"--resamples must be at least 1, got {resamples}")
     a, b = read_group(runs_a, "A"), read_group(runs_b, "B")
-    comparison = compare_groups(a, b, resamples=resamples, seed=seed, common_only=common_only)
+    comparison = compare_groups(a, b, resamples=resamples, seed=seed, common_only=common_only,
+                                allow_different_settings=allow_different_settings)
     print(format_comparison(comparison))
     if json_path:
         atomic_write_json(Path(json_path), comparison.as_dict())

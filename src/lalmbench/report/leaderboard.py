@@ -45,6 +45,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,8 @@ from lalmbench.report.baselines import PUBLISHED_BASELINES, task_key, track_of
 from lalmbench.report.confidence import (DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL, clip_index, predictions_path,
                                          read_answers, resample_scores, resamples_for, run_task_statistic,
                                          task_rng)
-from lalmbench.report.run_groups import SEED_GROUP_FILE, UNRECORDED, RunRecord, check_same_identity, read_record
+from lalmbench.report.run_groups import (SEED_GROUP_FILE, UNRECORDED, RunRecord, check_same_identity, check_settings,
+                                         read_record)
 
 TRACKS = ("A", "B")
 TRACK_TITLES = {"A": "Track A (classification, task1)", "B": "Track B (open-ended, task2)"}
@@ -220,6 +222,24 @@ def baseline_entries(tasks: frozenset[str] | None = None) -> list[Entry]:
 
 # -- which directories are ranked ---------------------------------------------------------------------------------
 RUN_MARKERS = ("scores.tsv", "run_identity.json", "training_complete.json")  # files only a run directory holds
+REPLACED = re.compile(r"^(?P<name>.+)\.replaced-(?P<when>\d{8}-\d{6})$")  # a run moved aside by `run --force`
+PARTIAL = re.compile(r"^limit-\d+$")  # a `run --limit N` evaluation inside its run directory
+
+
+def set_aside_reason(path: Path) -> str | None:
+    """Why a directory (or the run it is part of) was moved aside by `run --force`; None when it was not.
+    Such a run was replaced by a newer one of the same identity: ranking both would count it twice."""
+    for part in (path, *path.parents):
+        found = REPLACED.match(part.name)
+        if found:
+            replacement = part.with_name(found["name"])
+            return (f"set aside by --force ({found['when']}); its replacement is {replacement}"
+                    if replacement.exists() else f"set aside by --force ({found['when']})")
+    return None
+
+
+def _is_partial_evaluation(path: Path) -> bool:
+    return bool(PARTIAL.match(path.name)) and any((path.parent / marker).is_file() for marker in RUN_MARKERS)
 
 
 def unfinished_reason(run_dir: Path) -> str | None:
@@ -242,13 +262,16 @@ def _seed_group_members(group_dir: Path) -> list[Path]:
     return [group_dir / run for run in runs]
 
 
-def collect_runs(paths: list[str | Path]) -> tuple[list[list[Path]], list[str]]:
-    """The entries to rank (each a list of run directories: one run, or a seed group's runs) and a note for
-    every unfinished run or seed group skipped. A path is a run directory, a seed-group directory
-    (`run --seeds`), or any directory: then every run and seed group below it. A seed group's runs are
-    not entries of their own (also runs it no longer lists, e.g. one moved aside by --force)."""
+def collect_runs(paths: list[str | Path]) -> tuple[list[list[Path]], list[str], list[str]]:
+    """The entries to rank (each a list of run directories: one run, or a seed group's runs), a note for
+    every run or seed group skipped (unfinished, or moved aside by `run --force`: never ranked), and notes
+    on what a directory scan leaves out. A path is a run directory, a seed-group directory (`run --seeds`),
+    or any directory: then every run and seed group below it, except partial evaluations (`run --limit`,
+    `<run>/limit-N/`), which are ranked only when named (each then in a board of its own). A seed group's
+    runs are not entries of their own."""
     entries: list[list[Path]] = []
     skipped: list[str] = []
+    partial_left: list[Path] = []
     seen: set[Path] = set()
 
     def add(members: list[Path]) -> None:
@@ -270,24 +293,32 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[list[Path]], list[str]]:
             groups = sorted(p.parent for p in path.rglob(SEED_GROUP_FILE))
             below = sorted({p.parent for marker in RUN_MARKERS for p in path.rglob(marker)})
             singles = [d for d in below if not any(g.resolve() in d.resolve().parents for g in groups)]
+            partial_left += [d for d in singles if _is_partial_evaluation(d) and not set_aside_reason(d)]
+            singles = [d for d in singles if not _is_partial_evaluation(d)]
             if not groups and not singles:
                 raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
         else:
             raise LalmbenchError(f"{path} is not a run directory (no scores.tsv in it or below it)")
         for group in groups:
             members = _seed_group_members(group)
-            reasons = [f"{member.name}: {why}" for member in members if (why := unfinished_reason(member))]
+            reasons = [f"{member.name}: {why}" for member in members
+                       if (why := set_aside_reason(member) or unfinished_reason(member))]
             if reasons:
                 skipped.append(f"seed group {group}: {'; '.join(reasons)}")
             elif members:
                 add(members)
         for run_dir in singles:
-            why = unfinished_reason(run_dir)
+            why = set_aside_reason(run_dir) or unfinished_reason(run_dir)
             if why:
                 skipped.append(f"{run_dir}: {why}")
             else:
                 add([run_dir])
-    return entries, skipped
+    notes = []
+    if partial_left:
+        notes.append("Partial evaluations (`run --limit`) are not ranked from a directory scan: "
+                     + ", ".join(map(str, partial_left)) + ". Pass one by its path to rank it in a board of its own "
+                     "(a partial evaluation is never ranked beside a full one).")
+    return entries, skipped, notes
 
 
 # -- boards: entries scored on the same tasks ---------------------------------------------------------------------
@@ -325,18 +356,20 @@ class LeaderboardSet:
 
 
 def leaderboard_tables(run_dirs: list[str], baselines: bool = False, mixed_protocols: bool = False,
-                       resamples: int = 0, seed: int = DEFAULT_SEED) -> LeaderboardSet:
+                       resamples: int = 0, seed: int = DEFAULT_SEED,
+                       allow_different_settings: bool = False) -> LeaderboardSet:
     """Read the finished runs below `run_dirs`, split them into boards of one task set and one --limit,
     add the published baselines beside runs of their suite, rank each board and, with `resamples`,
-    measure how stable each rank is."""
-    groups, skipped = collect_runs(run_dirs)
+    measure how stable each rank is. Every setting that differs between a board's runs is stated;
+    another max_steps, decoder or data revision is refused unless `allow_different_settings`."""
+    groups, skipped, scan_notes = collect_runs(run_dirs)
     if not groups:
-        raise LalmbenchError("no finished run to rank; skipped:\n  " + "\n  ".join(skipped))
+        raise LalmbenchError("no finished run to rank; skipped:\n  " + "\n  ".join(skipped + scan_notes))
     by_scored_on: dict[tuple[frozenset[str], int | None], list[Entry]] = {}
     for members in groups:
         entry = read_seed_group(members)
         by_scored_on.setdefault(entry.scored_on(), []).append(entry)
-    notes = []
+    notes = list(scan_notes)
     if len(by_scored_on) > 1:
         notes.append(f"These runs were scored on {len(by_scored_on)} different sets of tasks or test examples; each "
                      "set is ranked in a board of its own (normalized scores compare only runs scored on the same "
@@ -352,7 +385,8 @@ def leaderboard_tables(run_dirs: list[str], baselines: bool = False, mixed_proto
         elif baselines:
             without_baselines.append(describe_scored_on(tasks, limit))
         boards.append(_ranked_board(entries, mixed_protocols, resamples, seed,
-                                    title=describe_scored_on(tasks, limit)))
+                                    title=describe_scored_on(tasks, limit),
+                                    allow_different_settings=allow_different_settings))
     if without_baselines:
         notes.append("The published baselines are scored on the full test sets of task1, task2 (all: both), so they "
                      "stand only beside runs scored on exactly one of those suites; not beside runs scored on "
@@ -360,9 +394,13 @@ def leaderboard_tables(run_dirs: list[str], baselines: bool = False, mixed_proto
     return LeaderboardSet(boards=boards, notes=notes, skipped=skipped)
 
 
-def _ranked_board(entries: list[Entry], mixed_protocols: bool, resamples: int, seed: int, title: str) -> Leaderboard:
+def _ranked_board(entries: list[Entry], mixed_protocols: bool, resamples: int, seed: int, title: str,
+                  allow_different_settings: bool = False) -> Leaderboard:
     notes = check_protocols(entries, mixed_protocols)
-    board = build_leaderboard(entries)
+    board = build_leaderboard(entries)  # names made unique: they label the settings below
+    # Each run's training and evaluation settings (a seed group's first run stands for it: they share them).
+    notes += check_settings([(entry.name, entry.members[0]) for entry in board.entries if entry.members],
+                            allow_different_settings, "ranked")
     board.notes += notes
     board.title = title
     answered = any(predictions_path(record.run_dir, name).is_file() for entry in entries
@@ -541,11 +579,11 @@ def rank_stability(board: Leaderboard, resamples: int = DEFAULT_RESAMPLES, seed:
 
 
 def leaderboard_table(run_dirs: list[str], baselines: bool = False, mixed_protocols: bool = False,
-                      resamples: int = 0, seed: int = DEFAULT_SEED) -> Leaderboard:
+                      resamples: int = 0, seed: int = DEFAULT_SEED, allow_different_settings: bool = False) -> Leaderboard:
     """The one board of runs scored on the same tasks (`leaderboard_tables`); an error when the runs need
     several. Notes about skipped runs and baselines left out go into the board's notes."""
     found = leaderboard_tables(run_dirs, baselines=baselines, mixed_protocols=mixed_protocols,
-                               resamples=resamples, seed=seed)
+                               resamples=resamples, seed=seed, allow_different_settings=allow_different_settings)
     if len(found.boards) > 1:
         raise LalmbenchError("these runs need separate boards: " + " | ".join(board.title for board in found.boards)
                              + "; use leaderboard_tables")
@@ -701,9 +739,11 @@ def set_to_markdown(found: LeaderboardSet) -> str:
 
 
 def leaderboard_command(run_dirs: list[str], baselines: bool = False, output_dir: str | None = None,
-                        mixed_protocols: bool = False, resamples: int = DEFAULT_RESAMPLES) -> int:
+                        mixed_protocols: bool = False, resamples: int = DEFAULT_RESAMPLES,
+                        allow_different_settings: bool = False) -> int:
     """Print the boards; write leaderboard.csv and leaderboard.md only into `output_dir` when given."""
-    found = leaderboard_tables(run_dirs, baselines=baselines, mixed_protocols=mixed_protocols, resamples=resamples)
+    found = leaderboard_tables(run_dirs, baselines=baselines, mixed_protocols=mixed_protocols, resamples=resamples,
+                               allow_different_settings=allow_different_settings)
     markdown = set_to_markdown(found)
     print(markdown)
     if output_dir is None:

@@ -14,6 +14,7 @@ Where groups come from (`read_group`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
@@ -39,6 +40,52 @@ class RunRecord:
     eval_config: dict  # eval task name -> its resolved eval config ({} when absent)
     completed: bool = True
     partial: dict | None = None  # {"limit": N}: evaluated on the first N test examples only (`run --limit`)
+    summary: dict = field(default_factory=dict)  # run_summary.json
+
+    def settings(self) -> dict[str, str]:
+        """The training and evaluation settings its scores depend on, by name -> value as text; a setting the
+        run did not record is absent. The seed is left out (groups and comparisons of seeds differ in it)."""
+        found: dict[str, str] = {}
+        train = self.identity.get("train") if isinstance(self.identity.get("train"), dict) else {}
+        for name, value in train.items():
+            if name not in ("seed", "train_data"):
+                found[name] = _text(value)
+        if train.get("train_data") is not None:
+            found["training mixture"] = _text(train["train_data"])
+        decoder = self.identity.get("decoder")
+        if isinstance(decoder, dict) and decoder.get("name"):
+            name = str(decoder["name"])
+            if decoder.get("revision"):
+                name += f"@{decoder['revision']}"
+            elif isinstance(decoder.get("files"), (dict, str)):  # a local directory or file: its content
+                name += f" (content {hashlib.sha256(_text(decoder['files']).encode()).hexdigest()[:12]})"
+            found["decoder"] = name
+        elif isinstance(decoder, str):
+            found["decoder"] = decoder
+        elif self.summary.get("decoder"):
+            found["decoder"] = str(self.summary["decoder"])
+        revisions = [r for r in self.summary.get("data_revisions") or [] if isinstance(r, dict) and r.get("repo_id")]
+        if revisions:
+            found["data revisions"] = "; ".join(sorted(
+                f"{r['repo_id']}@{r.get('revision')}: {','.join(r.get('commits') or []) or 'unrecorded'}"
+                for r in revisions))
+        if self.summary.get("global_batch_size") is not None:
+            found["global batch size"] = _text(self.summary["global_batch_size"])
+        for name, value in self.evaluation_settings().items():
+            found[name] = _text(value)
+        found["limit"] = "full test sets" if not self.partial else str(self.partial.get("limit"))
+        return found
+
+    def evaluation_settings(self) -> dict:
+        """The evaluation-only settings (run_summary.json; older runs: the first cached score's identity)."""
+        recorded = self.summary.get("evaluation_settings")
+        if isinstance(recorded, dict):
+            return recorded
+        for cached in sorted((self.run_dir / "scores").glob("*.json")):
+            settings = (_read_json(cached).get("identity") or {}).get("settings")
+            if isinstance(settings, dict):
+                return settings
+        return {}
 
     def evaluated_on(self) -> str:
         return "full test sets" if not self.partial else f"the first {self.partial.get('limit')} test examples per task"
@@ -126,7 +173,72 @@ def read_record(run_dir: str | Path) -> RunRecord:
     return RunRecord(run_dir=run_dir, name=str(summary.get("encoder_name") or run_dir.name),
                      protocol=str(summary.get("protocol") or UNRECORDED), seed=seed, identity=identity,
                      tasks=tasks, eval_config=eval_config, completed=(run_dir / "COMPLETED").exists(),
-                     partial=summary.get("partial") if isinstance(summary.get("partial"), dict) else None)
+                     partial=summary.get("partial") if isinstance(summary.get("partial"), dict) else None,
+                     summary=summary)
+
+
+def _text(value) -> str:
+    """A setting's value as text: numbers and strings as they are, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+# Differences that make scores incomparable: another training budget, another decoder, other data.
+DECISIVE_SETTINGS = ("max_steps", "decoder", "data revisions")
+ALLOW_FLAG = "--allow-different-settings"
+
+
+@dataclass
+class SettingDifference:
+    name: str
+    values: dict[str, str]  # side or entry label -> value ("unrecorded" when the run did not record it)
+    decisive: bool  # refused unless allowed (DECISIVE_SETTINGS, recorded by every run)
+
+    def describe(self) -> str:
+        return f"{self.name}: " + ", ".join(f"{label} {_short(value)}" for label, value in self.values.items())
+
+
+def _short(value: str, limit: int = 60) -> str:
+    """A long value (a training mixture) cut, with a hash of the whole so that two cut values still differ."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... (sha256 {hashlib.sha256(value.encode()).hexdigest()[:8]})"
+
+
+def setting_differences(labelled: Sequence[tuple[str, RunRecord]]) -> list[SettingDifference]:
+    """Every training and evaluation setting whose value differs between the runs, by name."""
+    settings = [(label, record.settings()) for label, record in labelled]
+    names = sorted({name for _, found in settings for name in found})
+    differences = []
+    for name in names:
+        values = {label: found.get(name, "unrecorded") for label, found in settings}
+        if len(set(values.values())) > 1:
+            recorded = all(name in found for _, found in settings)
+            differences.append(SettingDifference(name, values, decisive=recorded and name in DECISIVE_SETTINGS))
+    return differences
+
+
+def check_settings(labelled: Sequence[tuple[str, RunRecord]], allow: bool, what: str) -> list[str]:
+    """Lines stating the settings that differ between the runs (none when they all agree; `what`: how they
+    are put together, "compared" or "ranked"); an error when a decisive one differs and `allow` is not given."""
+    differences = setting_differences(labelled)
+    if not differences:
+        return []
+    decisive = [d for d in differences if d.decisive]
+    if decisive and not allow:
+        listing = "; ".join(f"{d.name} ({', '.join(f'{k} {_short(v)}' for k, v in d.values.items())})"
+                            for d in decisive)
+        raise LalmbenchError(
+            f"these runs were trained or scored with different {listing}. A different training budget, "
+            "decoder or data revision changes the scores by itself, so the comparison would not measure the "
+            f"encoders. Put together runs of the same settings, or pass {ALLOW_FLAG} to do it anyway (the output "
+            "then says so).")
+    lines = ["settings that differ: " + "; ".join(d.describe() for d in differences)]
+    if decisive:
+        lines.append(f"{what} with {ALLOW_FLAG} despite different {', '.join(d.name for d in decisive)}: the "
+                     "score differences are partly these settings'")
+    return lines
 
 
 def run_dirs_in(path: Path) -> list[Path]:
