@@ -34,6 +34,7 @@ Precedence: flags over --args over the YAML over the defaults (which reproduce t
 def build_parser() -> argparse.ArgumentParser:
     from lalmbench.config import TrainConfig
     from lalmbench.config_flags import add_config_flags
+    from lalmbench.demo import DEMO_TRAINING
 
     parser = argparse.ArgumentParser(
         prog="lalmbench",
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
     demo.add_argument("--args", default=None, metavar="JSON|YAML", help="training field overrides (JSON, YAML or a YAML file)")
     add_config_flags(demo, TrainConfig, "training fields (each overrides the demo's and --args)",
-                     skip=("train_data", "config_name"))
+                     skip=("train_data", "config_name"), defaults=DEMO_TRAINING)
 
     check = commands.add_parser("check", help="check an encoder against the challenge contract")
     check.add_argument("encoder", help="encoder .py file, dotted path, or hear:MODULE (a HEAR-API module)")

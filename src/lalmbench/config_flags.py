@@ -54,18 +54,22 @@ def _parser_for(annotation: str, name: str):
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = ()) -> None:
-    """Add a group of flags for every public field of dataclass `cls` (except `skip`)."""
+def add_config_flags(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = (),
+                     defaults: dict[str, Any] | None = None) -> None:
+    """Add a group of flags for every public field of dataclass `cls` (except `skip`).
+
+    `defaults` replaces the dataclass defaults shown in the help, for a command whose own defaults differ
+    (the demo's training settings)."""
     docs = field_docs(cls)
     group = parser.add_argument_group(title)
-    defaults = cls()
+    shown = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)} | dict(defaults or {})
     for f in dataclasses.fields(cls):
         if f.name.startswith("_") or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if flag in parser._option_string_actions:  # the command has an option of that name with its own meaning
             continue
-        default = getattr(defaults, f.name)
+        default = shown[f.name]
         doc = docs.get(f.name, "")
         help_text = f"{doc} (default: {default!r})".replace("%", "%%")
         dest = OVERRIDE_PREFIX + f.name
