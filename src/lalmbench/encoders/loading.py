@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import typing
 from pathlib import Path
 
 import torch
@@ -76,16 +77,72 @@ def load_encoder(spec: str, model_args: dict | None = None) -> torch.nn.Module:
     cls = resolve_encoder_class(spec)
     if not callable(cls):
         raise EncoderContractError("nn.Module", "a class", type(cls).__name__, "point to the encoder class")
+    model_args = dict(model_args or {})
+    refused = _refused_keywords(cls, model_args)
+    if refused is not None:
+        raise refused
     try:
-        encoder = cls(**(model_args or {}))
-    except TypeError as exc:
-        raise EncoderContractError("constructor", f"{getattr(cls, '__name__', cls)} to accept --model-args "
-                                   f"{sorted((model_args or {}).keys())}", str(exc),
-                                   "pass only keyword arguments the constructor takes") from exc
+        encoder = cls(**model_args)
+    except (TypeError, ValueError) as exc:  # the keywords bind: a value the constructor cannot use
+        raise _value_error(cls, model_args, exc) from exc
     if not isinstance(encoder, torch.nn.Module):
         raise EncoderContractError("nn.Module", "an instance of torch.nn.Module", type(encoder).__name__,
                                    "subclass torch.nn.Module")
     return encoder
+
+
+def _constructor_signature(cls) -> inspect.Signature | None:
+    try:
+        return inspect.signature(cls)
+    except (TypeError, ValueError):  # a builtin or C extension type: nothing to inspect
+        return None
+
+
+def _refused_keywords(cls, model_args: dict) -> EncoderContractError | None:
+    """The error for --model-args keywords the constructor has no parameter for, or None when they bind."""
+    signature = _constructor_signature(cls)
+    if signature is None:
+        return None
+    try:
+        signature.bind(**model_args)
+        return None
+    except TypeError as exc:
+        name = getattr(cls, "__name__", str(cls))
+        named = [p.name for p in signature.parameters.values()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [key for key in model_args if key not in named]
+        what = f"{name} does not accept {', '.join(unknown)}" if unknown else f"{name}(**{model_args}) ({exc})"
+        return EncoderContractError("constructor", f"{name} to accept --model-args {sorted(model_args)}", what,
+                                    f"pass only keyword arguments the constructor takes; it takes: "
+                                    f"{', '.join(named) if named else 'none'}")
+
+
+def _value_error(cls, model_args: dict, exc: Exception) -> EncoderContractError:
+    """The constructor accepted the keywords and then failed: name the values, their annotated types and
+    the exception, since the cause is most likely a value of the wrong type or range."""
+    name = getattr(cls, "__name__", str(cls))
+    call = f"{name}({', '.join(f'{k}={v!r}' for k, v in model_args.items())})"
+    signature = _constructor_signature(cls)
+    parameters = signature.parameters if signature is not None else {}
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: fall back to what the signature holds
+        hints = {}
+    mismatches = []
+    for key, value in model_args.items():
+        annotation = hints.get(key, parameters[key].annotation if key in parameters else inspect.Parameter.empty)
+        if isinstance(annotation, type) and annotation is not inspect.Parameter.empty:
+            fits = isinstance(value, annotation) or (annotation is float and isinstance(value, int)
+                                                     and not isinstance(value, bool))
+            if not fits:
+                mismatches.append(f"{key}={value!r} is a {type(value).__name__}; the constructor annotates it "
+                                  f"{annotation.__name__}")
+    got = f"{name} accepts {', '.join(model_args)}, but {call} raised {type(exc).__name__}: {exc}"
+    if mismatches:
+        got += " (" + "; ".join(mismatches) + ")"
+    return EncoderContractError("constructor", f"{call} to build", got,
+                                "pass --model-args values of the types the constructor expects, as JSON "
+                                "(numbers unquoted: '{\"dim\": 256}')")
 
 
 def encoder_display_name(spec: str) -> str:
