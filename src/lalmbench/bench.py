@@ -587,6 +587,10 @@ def bench_command(quick: bool = False, device: str | None = None, output: str = 
 
     if measured_steps is not None and measured_steps < 1:
         raise ConfigError(f"--steps: expected a positive number of measured steps, got {measured_steps}")
+    if device is not None:
+        from lalmbench.devices import require_device
+
+        require_device(device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_bench(QUICK if quick else FULL, device, output, compile_paths=compile_paths, measured_steps=measured_steps)
     return 0

@@ -24,6 +24,7 @@ from lalmbench.config import DatasetSpec, EvalTaskConfig, TrainConfig, dump_yaml
 from lalmbench.data.examples import BadDataCounter
 from lalmbench.data.shards import data_home, resolve_shards
 from lalmbench.data.tokenizing import Tokenizing
+from lalmbench.devices import require_device
 from lalmbench.distributed import DistInfo, broadcast_object, init_distributed, wait_for_main
 from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
 from lalmbench.encoders.loading import encoder_display_name, load_encoder
@@ -99,6 +100,8 @@ def prepare(request: RunRequest, claim: RunClaim) -> Prepared:
     check_limit(request.limit)
     config, tasks, eval_name = resolve_configs(request.train, request.eval, dict(request.overrides or {}),
                                                request.task_names)  # --tasks narrows both
+    if config.device:
+        require_device(config.device)  # a GPU this torch build or machine lacks: say so before loading anything
     dist = init_distributed(config.device)
     setup_logging(None, dist.is_main)
     configure_determinism(config)
