@@ -194,9 +194,40 @@ def demo_data(directory: str | Path, seed: int, train_examples: int | None = Non
     return train_yaml, eval_yaml, chance
 
 
+def usable_output_dir(path: str | Path, option: str = "--output-dir") -> Path:
+    """`path` made if needed and shown to be writable; an OutputDirError saying which and what to do if not.
+
+    Checked before the first shard is written, so a wrong path costs no time and leaves nothing behind."""
+    import errno
+    import tempfile
+
+    from lalmbench.errors import OutputDirError
+
+    path = Path(path)
+    todo = f"choose another {option} (a new directory, or an existing one you can write to)"
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{option} {path} is a file, not a directory; it was left as it is. {todo}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((parent for parent in [path, *path.parents] if parent.exists() and not parent.is_dir()), None)
+        where = f": {blocker} is a file, not a directory" if blocker is not None else ""
+        raise OutputDirError(f"{option} {path} cannot be made{where}. {todo}") from None
+    except OSError as exc:
+        raise OutputDirError(f"{option} {path} cannot be made ({exc.strerror or exc}). {todo}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".lalmbench-write-probe-"):
+            pass
+    except OSError as exc:
+        why = "a read-only file system" if exc.errno == errno.EROFS else exc.strerror or str(exc)
+        raise OutputDirError(f"{option} {path} is not writable ({why}). {todo}") from None
+    return path
+
+
 def demo_command(output_dir: str = "demo_output", data_only: str | None = None, seed: int = 0,
                  overrides: dict | None = None) -> int:
     if data_only:
+        usable_output_dir(data_only, "--output-dir" if data_only == output_dir else "--data-only")
         train_yaml, eval_yaml, chance = write_demo_data(data_only, seed)
         print(f"wrote synthetic shards, {train_yaml} and {eval_yaml}")
         print(f"run them with: lalmbench run lalmbench.encoders.LogMelEncoder {train_yaml} {eval_yaml}")
@@ -207,7 +238,7 @@ def demo_command(output_dir: str = "demo_output", data_only: str | None = None, 
     # no warning about a hub it never asks for. A user's own HF_HUB_OFFLINE setting is kept.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    output = Path(output_dir)
+    output = usable_output_dir(output_dir)
     train_yaml, eval_yaml, chance = demo_data(output / "data" / f"seed-{seed}", seed)
     run("lalmbench.encoders.LogMelEncoder", str(train_yaml), str(eval_yaml), model_args={},
                  overrides=dict(overrides or {}), output_dir=output / "runs",
