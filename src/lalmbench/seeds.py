@@ -7,12 +7,19 @@ runs and seeds; what `compare` and `leaderboard` read as one group) and `seed_sc
 mean, the sample standard deviation, the lowest and the highest score over the seeds) -> the table is
 printed. A seed already trained with the same identity is
 reused like any run, so `--seeds 5` after `--seeds 3` trains two more.
+
+A group is keyed by what its runs share: the training identity less the seed (`group_key`). The same
+settings again extend the group in place (its seeds are kept: `--seeds 2` after `--seeds 3` leaves three);
+other settings (another max_steps, learning rate, encoder file, data, ...) make a new group in
+`<encoder>-seeds-<key8>/`, beside the first, which is never rewritten.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from lalmbench.errors import ConfigError
@@ -75,12 +82,14 @@ def run_seeds(encoder: str, train: str = "task1", eval: str | None = None, model
                            run_name=seed_run_name(encoder_name, seed), task_names=task_names))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, the main process alone writes files
         return group_dir
-    seed_list = list(range(first, first + seeds))
-    rows, table = seed_table(results, seed_list)
+    group_dir, members, key, settings = _place_group(group_dir, [Path(r.run_dir) for r in results])
+    seed_list = [member.seed for member in members]
+    rows, table = seed_table(members, seed_list)
     atomic_write_json(group_dir / "seed_group.json",
                       {"encoder": encoder, "encoder_name": encoder_name, "train_config": config.config_name,
-                       "protocol": config.protocol, "seeds": seed_list,
-                       "runs": [str(Path(r.run_dir).relative_to(group_dir)) for r in results]})
+                       "protocol": config.protocol, "seeds": seed_list, "group_key": key, "settings": settings,
+                       "runs": [os.path.relpath(member.run_dir, group_dir) for member in members]})
+    seeds = len(members)
     lines = ["Task\tmetric\tmean\tstd\tmin\tmax\tseeds"]
     lines += [f"{r['task']}\t{r['metric']}\t{r['mean']:.6f}\t{r['std']:.6f}\t{r['min']:.6f}\t{r['max']:.6f}\t"
               f"{len(r['scores'])}" for r in rows]
@@ -89,6 +98,95 @@ def run_seeds(encoder: str, train: str = "task1", eval: str | None = None, model
     print(table)
     print(f"\nSeed group in {group_dir} (pass it to `lalmbench compare` or `lalmbench leaderboard`)")
     return group_dir
+
+
+@dataclass
+class SeedRun:
+    """One finished run of a group, as its run_summary.json gives it (what seed_table reads)."""
+
+    run_dir: Path
+    seed: int
+    rows: list[dict]  # task, metric, weight
+    scores: dict[str, float]
+    overall: float
+
+
+def _seed_run(run_dir: Path):
+    from lalmbench.report.run_groups import read_record
+
+    record = read_record(run_dir)
+    tasks = record.summary.get("tasks") or {}
+    return SeedRun(run_dir, record.seed, [{"task": task, "metric": info.get("metric"), "weight": info.get("weight", 1.0)}
+                                          for task, info in tasks.items()],
+                   {task: info.get("score") for task, info in tasks.items()},
+                   float(record.summary.get("overall", float("nan")))), record
+
+
+def _group_key(record) -> str:
+    from lalmbench.identity import digest
+
+    return digest(record.identity_without_seed())
+
+
+def _recorded_group(group_dir: Path) -> tuple[str | None, list[Path], object | None]:
+    """(its key, its runs, the record of its first run) of the group written in `group_dir`; key None
+    when the group's runs cannot be read (it is then never rewritten)."""
+    recorded = json.loads((group_dir / "seed_group.json").read_text(encoding="utf-8"))
+    runs = [group_dir / run for run in recorded.get("runs") or []]
+    try:
+        _, record = _seed_run(runs[0])
+    except Exception:  # a group whose runs are gone or damaged: keep it as it is
+        return recorded.get("group_key"), runs, None
+    return recorded.get("group_key") or _group_key(record), runs, record
+
+
+def _place_group(base: Path, run_dirs: list[Path]) -> tuple[Path, list[SeedRun], str, dict]:
+    """The group directory for these runs and the group's runs (the kept ones of an earlier group of the same
+    settings, then these), by seed: `base` when it holds no group or one of the same key, else
+    `<base>-<key8>`. A group of other settings is never rewritten."""
+    from lalmbench.report.run_groups import setting_differences
+
+    new = [_seed_run(run_dir) for run_dir in run_dirs]
+    record = new[0][1]
+    key = _group_key(record)
+    for candidate in (base, base.with_name(f"{base.name}-{key[:8]}")):
+        if not (candidate / "seed_group.json").is_file():
+            break
+        old_key, old_runs, old_record = _recorded_group(candidate)
+        if old_key == key:
+            break
+        if old_record is not None:
+            differ = [d.describe() for d in setting_differences([("there", old_record), ("here", record)])]
+            what = "; ".join(differ) or "the encoder, data or library versions (see run_identity.json)"
+        else:
+            what = "its runs cannot be read"
+        if candidate == base:
+            print(f"{base} holds a seed group with other settings ({what}); it is kept as it is, and this group "
+                  f"goes to {base.with_name(f'{base.name}-{key[:8]}')}")
+    else:
+        raise ConfigError(f"{candidate} holds another seed group; move it away or pass another --output-dir")
+    members = {member.resolve(): None for member in run_dirs}
+    kept_seeds: list[int] = []
+    if (candidate / "seed_group.json").is_file():
+        _, old_runs, _ = _recorded_group(candidate)
+        new_seeds = {run.seed for run, _ in new}
+        for old in old_runs:
+            if old.resolve() in members or not (old / "scores.tsv").is_file():
+                continue
+            run, _ = _seed_run(old)
+            if run.seed in new_seeds:
+                continue
+            if {row["task"] for row in run.rows} != {row["task"] for row in new[0][0].rows}:
+                raise ConfigError(f"the seed group in {candidate} holds {old}, scored on other test sets than these "
+                                  "runs; evaluate it with the same eval config, or pass another --output-dir")
+            new.append((run, None))
+            kept_seeds.append(run.seed)
+    runs = sorted((run for run, _ in new), key=lambda run: run.seed)
+    if kept_seeds:
+        print(f"the seed group in {candidate} keeps seeds {', '.join(str(r.seed) for r in runs)} (this command ran "
+              f"{', '.join(str(run.seed) for run, _ in new[:len(run_dirs)])}; the others are earlier runs of the "
+              "same settings)")
+    return candidate, runs, key, record.settings()
 
 
 def run_seeds_command(seeds: int, **kwargs) -> int:
