@@ -252,3 +252,41 @@ def test_package_counts_every_file_in_the_zip(tmp_path, capsys):
     assert len(names) == 7  # the six scaffolded files and MANIFEST.json
     assert f"{len(names)} files (6 from {repo} and MANIFEST.json)" in out
     assert f"{sizes:,} bytes" in out
+
+
+# ---------------------------------------------------------------- report
+
+
+def test_report_refuses_a_directory_that_is_not_a_run_directory(tmp_path, capsys):
+    from run_dirs import write_run
+
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("mine")
+    assert main(["report", str(empty)]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"{empty} is not a run directory: it has neither scores.tsv nor run_summary.json" in err
+    assert "<output-dir>/<train config>/<encoder>/" in err
+    assert sorted(p.name for p in empty.iterdir()) == ["notes.txt"]  # no report.html written into it
+
+    # A directory above run directories: the runs below are named.
+    rows = [("dog", "dog", "k0"), ("cat", "dog", "k1")]
+    run_dir = write_run(tmp_path / "runs" / "task1", "my_encoder", {"eval_esc-50": {"metric": "Accuracy", "rows": rows}})
+    assert main(["report", str(tmp_path / "runs")]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "is not a run directory" in err and f"run directories below it: {run_dir}" in err
+    assert not (tmp_path / "runs" / "report.html").exists()
+
+    # A run directory still gets its report.
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").is_file()
+
+
+def test_report_on_an_unfinished_run_says_how_to_finish_it(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "task1" / "my_encoder"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run_identity.json").write_text(json.dumps({"hash": "ab" * 32, "identity": {}}))
+    assert main(["report", str(run_dir)]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "has no scores yet (no scores.tsv or run_summary.json)" in err
+    assert "run the same `lalmbench run` command again" in err

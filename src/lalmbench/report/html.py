@@ -541,7 +541,36 @@ def write_report(run_dir: str | Path) -> Path:
     return path
 
 
+RUN_RESULT_FILES = ("scores.tsv", "run_summary.json")
+"""A directory holding one of these is a run directory that has scores (or a --limit evaluation's)."""
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a directory `lalmbench run` did not score, saying what a run directory holds and, when there
+    are run directories below it (a suite or output directory, a seed group), which."""
+    if not run_dir.is_dir():
+        raise LalmbenchError(f"run directory {run_dir} does not exist; pass a directory written by `lalmbench run`")
+    if any((run_dir / name).is_file() for name in RUN_RESULT_FILES):
+        return
+    if (run_dir / "run_identity.json").is_file():
+        raise LalmbenchError(f"{run_dir} is a run directory that has no scores yet (no scores.tsv or "
+                             "run_summary.json): its run stopped before evaluating. To finish it, run the same "
+                             "`lalmbench run` command again (it resumes from the newest checkpoint)")
+    below = sorted({path.parent for name in RUN_RESULT_FILES for depth in ("*", "*/*", "*/*/*")
+                    for path in run_dir.glob(f"{depth}/{name}")})
+    below = [path for path in below if not any(parent in below for parent in path.parents)]  # not limit-N/
+    hint = ("pass a run directory: `lalmbench run` writes one per run in <output-dir>/<train config>/<encoder>/ "
+            "(for example lalmbench_runs/task1/my_encoder)")
+    if below:
+        shown = ", ".join(str(path) for path in below[:5])
+        hint = (f"run directories below it: {shown}" + (f" and {len(below) - 5} more" if len(below) > 5 else "")
+                + "; pass one of them")
+    raise LalmbenchError(f"{run_dir} is not a run directory: it has neither scores.tsv nor run_summary.json; "
+                         f"{hint}")
+
+
 def report_command(run_dir: str) -> int:
+    check_run_dir(Path(run_dir))
     path = write_report(run_dir)
     print(f"wrote {path}")
     return 0
