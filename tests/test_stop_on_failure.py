@@ -133,6 +133,70 @@ def test_a_good_run_leaves_nothing_watching(tmp_path):
         assert "rendezvous store" not in text and "failed" not in text, text
 
 
+# -- process 0 killed while the others wait for its downloads ---------------------------------------------------
+KILLED_MAIN = '''
+import os, signal, sys, time
+from pathlib import Path
+
+from lalmbench.distributed import barrier, init_distributed, stops_every_process_on_failure, wait_for_main
+
+mark = Path(sys.argv[1])
+
+
+@stops_every_process_on_failure
+def job():
+    info = init_distributed("cpu")
+    barrier(info)
+    if info.rank == 0:  # killed while downloading: no report, no exit handler
+        time.sleep(1.0)
+        mark.write_text(repr(time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    wait_for_main(info)
+
+
+job()
+'''
+MAIN_SILENCE = 3.0  # LALMBENCH_MAIN_SILENCE_SECONDS for the test (default 60)
+
+
+@pytest.mark.parametrize("store_host", ["launcher", pytest.param("process 0", marks=pytest.mark.slow)])  # 15-20 s each
+def test_the_others_stop_when_process_0_is_killed_during_its_downloads(tmp_path, store_host):
+    # Under torchrun the rendezvous store belongs to the launcher's agent and outlives process 0: the others
+    # used to wait for its "done" without limit. Without torchrun process 0 hosts the store and takes it along.
+    import torch.distributed as dist
+
+    script, mark = tmp_path / "job.py", tmp_path / "killed_at"
+    script.write_text(KILLED_MAIN)
+    port, extra, agent_store = _free_port(), {"LALMBENCH_MAIN_SILENCE_SECONDS": str(MAIN_SILENCE)}, None
+    if store_host == "launcher":  # this test plays the agent: it hosts the store, as torchrun's agent does
+        agent_store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
+                                    timeout=timedelta(seconds=60))
+        extra["TORCHELASTIC_USE_AGENT_STORE"] = "True"
+    env = {**_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", **extra}
+    processes = [subprocess.Popen([sys.executable, str(script), str(mark)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True,
+                                  env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in range(2)]
+    try:
+        out, err = processes[1].communicate(timeout=SCRIPT_TIMEOUT)
+        ended = time.time()
+    finally:
+        for process in processes:
+            process.kill()
+            process.communicate()
+    del agent_store
+    waited = ended - float(mark.read_text())
+    print(f"store held by {store_host}: process 1 stopped {waited:.1f} s after process 0 was killed")
+    assert processes[1].returncode not in (0, None), err
+    text = err + out
+    if store_host == "launcher":
+        assert f"process 0 has given no sign of life for {MAIN_SILENCE:g} s while process 1 waits" in text, text
+        assert "LALMBENCH_MAIN_SILENCE_SECONDS" in text
+        assert MAIN_SILENCE <= waited < MAIN_SILENCE + STOP_SECONDS
+    else:
+        assert "process 1 lost the rendezvous store while waiting for process 0" in text, text
+        assert waited < STOP_SECONDS
+
+
 def test_collective_timeout_default_and_setting(monkeypatch):
     from lalmbench.distributed import _timeout
 

@@ -11,7 +11,10 @@ watches the launcher's rendezvous store, which needs no collective: a process wh
 its rank and message there first, and the others print that message and exit (status 3) within a few
 seconds, wherever they are waiting.
 Collectives still time out after LALMBENCH_DIST_TIMEOUT_MINUTES (default 30), the last resort for a
-process that hangs without raising; the wait for rank 0's downloads has no limit (`wait_for_main`).
+process that hangs without raising. The wait for rank 0's downloads (`wait_for_main`) has no time limit
+while rank 0 lives: rank 0's watch thread counts a heartbeat in the store, and the others stop once it has
+been silent for LALMBENCH_MAIN_SILENCE_SECONDS (default 60), or the store is gone, as when rank 0 is
+killed (a killed process reports nothing).
 """
 
 from __future__ import annotations
@@ -83,6 +86,19 @@ def _timeout() -> timedelta:
         raise ConfigError(f"LALMBENCH_DIST_TIMEOUT_MINUTES must be a number of minutes, got {minutes!r}") from None
 
 
+def _main_silence_seconds() -> float:
+    value = os.environ.get("LALMBENCH_MAIN_SILENCE_SECONDS", str(MAIN_SILENCE_SECONDS))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        from lalmbench.errors import ConfigError
+
+        raise ConfigError(f"LALMBENCH_MAIN_SILENCE_SECONDS must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def _quiet_third_party() -> None:
     warnings.simplefilter("ignore")
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -119,10 +135,12 @@ def broadcast_object(info: DistInfo, obj):
 
 
 def wait_for_main(info: DistInfo) -> None:
-    """Wait, without a time limit, for work that rank 0 alone does and that may take hours (downloads).
+    """Wait, without a time limit while rank 0 lives, for work that rank 0 alone does and that may take hours
+    (downloads).
 
     A collective would time out after LALMBENCH_DIST_TIMEOUT_MINUTES; this wait ends when rank 0 is done,
-    or when any process fails (`FailureWatch`)."""
+    when any process fails (`FailureWatch`), and with AnotherProcessFailed when rank 0 has given no sign of
+    life for LALMBENCH_MAIN_SILENCE_SECONDS or the rendezvous store has gone (rank 0 killed)."""
     if not info.enabled:
         return
     watch = FailureWatch.active
@@ -140,6 +158,7 @@ LINGER_SECONDS = 2.0  # a stopping process lets the failing one leave first: the
 EXIT_GRACE_SECONDS = 10.0  # a failing process still alive this long after its report ends itself
 CLOSE_SECONDS = 10.0  # at the end of a good run, how long rank 0 waits for the others to stop watching
 STORE_TIMEOUT = timedelta(seconds=30)
+MAIN_SILENCE_SECONDS = 60.0  # default of LALMBENCH_MAIN_SILENCE_SECONDS: rank 0 silent this long is taken for gone
 REPORT_CHARS = 4000
 
 
@@ -180,6 +199,7 @@ class FailureWatch:
         self._store, self._poll_store = stores  # main thread's, watch thread's
         self._failure_key, self._ack_key = f"{prefix}/failure", f"{prefix}/read"
         self._closed_key, self._main_key = f"{prefix}/closed", f"{prefix}/main-done"
+        self._alive_key = f"{prefix}/main-alive"  # rank 0's heartbeat: a counter its watch thread raises
         self._main_waits = 0
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -220,6 +240,8 @@ class FailureWatch:
                     self._exit(1)
                 continue
             try:
+                if self.rank == 0:
+                    self._poll_store.add(self._alive_key, 1)
                 failed = self._poll_store.check([self._failure_key])
             except Exception as error:  # noqa: BLE001 - the store's host has gone: nothing more to watch
                 if not self._closing.is_set():
@@ -298,7 +320,26 @@ class FailureWatch:
         if self.rank == 0:
             self._store.set(key, "done")
             return
-        while not self._store.check([key]):
+        silence = _main_silence_seconds()
+        beats, heard = -1, time.monotonic()
+        while True:
+            try:
+                if self._store.check([key]):
+                    return
+                now_beats = self._store.add(self._alive_key, 0)
+            except Exception as error:  # noqa: BLE001 - any store failure means the same here
+                raise AnotherProcessFailed(
+                    f"process {self.rank} lost the rendezvous store while waiting for process 0 to finish what it "
+                    f"alone does (downloads): {type(error).__name__}: {error}. Process 0, or the launcher that "
+                    "holds the store, has probably been stopped; see its output") from None
+            if now_beats != beats:
+                beats, heard = now_beats, time.monotonic()
+            elif time.monotonic() - heard > silence:
+                raise AnotherProcessFailed(
+                    f"process 0 has given no sign of life for {silence:g} s while process {self.rank} waits for it "
+                    "to finish what it alone does (downloads): it has probably been killed (out of memory, a job "
+                    "scheduler, a signal); see its output. LALMBENCH_MAIN_SILENCE_SECONDS sets how long a silent "
+                    f"process 0 is waited for (now {silence:g})")
             time.sleep(0.2)
 
     def close(self) -> None:
