@@ -409,3 +409,22 @@ def test_partial_evaluations_are_ranked_only_when_named(tmp_path):
     named = leaderboard.leaderboard_tables([str(quick)], resamples=0)
     assert [[e.source for e in board.entries] for board in named.boards] == [[str(quick)]]
     assert "partial" in named.boards[0].title
+
+
+def test_written_boards_of_other_runs_are_kept_aside_not_overwritten(three_runs, tmp_path, capsys):
+    out = tmp_path / "board"
+    assert leaderboard.leaderboard_command([str(three_runs[0]), str(three_runs[1])], output_dir=str(out),
+                                           resamples=0) == 0
+    first = {name: (out / name).read_text() for name in ("leaderboard.csv", "leaderboard.md")}
+    capsys.readouterr()
+    # The same runs again: the same files, nothing to keep.
+    assert leaderboard.leaderboard_command([str(three_runs[0]), str(three_runs[1])], output_dir=str(out),
+                                           resamples=0) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["leaderboard.csv", "leaderboard.md"]
+    # Other runs: the earlier board is moved aside (fails on the old code: overwritten without a word).
+    assert leaderboard.leaderboard_command([str(p) for p in three_runs], output_dir=str(out), resamples=0) == 0
+    kept = sorted(p for p in out.iterdir() if ".replaced-" in p.name)
+    assert [p.suffix for p in kept] == [".csv", ".md"]
+    assert {p.suffix: p.read_text() for p in kept} == {".csv": first["leaderboard.csv"], ".md": first["leaderboard.md"]}
+    assert "EncC" in (out / "leaderboard.csv").read_text()
+    assert f"kept the earlier {out / 'leaderboard.csv'} as {kept[0]}" in capsys.readouterr().out

@@ -47,6 +47,7 @@ import json
 import math
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -750,7 +751,16 @@ def leaderboard_command(run_dirs: list[str], baselines: bool = False, output_dir
         print("(pass --output-dir DIR to write leaderboard.csv and leaderboard.md)", file=sys.stderr)
         return 0
     out = Path(output_dir)
-    atomic_write_text(out / "leaderboard.csv", set_to_csv(found))
-    atomic_write_text(out / "leaderboard.md", markdown)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path, text in ((out / "leaderboard.csv", set_to_csv(found)), (out / "leaderboard.md", markdown)):
+        # An earlier board written here (other runs, other scores) is moved aside, never overwritten.
+        if path.is_file() and path.read_text(encoding="utf-8") != text:
+            kept, number = path.with_name(f"{path.stem}.replaced-{stamp}{path.suffix}"), 1
+            while kept.exists():  # two boards replaced within a second
+                number += 1
+                kept = path.with_name(f"{path.stem}.replaced-{stamp}-{number}{path.suffix}")
+            path.rename(kept)
+            print(f"kept the earlier {path} as {kept} (it ranked other runs or scores)")
+        atomic_write_text(path, text)
     print(f"wrote {out / 'leaderboard.csv'} and {out / 'leaderboard.md'}")
     return 0
