@@ -239,3 +239,11 @@ def test_refuses_another_decoder_or_data_revision(tmp_path):
         compare(base, other_data)
     text = format_comparison(compare(base, same))
     assert "settings: the same training and evaluation settings" in text
+
+
+def test_a_side_set_aside_by_force_is_named_as_such(tmp_path):
+    task = {"esc-50": accuracy_task([True, False])}
+    current = write_run(tmp_path, "EncA", task)
+    old = write_run(tmp_path, "EncA", task, directory="EncA.replaced-20260101-000000")
+    text = format_comparison(compare(current, old))
+    assert f"note: {old} was set aside by --force (20260101-000000); its replacement is {current}" in text

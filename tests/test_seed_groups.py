@@ -18,7 +18,8 @@ def _seeds(train_yaml, eval_yaml, output, seeds: int, **overrides):
 
 def _members(group):
     recorded = json.loads((group / "seed_group.json").read_text())
-    return [json.loads((group / run / "run_identity.json").read_text())["identity"]["train"] for run in recorded["runs"]]
+    return [json.loads((group / run / "run_identity.json").read_text())["identity"]["train"]
+            for run in recorded["runs"]]
 
 
 def test_a_group_with_other_settings_is_a_new_group_and_the_old_one_is_kept(tmp_path, capsys):

@@ -116,9 +116,8 @@ def _seed_run(run_dir: Path):
 
     record = read_record(run_dir)
     tasks = record.summary.get("tasks") or {}
-    return SeedRun(run_dir, record.seed, [{"task": task, "metric": info.get("metric"), "weight": info.get("weight", 1.0)}
-                                          for task, info in tasks.items()],
-                   {task: info.get("score") for task, info in tasks.items()},
+    rows = [{"task": task, "metric": info.get("metric"), "weight": info.get("weight", 1.0)} for task, info in tasks.items()]
+    return SeedRun(run_dir, record.seed, rows, {task: info.get("score") for task, info in tasks.items()},
                    float(record.summary.get("overall", float("nan")))), record
 
 

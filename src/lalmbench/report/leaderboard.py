@@ -60,7 +60,7 @@ from lalmbench.report.confidence import (DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL,
                                          read_answers, resample_scores, resamples_for, run_task_statistic,
                                          task_rng)
 from lalmbench.report.run_groups import (SEED_GROUP_FILE, UNRECORDED, RunRecord, check_same_identity, check_settings,
-                                         read_record)
+                                         read_record, set_aside_reason)
 
 TRACKS = ("A", "B")
 TRACK_TITLES = {"A": "Track A (classification, task1)", "B": "Track B (open-ended, task2)"}
@@ -223,20 +223,7 @@ def baseline_entries(tasks: frozenset[str] | None = None) -> list[Entry]:
 
 # -- which directories are ranked ---------------------------------------------------------------------------------
 RUN_MARKERS = ("scores.tsv", "run_identity.json", "training_complete.json")  # files only a run directory holds
-REPLACED = re.compile(r"^(?P<name>.+)\.replaced-(?P<when>\d{8}-\d{6})$")  # a run moved aside by `run --force`
 PARTIAL = re.compile(r"^limit-\d+$")  # a `run --limit N` evaluation inside its run directory
-
-
-def set_aside_reason(path: Path) -> str | None:
-    """Why a directory (or the run it is part of) was moved aside by `run --force`; None when it was not.
-    Such a run was replaced by a newer one of the same identity: ranking both would count it twice."""
-    for part in (path, *path.parents):
-        found = REPLACED.match(part.name)
-        if found:
-            replacement = part.with_name(found["name"])
-            return (f"set aside by --force ({found['when']}); its replacement is {replacement}"
-                    if replacement.exists() else f"set aside by --force ({found['when']})")
-    return None
 
 
 def _is_partial_evaluation(path: Path) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,21 @@ def check_settings(labelled: Sequence[tuple[str, RunRecord]], allow: bool, what:
     return lines
 
 
+REPLACED = re.compile(r"^(?P<name>.+)\.replaced-(?P<when>\d{8}-\d{6})$")  # a run moved aside by `run --force`
+
+
+def set_aside_reason(path: Path) -> str | None:
+    """Why a directory (or the run it is part of) was moved aside by `run --force`; None when it was not.
+    Such a run was replaced by a newer one of the same identity: ranking both would count it twice."""
+    for part in (path, *path.parents):
+        found = REPLACED.match(part.name)
+        if found:
+            replacement = part.with_name(found["name"])
+            return (f"set aside by --force ({found['when']}); its replacement is {replacement}"
+                    if replacement.exists() else f"set aside by --force ({found['when']})")
+    return None
+
+
 def run_dirs_in(path: Path) -> list[Path]:
     """The run directories a path stands for (see the module docstring)."""
     if (path / "scores.tsv").is_file():
@@ -304,4 +320,5 @@ def read_group(paths: Sequence[str | Path], what: str = "group") -> RunGroup:
     runs = [read_record(run_dir) for run_dir in run_dirs]
     check_same_identity(runs, what)
     notes = [f"{run.run_dir} is not marked COMPLETED" for run in runs if not run.completed]
+    notes += [f"{run.run_dir} was {why}" for run in runs if (why := set_aside_reason(run.run_dir))]
     return RunGroup(name=runs[0].name, source=", ".join(str(p) for p in paths), runs=runs, notes=notes)
