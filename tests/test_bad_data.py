@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_faults import nan_wav
-from test_resume import good_records, run_dir_of, run_inprocess, write_configs, write_shard
+from test_resume import _interrupted_copy, good_records, run_dir_of, run_inprocess, write_configs, write_shard
 
 from lalmbench.errors import DataError
 
@@ -141,13 +141,13 @@ def test_decode_failures_stop_a_fresh_run_and_a_resumed_one_alike(tmp_path):
     Hand count: no shuffling (buffer 1), micro-batches of 2 in shard order, 2 a step. Micro-batch k holds
     records 2k-2 and 2k-1; r3, r8, r13 fail in micro-batches 2, 5 and 7. The stream ends its pass when it
     draws micro-batch 11 (r0, r1 of the 2nd pass): from then on the whole count is judged, and handing that
-    batch out (step 6) stops the run on 3 of 22 examples (13.6%). Before that the count is partial (22 <
-    100 examples) and not judged. A run resumed from checkpoint 4 restores both counts and stops at the
+    batch out (step 6) stops the run on 3 of the 20 distinct examples (15.0%; r0 and r1 read again are not
+    counted again). Before that the count is partial (fewer than 100 examples) and not judged. A run resumed from checkpoint 4 restores both counts and stops at the
     same batch with the same message."""
     train_yaml, eval_yaml = _nan_clips_data(tmp_path / "data")
     args = {"shuffle_buffer": 1, "sort_buffer": 2, "per_device_train_batch_size": 2, "max_steps": 10,
             "save_steps": 2, "max_bad_fraction": 0.1}
-    expected = ("dataset tones: 3 of 22 examples (13.6%) are unusable, above the limit of 10.0%. "
+    expected = ("dataset tones: 3 of 20 examples (15.0%) are unusable, above the limit of 10.0%. "
                 "undecodable audio: 3 (e.g. r_0003: audio holds NaN or Inf samples). Shards: tones.tar.")
     with pytest.raises(DataError) as fresh:
         run_inprocess(train_yaml, eval_yaml, tmp_path / "out", args)
@@ -164,3 +164,65 @@ def test_decode_failures_stop_a_fresh_run_and_a_resumed_one_alike(tmp_path):
         run_inprocess(train_yaml, eval_yaml, tmp_path / "out", args)
     assert f"resumed from {run_dir / 'checkpoint-4'}" in (run_dir / "log.txt").read_text()
     assert str(resumed.value) == str(fresh.value)
+
+
+# -- each unusable example counted once, whatever the passes and resumes ------------------------------------------------
+NOT_AUDIO = b"RIFF....this is not audio"  # a clip whose header does not read: unusable when the shard is read
+
+
+@pytest.mark.parametrize("max_bad_fraction", [0.01, 0.02])
+def test_unusable_examples_count_once_whatever_the_number_of_passes(tmp_path, max_bad_fraction):
+    """The measured case: 3 non-audio clips among 480 (0.6%, under the 1% limit) stopped the run as its second
+    pass began (`6 of 485 examples (1.2%) are unusable`: each clip was counted again on every pass), and at a
+    2% limit five passes reported 15. A stray README.txt member was counted as an unusable example.
+
+    Hand count: 480 examples, r0-r2 unusable, 477 usable a pass. After five whole passes and the first
+    example of the sixth (judged after every example, as every training batch is), the account holds 480
+    distinct examples, 3 of them unusable (0.625%), and the README apart."""
+    records = good_records("r", 480, seed=4, seconds=0.02)
+    for index in (0, 1, 2):
+        records[index]["wav"] = NOT_AUDIO
+    records.insert(240, {"__key__": "README", "txt": b"how these clips were recorded"})
+    shard = write_shard(tmp_path / "tones.tar", records)
+    stream = _tones_stream([shard], max_bad_fraction=max_bad_fraction)
+    examples = stream._dataset_examples(0)
+    for _ in range(5 * 477 + 1):
+        next(examples)
+        stream.counter.judge(max_bad_fraction)
+    entry = stream.counter.as_dict()["tones"]
+    assert entry["full_passes"] == 5
+    assert (entry["examples_seen"], entry["skipped"], entry["skipped_total"]) == (480, {"undecodable audio": 3}, 3)
+    assert entry["stray_members"] == [[str(shard), "README.txt"]]
+
+
+def test_the_account_of_distinct_examples_survives_resume(tmp_path):
+    """20 examples, 2 unusable (10%, at the 10% limit): r0 is no audio (skipped when read), r9 holds NaN
+    samples (skipped when its batch is decoded); a README.txt member is no example. No shuffling: 15 steps
+    of 4 examples take the 19 read a pass (r9 among them) three times over and 3 more. Counted on every
+    pass, the second pass stopped the run as it read r0 again (3 of 21). Now the run ends with 20 examples,
+    2 unusable, and a run resumed from checkpoint 6 (24 examples taken: r0 read twice, r9 failed once; its
+    second failure comes after the resume) ends with the same account."""
+    records = good_records("r", 20, seed=7)
+    records[0]["wav"] = NOT_AUDIO
+    records[9]["wav"] = nan_wav()
+    records.insert(5, {"__key__": "README", "txt": b"notes"})
+    root = tmp_path / "data"
+    shard = write_shard(root / "tones.tar", records)
+    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
+    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
+    args = {"shuffle_buffer": 1, "sort_buffer": 2, "per_device_train_batch_size": 2, "max_steps": 15,
+            "save_steps": 3, "max_bad_fraction": 0.1}
+    reference = run_inprocess(train_yaml, eval_yaml, tmp_path / "reference", args)
+    summary = json.loads((reference.run_dir / "run_summary.json").read_text())["bad_data"]["tones"]
+    assert summary["full_passes"] == 3
+    assert (summary["examples_seen"], summary["skipped"], summary["skipped_total"]) == (
+        20, {"undecodable audio": 2}, 2)
+    assert summary["stray_members"] == [[str(shard), "README.txt"]]
+    saved = json.loads((reference.run_dir / "checkpoint-6" / "data_state.json").read_text())["ranks"][0]
+    assert (saved["bad_data"]["tones"]["examples_seen"], saved["bad_data"]["tones"]["skipped_total"]) == (20, 2)
+
+    output = tmp_path / "resumed"
+    _interrupted_copy(reference.run_dir, run_dir_of(output), 6)
+    resumed = run_inprocess(train_yaml, eval_yaml, output, args)
+    assert f"resumed from {resumed.run_dir / 'checkpoint-6'}" in (resumed.run_dir / "log.txt").read_text()
+    assert json.loads((resumed.run_dir / "run_summary.json").read_text())["bad_data"]["tones"] == summary

@@ -173,7 +173,7 @@ class TrainConfig:
     encoder), keyed by encoder identity + clip + its exact samples (so per crop); exact for deterministic,
     padding-independent encoders. See docs/speed.md."""
     max_bad_fraction: float = 0.01
-    """Stop when more than this fraction of a dataset's examples is unreadable."""
+    """Stop when more than this fraction of a dataset's distinct examples is unusable (each counted once)."""
     max_new_tokens: int = 150
     """Evaluation: longest generated answer."""
     repetition_penalty: float = 1.05

@@ -164,8 +164,8 @@ class BatchMaker:
         kept, audio = [], []
         for example, clip in zip(examples, clips):
             if isinstance(clip, ClipFailure):  # decoding failed after the header looked fine
-                self.counter.count_bad(example.ref.dataset, clip.reason, example.ref.shard,
-                                       f"{example.ref.key}: {clip.detail}")
+                self.counter.count_bad(example.ref.dataset, clip.reason, example.ref.shard,  # once per example
+                                       f"{example.ref.key}: {clip.detail}", example.ref.key, example.ref.text_index)
                 continue
             kept.append(example)
             audio.append(clip)

@@ -97,7 +97,12 @@ def _write_and_show(prepared: "Prepared", trained: "Trained", evaluated: "Evalua
 
     skipped = {name: entry["skipped_total"] for name, entry in bad_data.items() if entry["skipped_total"]}
     if skipped:
-        log.warning("skipped unusable examples per dataset: %s (details in run_summary.json)", skipped)
+        log.warning("skipped unusable examples per dataset: %s (each counted once; details in run_summary.json)",
+                    skipped)
+    stray = {name: len(entry["stray_members"]) for name, entry in bad_data.items() if entry.get("stray_members")}
+    if stray:  # not examples, so not in the counts above: what else the shards hold
+        log.info("shard members that are part of no example (no audio, no .json), ignored, per dataset: %s "
+                 "(listed in run_summary.json, bad_data.<dataset>.stray_members)", stray)
     print(format_table(rows, overall, extra_columns))
     if evaluated.partial:
         print(f"PARTIAL: only the first {request.limit} test examples of each test set were evaluated (--limit "
