@@ -31,6 +31,11 @@ class DataError(LalmbenchError):
     """Shards are missing, unreadable or too corrupt to train on."""
 
 
+class CheckpointError(LalmbenchError):
+    """A checkpoint or the trained weights in a run directory cannot be read: damaged, from an older
+    format, or holding objects other than tensors and plain values (which are never unpickled)."""
+
+
 class DecoderLoadError(LalmbenchError):
     """The decoder model or its tokenizer cannot be loaded."""
 

@@ -8,7 +8,9 @@ Checkpoints are directories `checkpoint-<step>` in the run directory, built unde
 renamed into place, each ending with a `checkpoint.json` marker: trainable weights (LoRA + projector;
 under protocol official also the encoder buffers its train-mode forwards update, BatchNorm statistics),
 optimizer, scheduler, RNG states and every rank's data position. Resuming from one continues the exact
-run: in deterministic mode the final weights equal those of an uninterrupted run.
+run: in deterministic mode the final weights equal those of an uninterrupted run. Every file of a checkpoint
+holds tensors and plain values only (JSON, or torch files read with weights_only=True, `load_tensor_file`),
+so resuming a run directory someone else wrote cannot run code.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -32,13 +35,19 @@ from lalmbench.config import TrainConfig
 from lalmbench.data.batches import DataPosition, stream_batches
 from lalmbench.data.examples import BadDataCounter, ExampleRef
 from lalmbench.distributed import DistInfo, all_sum, barrier, gather_objects
-from lalmbench.errors import ConfigError, EncoderFailure, EncoderFailureOnRanks, EncoderRuntimeError
+from lalmbench.errors import CheckpointError, ConfigError, EncoderFailure, EncoderFailureOnRanks, EncoderRuntimeError
 from lalmbench.io_utils import atomic_directory, atomic_write_text
 from lalmbench.threads import configure_threads
 
 log = logging.getLogger("lalmbench")
 
 CHECKPOINT_MARKER = "checkpoint.json"
+# Written into each marker. 2: every file of a checkpoint loads with torch.load(weights_only=True), the random
+# states stored as tensors and plain values. Markers without it (format 1) come with an rng.pt of numpy arrays
+# and Python tuples that only full unpickling reads, which could run code: such checkpoints are not read.
+CHECKPOINT_FORMAT = 2
+START_ANEW = ("To train this run again from the start, rerun the command with --force (the run directory is set "
+              "aside as <name>.replaced-<time>; nothing is deleted).")
 TRAIN_LOG_HEADER = ["step", "loss", "learning_rate", "grad_norm", "elapsed_seconds"]
 
 
@@ -121,7 +130,15 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig):
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.random.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """This process's random states as tensors and plain values only (no numpy array, no tuple), so that the
+    file holding them loads with torch.load(weights_only=True)."""
+    version, python_state, gauss_next = random.getstate()
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    state = {"torch": torch.random.get_rng_state(),
+             "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64),
+                        "gauss_next": gauss_next},
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -129,10 +146,51 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.random.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss_next"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_tensor_file(path: Path, map_location=None):
+    """What a torch file in a run directory holds, read with torch.load(weights_only=True): tensors and plain
+    values only, never other objects, whose unpickling could run code from a file someone else wrote or
+    altered. CheckpointError naming the file when it holds anything else or is damaged."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values ({_refused_object(str(exc))}); it is not "
+            f"read, since unpickling them could run code. It is damaged, was altered, or was not written by "
+            f"lalmbench. {START_ANEW}") from None
+    except Exception as exc:  # garbage makes the loader fail in many ways (IndexError, RuntimeError, EOFError, ...)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {first_line}); it is damaged or "
+                              f"incomplete. {START_ANEW}") from None
+
+
+def _refused_object(message: str) -> str:
+    """The part of torch's weights_only refusal that names what it refused (not its advice to load the file
+    unsafely)."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip().removeprefix("WeightsUnpickler error: ").split(" Please use")[0].rstrip(". ")
+    return "refused by torch's weights-only loader"
+
+
+def _read_checkpoint_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CheckpointError(f"{path} cannot be read as JSON ({type(exc).__name__}: {exc}); it is damaged or "
+                              f"was altered. {START_ANEW}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(value).__name__}, not the mapping lalmbench writes; it "
+                              f"is damaged or was altered. {START_ANEW}")
+    return value
 
 
 def _json_safe(obj):
@@ -218,8 +276,9 @@ class Trainer:
                 torch.save(rng_states if self.dist.enabled else rng_states[0], tmp / "rng.pt")
                 (tmp / "data_state.json").write_text(json.dumps({"ranks": data_states}))
                 (tmp / CHECKPOINT_MARKER).write_text(json.dumps({
-                    "step": step, "elapsed_seconds": self.state.elapsed, "identity": self.identity,
-                    "world_size": self.dist.world, "global_batch_size": self.global_batch}, indent=2))
+                    "format": CHECKPOINT_FORMAT, "step": step, "elapsed_seconds": self.state.elapsed,
+                    "identity": self.identity, "world_size": self.dist.world,
+                    "global_batch_size": self.global_batch}, indent=2))
             self._prune_checkpoints()
             log.info("saved %s", path)
         barrier(self.dist)
@@ -232,20 +291,36 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
-        marker = json.loads((path / CHECKPOINT_MARKER).read_text())
+        """Continue from checkpoint `path`. Every file is read as tensors and plain values only
+        (load_tensor_file, JSON): a run directory someone else wrote cannot run code here."""
+        marker = _read_checkpoint_json(path / CHECKPOINT_MARKER)
+        if marker.get("format") != CHECKPOINT_FORMAT:
+            written = (f"by an older lalmbench (its random state {path / 'rng.pt'} can only be read by full "
+                       f"unpickling, which could run code; a run you made yourself can be finished with the "
+                       f"version that started it)" if "format" not in marker
+                       else f"in checkpoint format {marker['format']!r}, not the format {CHECKPOINT_FORMAT} this "
+                            f"lalmbench reads")
+            raise CheckpointError(f"{path} was written {written}; it is not read. {START_ANEW}")
         if marker.get("global_batch_size", self.global_batch) != self.global_batch:
             raise ConfigError(f"{path} was trained with a global batch of {marker['global_batch_size']}, this run "
                               f"uses {self.global_batch}; resume with the same global batch or start anew with --force")
-        self.model.load_trainable_state_dict(torch.load(path / "trainable.pt", map_location=self.device))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt"))
-        data = json.loads((path / "data_state.json").read_text())["ranks"]
+        try:
+            self._load_checkpoint_files(path, marker)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(f"{path} does not hold what a resume needs ({type(exc).__name__}: {exc}); it is "
+                                  f"damaged or was altered. {START_ANEW}") from exc
+
+    def _load_checkpoint_files(self, path: Path, marker: dict) -> None:
+        self.model.load_trainable_state_dict(load_tensor_file(path / "trainable.pt", map_location=self.device))
+        self.optimizer.load_state_dict(load_tensor_file(path / "optimizer.pt", map_location=self.device))
+        self.scheduler.load_state_dict(load_tensor_file(path / "scheduler.pt"))
+        data = _read_checkpoint_json(path / "data_state.json")["ranks"]
         saved_world = marker.get("world_size", 1)
         if saved_world == self.dist.world:
             mine = data[self.dist.rank]
             self.stream.load_state_dict(mine["stream"])
             self._restore_bad_data([mine])
-            rng = torch.load(path / "rng.pt", weights_only=False)
+            rng = load_tensor_file(path / "rng.pt")
             _set_rng_state(rng[self.dist.rank] if isinstance(rng, list) else rng)
         else:
             # Another world size: data positions are per rank and cannot be carried over; the data order
@@ -440,7 +515,7 @@ class _null:
 def find_resume_checkpoint(run_dir: Path, identity: str) -> Path | None:
     """Newest complete checkpoint of this run identity, or None."""
     for _, path in reversed(list_checkpoints(run_dir)):
-        marker = json.loads((path / CHECKPOINT_MARKER).read_text())
+        marker = _read_checkpoint_json(path / CHECKPOINT_MARKER)
         if marker.get("identity") == identity:
             return path
         log.warning("ignoring %s: it belongs to another run identity", path)

@@ -91,13 +91,14 @@ class DownloadStats:
     """repo_id@revision -> the commit the files were fetched at."""
 
 
-def remote_files(specs: list[DatasetSpec]) -> list[RemoteFile]:
-    """Hub files named by `specs`, in order, each once. Local specs (no repo_id) are skipped."""
+def remote_files(specs: list[DatasetSpec], home: str | os.PathLike | None = None) -> list[RemoteFile]:
+    """Hub files named by `specs`, in order, each once, each below the data home `home` (ConfigError
+    otherwise). Local specs (no repo_id) are skipped."""
     seen: dict[str, RemoteFile] = {}
     for spec in specs:
         if not spec.repo_id:
             continue
-        for path in hub_relative_paths(spec):
+        for path in hub_relative_paths(spec, home):
             previous = seen.get(path)
             if previous is None:
                 seen[path] = RemoteFile(spec.repo_id, path, spec.name, spec.revision)
@@ -203,7 +204,7 @@ def _find_problems(files: list[RemoteFile], root: Path, commits: dict[str, str])
 
 def find_missing(specs: list[DatasetSpec], home: str | os.PathLike | None = None) -> list[tuple[RemoteFile, str]]:
     """The hub files of `specs` that are not usable in the data home, with why (no network)."""
-    return _find_problems(remote_files(specs), data_home(home), {})
+    return _find_problems(remote_files(specs, home), data_home(home), {})
 
 
 def data_revisions(specs: list[DatasetSpec], home: str | os.PathLike | None = None) -> list[dict]:
@@ -214,7 +215,7 @@ def data_revisions(specs: list[DatasetSpec], home: str | os.PathLike | None = No
     """
     root = data_home(home)
     groups: dict[tuple[str, str], list[RemoteFile]] = {}
-    for remote in remote_files(specs):
+    for remote in remote_files(specs, root):
         groups.setdefault((remote.repo_id, remote.revision or DEFAULT_REVISION), []).append(remote)
     out = []
     for (repo_id, revision), members in groups.items():
@@ -604,7 +605,7 @@ def ensure_downloaded(specs: list[DatasetSpec], home: str | os.PathLike | None =
     local files and are left to `resolve_shards`.
     """
     root = data_home(home)
-    files = remote_files(specs)
+    files = remote_files(specs, root)
     if is_offline() or not allow_download:
         missing = _find_problems(files, root, {})
         if missing:
@@ -652,7 +653,7 @@ def download_command(targets: list[str], workers: int = 4, split: str = "both", 
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     specs = specs_for_targets(targets, split)
     root = data_home(home)
-    files = remote_files(specs)
+    files = remote_files(specs, root)
     if is_offline():
         missing = _find_problems(files, root, {})
         if missing:

@@ -15,7 +15,7 @@ from pathlib import Path
 import braceexpand
 
 from lalmbench.config import DatasetSpec
-from lalmbench.errors import DataError
+from lalmbench.errors import ConfigError, DataError
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -35,20 +35,43 @@ def expand_braces(pattern: str) -> list[str]:
     return list(braceexpand.braceexpand(pattern))
 
 
-def hub_relative_paths(spec: DatasetSpec) -> list[str]:
-    """The repo-relative file paths a hub dataset names, in order, duplicates removed."""
+def hub_relative_paths(spec: DatasetSpec, home: str | os.PathLike | None = None) -> list[str]:
+    """The repo-relative file paths a hub dataset names, in order, duplicates removed; each one checked to
+    stay below the data home `home` (`check_inside_data_home`)."""
     seen: dict[str, None] = {}
     for pattern in spec.data:
         for path in expand_braces(pattern):
+            check_inside_data_home(path, spec, pattern, home)
             seen.setdefault(path, None)
     return list(seen)
+
+
+def check_inside_data_home(path: str, spec: DatasetSpec, pattern: str, home: str | os.PathLike | None) -> None:
+    """ConfigError unless the hub path `path` names a file below the data home. A YAML is read from anywhere,
+    and its paths decide where downloads are written and which files are read: an absolute path, a drive
+    (C:) or a `..` segment would take them out of the data home."""
+    unix = path.replace("\\", "/")  # a backslash separates folders on Windows
+    if not path.strip():
+        problem = "empty"
+    elif unix.startswith("/") or (len(unix) > 1 and unix[1] == ":"):
+        problem = "absolute"
+    elif ".." in unix.split("/"):
+        problem = "going up with '..'"
+    else:
+        return
+    shown = f"{path!r}" + (f" (from pattern {pattern!r})" if pattern != path else "")
+    raise ConfigError(
+        f"{spec.name or 'dataset'} (repo_id {spec.repo_id}): shard path {shown} is {problem}. Hub shard paths are "
+        f"relative to the dataset repo and stored below the data home ({data_home(home)}); they may not leave it. "
+        "Write the path as it is in the repo (for example ESC-50/train/esc50_fold_1_0000000.tar.gz), or drop "
+        "repo_id to name local files.")
 
 
 def resolve_shards(spec: DatasetSpec, home: str | os.PathLike | None = None, must_exist: bool = True) -> list[Path]:
     """Local shard files of `spec`, sorted within each pattern, in pattern order."""
     if spec.repo_id:
         root = data_home(home)
-        paths = [root / rel for rel in hub_relative_paths(spec)]
+        paths = [root / rel for rel in hub_relative_paths(spec, root)]
         if must_exist:
             missing = [p for p in paths if not p.is_file()]
             if missing:

@@ -25,7 +25,7 @@ from lalmbench.distributed import barrier, gather_objects
 from lalmbench.io_utils import atomic_path, atomic_write_json
 from lalmbench.phases.preparation import Prepared
 from lalmbench.phases.run_directory import FINAL_WEIGHTS, TRAINING_COMPLETE
-from lalmbench.train import Trainer, batch_plan
+from lalmbench.train import Trainer, batch_plan, load_tensor_file
 
 log = logging.getLogger("lalmbench")
 
@@ -49,7 +49,7 @@ def train_or_reuse(prepared: Prepared) -> Trained:
 
 def _reuse(prepared: Prepared) -> Trained:
     completed = prepared.plan["completed"]
-    weights = torch.load(prepared.run_dir / FINAL_WEIGHTS, map_location=prepared.device)
+    weights = load_tensor_file(prepared.run_dir / FINAL_WEIGHTS, map_location=prepared.device)  # tensors only
     prepared.model.load_trainable_state_dict(weights)
     prepared.bad_data.merge(BadDataCounter.from_dict(completed.get("bad_data", {})))
     log.info("reusing the finished training of this run identity (training identity %s, %d steps); pass "
