@@ -108,6 +108,64 @@ def test_server_ignoring_range_after_a_drop_gives_the_right_bytes(hub, tmp_path)
     assert len(hub.downloads_of(PATHS[0])) == 2
 
 
+def _fast_client_retries(monkeypatch) -> None:
+    """huggingface_hub >= 1.0 retries a cut body 5 times itself, a second apart: no waiting here."""
+    import types
+
+    from huggingface_hub import file_download
+
+    if hasattr(file_download, "time"):
+        clock = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+        monkeypatch.setattr(file_download, "time", types.SimpleNamespace(**{**clock, "sleep": lambda seconds: None}))
+
+
+def test_a_connection_that_keeps_dropping_is_a_network_error_not_a_content_check(hub, tmp_path, monkeypatch):
+    _fast_client_retries(monkeypatch)
+    _publish(hub, PATHS[:1], examples=20)
+
+    class AlwaysDrop(dict):
+        def pop(self, key, default=None):
+            return 1000
+
+    hub.drop_after = AlwaysDrop()
+    home = tmp_path / "home"
+    with pytest.raises(DataError) as info:
+        ensure_downloaded(_first(), home=home)
+    message = str(info.value)
+    assert "content check" not in message, message
+    assert PATHS[0] in message and f"{hub.endpoint}/datasets/{REPO}/resolve/" in message
+    assert f"the connection kept dropping, {download.MAX_NETWORK_TRIES} attempts cut short" in message  # the cause
+    assert "ChunkedEncodingError" in message or "RemoteProtocolError" in message or "ReadError" in message
+    # the advice: try again, check the network or HF_ENDPOINT, or run offline on what is here
+    assert "try again" in message and "HF_ENDPOINT" in message and "HF_HUB_OFFLINE=1" in message
+    assert len(hub.downloads_of(PATHS[0])) >= download.MAX_NETWORK_TRIES  # newer clients also retry on their own
+    assert not (home / PATHS[0]).exists()
+
+
+def test_a_drop_then_a_bad_file_counts_each_failure_in_its_own_kind(hub, tmp_path, monkeypatch):
+    # The first attempt's connection drops (every body, the client's own retries included), the second
+    # attempt's file is corrupt, the third is good: one failure of each kind, each within its own limit.
+    # Each attempt starts with a HEAD for the file's metadata; the client's own retries do not.
+    published = _publish(hub, PATHS[:1], examples=20)
+
+    def attempt() -> int:
+        return sum(1 for r in hub.requests if r["method"] == "HEAD" and r["path"].endswith("/" + PATHS[0]))
+
+    class CutInFirstAttempt(dict):
+        def pop(self, key, default=None):
+            return 1000 if attempt() == 1 else None
+
+    class CorruptInSecondAttempt(dict):
+        def pop(self, key, default=None):
+            return attempt() == 2
+
+    _fast_client_retries(monkeypatch)
+    hub.drop_after, hub.corrupt = CutInFirstAttempt(), CorruptInSecondAttempt()
+    ensure_downloaded(_first(), home=tmp_path / "home")
+    assert (tmp_path / "home" / PATHS[0]).read_bytes() == published[PATHS[0]]
+    assert attempt() == 3
+
+
 @pytest.mark.parametrize("etag_style", ["lfs", "git", "opaque"])
 def test_checksum_mismatch_is_detected_and_fetched_again(hub, tmp_path, etag_style):
     """sha256 (large files), git blob sha1 (small files), or without a hash the gzip/tar check."""
@@ -322,14 +380,16 @@ def test_not_found_names_url_and_status(hub, tmp_path):
     assert (tmp_path / "home" / PATHS[0]).is_file()  # the others still arrived
 
 
-def test_unreachable_hub_fails_fast_with_the_offline_hint(tmp_path, monkeypatch):
+def test_unreachable_hub_fails_fast_listing_the_missing_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
     started = time.monotonic()
     with pytest.raises(DataError) as info:
         ensure_downloaded(_specs(), home=tmp_path)
     assert time.monotonic() - started < 5  # no rounds of retries with back-off
     message = str(info.value)
-    assert "http://127.0.0.1:9/api/datasets/" in message and "HF_HUB_OFFLINE=1" in message
+    assert "http://127.0.0.1:9/api/datasets/" in message and "Connection refused" in message
+    assert "3 shard file(s) are not in the data home" in message and all(p in message for p in PATHS)
+    assert "HF_HUB_OFFLINE" not in message  # going offline would not bring missing files (issue 19)
 
 
 def test_download_command_with_yaml_target_and_split(hub, tmp_path, monkeypatch, capsys):
