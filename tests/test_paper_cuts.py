@@ -290,3 +290,74 @@ def test_report_on_an_unfinished_run_says_how_to_finish_it(tmp_path, capsys):
     err = _one_line(capsys.readouterr().err)
     assert "has no scores yet (no scores.tsv or run_summary.json)" in err
     assert "run the same `lalmbench run` command again" in err
+
+
+# ---------------------------------------------------------------- offline: one consistent message, the files named
+
+UNREACHABLE = "http://127.0.0.1:9"  # discard port: connection refused
+
+
+@pytest.fixture
+def hub_state(monkeypatch):
+    """No offline switch from the shell, a fresh reachability probe, the hub client's constant restored."""
+    from huggingface_hub import constants
+
+    from lalmbench import hub
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LALMBENCH_DATA_HOME", "XARES_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_probed", {})
+    return monkeypatch
+
+
+def _shard_paths(target: str, tmp_path) -> list[str]:
+    from lalmbench.data.download import remote_files, specs_for_targets
+
+    return [remote.path for remote in remote_files(specs_for_targets([target]))]
+
+
+def test_run_with_the_hub_unreachable_lists_the_missing_files_and_says_one_thing(
+        tiny_encoder, hub_state, tmp_path, capsys):
+    """HF_HUB_OFFLINE unset, the hub down: the probe switches the process offline; the error used to say
+    both 'unset HF_HUB_OFFLINE' (the hub client's words) and 'set HF_HUB_OFFLINE=1', and named no file."""
+    hub_state.setenv("HF_ENDPOINT", UNREACHABLE)
+    home = tmp_path / "data"
+    code = main(["run", str(tiny_encoder), "esc-50", "--data-home", str(home), "--output-dir", str(tmp_path / "runs")])
+    err = _one_line(capsys.readouterr().err)
+    assert code == 2, err
+    paths = _shard_paths("esc-50", home)
+    assert len(paths) == 5
+    assert f"{len(paths)} shard file(s) are not in the data home {home}" in err
+    assert f"the hub at {UNREACHABLE} did not answer when this command started (ConnectError" in err
+    for path in paths:
+        assert str(home / path) in err
+    assert "lalmbench download esc-50" in err
+    assert "unset" not in err.lower() and "set HF_HUB_OFFLINE=1" not in err
+    assert not list((tmp_path / "runs").rglob("run_identity.json"))  # no run directory was made
+
+
+def test_download_offline_by_environment_names_the_variable_and_lists_the_files(hub_state, tmp_path, capsys):
+    from lalmbench.data.download import download_command
+    from lalmbench.errors import DataError
+
+    paths = _shard_paths("task1", tmp_path)
+    assert len(paths) > 20
+    hub_state.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(DataError) as caught:
+        download_command(["task1"], home=str(tmp_path))
+    message = _one_line(str(caught.value))
+    assert f"{len(paths)} shard file(s) are not in the data home {tmp_path}" in message
+    assert "TRANSFORMERS_OFFLINE=1 is set" in message and "HF_HUB_OFFLINE is set" not in message
+    assert str(tmp_path / paths[0]) in message and str(tmp_path / paths[19]) in message
+    assert str(tmp_path / paths[20]) not in message and f"... and {len(paths) - 20} more" in message
+    assert "Unset TRANSFORMERS_OFFLINE and fetch them with: lalmbench download esc-50 " in message
+
+    hub_state.delenv("TRANSFORMERS_OFFLINE")
+    hub_state.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError) as caught:
+        download_command(["esc-50"], home=str(tmp_path))
+    message = _one_line(str(caught.value))
+    assert "HF_HUB_OFFLINE=1 is set" in message and "Unset HF_HUB_OFFLINE and fetch them with" in message
+    assert "set HF_HUB_OFFLINE=1" not in message
+    assert all(str(tmp_path / path) in message for path in _shard_paths("esc-50", tmp_path))

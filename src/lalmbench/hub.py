@@ -30,6 +30,29 @@ def is_offline() -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def offline_reason() -> str | None:
+    """Why this process does not download, in words for an error message; None when it may.
+
+    The environment's switch (naming the variable that is set) or the reachability probe's finding (the
+    hub did not answer, so `offline_if_unreachable` switched this process to cached files only)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(name)
+        if value:  # the first one set decides, as in is_offline
+            if value.strip().lower() in ("1", "true", "yes", "on"):
+                return f"{name}={value.strip()} is set"
+            break
+    reason = _probed.get(hub_endpoint())
+    if reason is not None:
+        return f"the hub at {hub_endpoint()} did not answer when this command started ({reason})"
+    return None
+
+
+def offline_by_environment() -> str | None:
+    """The environment variable that switches this process offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE), if any."""
+    reason = offline_reason() if is_offline() else None
+    return reason.split("=", 1)[0] if reason else None
+
+
 def unreachable_reason(timeout: float = PROBE_SECONDS) -> str | None:
     """None when the hub answers at all (any HTTP status); otherwise why it did not."""
     endpoint = hub_endpoint()

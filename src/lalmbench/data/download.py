@@ -43,7 +43,7 @@ from pathlib import Path
 from lalmbench.config import DatasetSpec
 from lalmbench.data.shards import data_home, hub_relative_paths
 from lalmbench.errors import ConfigError, DataError
-from lalmbench.hub import hub_endpoint, is_offline
+from lalmbench.hub import hub_endpoint, offline_by_environment, offline_reason
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ RECORD_DIR = Path(".cache") / "huggingface" / "download"
 """Where hf_hub_download(local_dir=...) keeps its per-file record: commit, ETag, time (three lines)."""
 MAX_TRIES = 2
 """Times a file is fetched before a failed content check is reported."""
-MAX_NETWORK_TRIES = 3
-"""Transfers of one file started before a connection that keeps dropping is reported (a network error)."""
 CHUNK_BYTES = 1 << 20
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -242,6 +240,8 @@ def _hub_advice(exc: Exception, what: str, repo_id: str, revision: str) -> str:
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
     token_set = bool(os.environ.get("HF_TOKEN"))
+    if isinstance(exc, errors.OfflineModeIsEnabled):  # the hub client's own words would say "unset HF_HUB_OFFLINE"
+        return f"{what}: not asked, because {offline_reason() or 'huggingface_hub is in offline mode'}"
     if isinstance(exc, errors.RevisionNotFoundError):
         todo = (f"revision {revision!r} does not exist in {repo_id}: check `revision:` in the task definition "
                 f"(a branch, tag or commit listed at {hub_endpoint()}/datasets/{repo_id}/commits)")
@@ -261,8 +261,7 @@ def _hub_advice(exc: Exception, what: str, repo_id: str, revision: str) -> str:
         todo = "try again later, or with fewer --workers"
     else:  # no HTTP answer: connection refused, timeout, no usable headers
         return (f"{what}: no usable answer from the hub at {hub_endpoint()} ({type(exc).__name__}: {exc}). "
-                "Check the network or proxy, or HF_ENDPOINT; to run on the shards already in the data home, "
-                "set HF_HUB_OFFLINE=1")
+                "Check the network or proxy, or HF_ENDPOINT")
     return f"{what} failed" + (f" with HTTP {status}" if status else "") + f": {todo}"
 
 
@@ -490,45 +489,23 @@ def _fetch_one(remote: RemoteFile, home: Path, commit: str, progress: _Progress,
                 progress._start(remote.path, size, 0)
                 progress._update(remote.path, size)
         except Exception as exc:  # the hub client's errors, translated into advice
-            if not _dropped_connection(exc):
-                raise DataError(_hub_advice(exc, f"GET {remote.url(commit)}", remote.repo_id, revision)) from exc
-            dropped += 1
-            if dropped >= MAX_NETWORK_TRIES:
-                raise DataError(_dropped_advice(remote, commit, dropped, exc)) from exc
-            # Clients before 1.x give up on a connection cut mid-body; their partial file stays and the
-            # next call resumes it with a Range request.
-            log.warning("%s: the connection dropped (%s); resuming", remote.url(commit), type(exc).__name__)
-            continue
+            if _dropped_connection(exc) and dropped < MAX_TRIES:
+                # Clients before 1.x give up on a connection cut mid-body; their partial file stays and the
+                # next call resumes it with a Range request.
+                dropped += 1
+                log.warning("%s: the connection dropped (%s); resuming", remote.url(commit), type(exc).__name__)
+                continue
+            raise DataError(_hub_advice(exc, f"GET {remote.url(commit)}", remote.repo_id, revision)) from exc
         record = read_record(home, remote.path)
         problem = content_problem(path, record.etag if record is not None else "")
         if problem is None:
             progress.file_done()
             return progress.bytes_for(remote.path)
-        path.unlink(missing_ok=True)  # also drops the record: it is stale without its file
-        checks_failed += 1
-        if checks_failed >= MAX_TRIES:
-            raise DataError(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) "
-                            f"{MAX_TRIES} times; nothing was kept. Try again later, or report the file to the "
-                            "dataset's owners")
         log.warning("%s failed its content check (%s); fetching it again", remote.url(commit), problem)
+        path.unlink(missing_ok=True)  # also drops the record: it is stale without its file
         force = True
-
-
-def _dropped_advice(remote: RemoteFile, commit: str, times: int, exc: BaseException) -> str:
-    """A connection that kept dropping -> the file, the network cause, and what to do."""
-    cause = exc
-    while cause.__cause__ or cause.__context__:  # the transport's own words, deepest first
-        cause = cause.__cause__ or cause.__context__
-    detail = f"{type(cause).__name__}: {cause}"
-    if type(cause) is not type(exc):
-        detail = f"{type(exc).__name__}, from {detail}"
-    if len(detail) > 300:
-        detail = detail[:300] + " [...]"
-    return (f"{remote.url(commit)} ({remote.path} of {remote.repo_id}): the connection kept dropping, {times} "
-            f"attempts cut short before the file was complete (last: {detail}). This is the network, not the "
-            "file: try again later "
-            f"or with fewer --workers; check the network or proxy, or HF_ENDPOINT (now {hub_endpoint()}) if you "
-            "use a mirror; to run on the shards already in the data home, set HF_HUB_OFFLINE=1")
+    raise DataError(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) {MAX_TRIES} "
+                    "times; nothing was kept. Try again later, or report the file to the dataset's owners")
 
 
 def download_files(files: list[RemoteFile], home: str | os.PathLike | None = None, workers: int = 4,
@@ -593,15 +570,32 @@ def _download_hint(missing: list[RemoteFile]) -> str:
     return "lalmbench download " + " ".join(names)
 
 
-def _missing_error(missing: list[tuple[RemoteFile, str]], root: Path, why: str, explicit_home: bool) -> DataError:
-    shown = "\n    ".join(f"{root / r.path} ({problem})" for r, problem in missing[:20])
-    more = f"\n    ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+MISSING_SHOWN = 20
+"""Missing files an error lists by name; the rest are counted."""
+
+
+def _missing_error(missing: list[tuple[RemoteFile, str]], root: Path, why: str, explicit_home: bool,
+                   fetch: str = "Fetch them (online) with") -> DataError:
+    shown = "\n    ".join(f"{root / r.path} ({problem})" for r, problem in missing[:MISSING_SHOWN])
+    more = f"\n    ... and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
     return DataError(f"{len(missing)} shard file(s) are not in the data home {root} and {why}:\n    "
-                     f"{shown}{more}\nFetch them (online) with: {_download_hint([r for r, _ in missing])}"
+                     f"{shown}{more}\n{fetch}: {_download_hint([r for r, _ in missing])}"
                      + (f" (with LALMBENCH_DATA_HOME={root})" if explicit_home else ""))
 
 
-def _plan(files: list[RemoteFile], root: Path) -> tuple[list[tuple[RemoteFile, str]], dict[str, str]]:
+def _offline_missing_error(missing: list[tuple[RemoteFile, str]], root: Path, reason: str,
+                           explicit_home: bool) -> DataError:
+    """Missing files while this process cannot download: one piece of advice, matching the reason."""
+    variable = offline_by_environment()
+    if variable:
+        return _missing_error(missing, root, f"{reason}, so they cannot be fetched", explicit_home,
+                              f"Unset {variable} and fetch them with")
+    return _missing_error(missing, root, f"cannot be fetched: {reason}", explicit_home,
+                          "Check the network or proxy, or HF_ENDPOINT; once the hub answers, fetch them with")
+
+
+def _plan(files: list[RemoteFile], root: Path,
+          explicit_home: bool = False) -> tuple[list[tuple[RemoteFile, str]], dict[str, str]]:
     """What must be fetched, and the commits of the revisions looked up (online, only when needed).
 
     Missing files and pinned branches or tags need the hub; a pinned commit or the unpinned default does
@@ -609,14 +603,16 @@ def _plan(files: list[RemoteFile], root: Path) -> tuple[list[tuple[RemoteFile, s
     """
     missing = _find_problems(files, root, {})
     named = [f for f in files if f.revision and not is_commit(f.revision)]
-    if not named or is_offline():
+    if offline_reason() or not (named or missing):
         return missing, {}
     try:
         commits = resolve_revisions(named + [r for r, _ in missing])
     except DataError as exc:
         if missing:
-            raise
-        log.warning("%s. Using the files in the data home as they are (their commits are recorded).", exc)
+            raise _missing_error(missing, root, f"cannot be fetched: {exc}", explicit_home,
+                                 "Once the hub answers, fetch them with") from exc
+        log.warning("%s. Using the files in the data home as they are (their commits are recorded); "
+                    "HF_HUB_OFFLINE=1 skips this lookup.", exc)
         return missing, {}
     return _find_problems(files, root, commits), commits
 
@@ -630,13 +626,15 @@ def ensure_downloaded(specs: list[DatasetSpec], home: str | os.PathLike | None =
     """
     root = data_home(home)
     files = remote_files(specs, root)
-    if is_offline() or not allow_download:
+    offline = offline_reason()  # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, or the hub found unreachable
+    if offline or not allow_download:
         missing = _find_problems(files, root, {})
+        if missing and offline:
+            raise _offline_missing_error(missing, root, offline, home is not None)
         if missing:
-            why = "HF_HUB_OFFLINE is set" if is_offline() else "downloads are disabled (--no-download)"
-            raise _missing_error(missing, root, why, home is not None)
+            raise _missing_error(missing, root, "downloads are disabled (--no-download)", home is not None)
         return data_revisions(specs, root)
-    missing, commits = _plan(files, root)
+    missing, commits = _plan(files, root, home is not None)
     if missing:
         download_files([r for r, _ in missing], root, workers=workers, commits=commits, refetch=_damaged(missing))
     return data_revisions(specs, root)
@@ -678,14 +676,14 @@ def download_command(targets: list[str], workers: int = 4, split: str = "both", 
     specs = specs_for_targets(targets, split)
     root = data_home(home)
     files = remote_files(specs, root)
-    if is_offline():
+    offline = offline_reason()
+    if offline:
         missing = _find_problems(files, root, {})
         if missing:
-            raise DataError(f"HF_HUB_OFFLINE is set, so the {len(missing)} missing file(s) cannot be fetched; "
-                            "unset it and run the command again")
+            raise _offline_missing_error(missing, root, offline, home is not None)
         print(f"data home: {root}\n{len(files)} file(s) named, all here")
         return 0
-    missing, commits = _plan(files, root)
+    missing, commits = _plan(files, root, home is not None)
     print(f"data home: {root}")
     print(f"{len(files)} file(s) named, {len(files) - len(missing)} already here, {len(missing)} to fetch")
     if not missing:
