@@ -52,6 +52,8 @@ RECORD_DIR = Path(".cache") / "huggingface" / "download"
 """Where hf_hub_download(local_dir=...) keeps its per-file record: commit, ETag, time (three lines)."""
 MAX_TRIES = 2
 """Times a file is fetched before a failed content check is reported."""
+MAX_NETWORK_TRIES = 3
+"""Transfers of one file started before a connection that keeps dropping is reported (a network error)."""
 CHUNK_BYTES = 1 << 20
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -489,23 +491,45 @@ def _fetch_one(remote: RemoteFile, home: Path, commit: str, progress: _Progress,
                 progress._start(remote.path, size, 0)
                 progress._update(remote.path, size)
         except Exception as exc:  # the hub client's errors, translated into advice
-            if _dropped_connection(exc) and dropped < MAX_TRIES:
-                # Clients before 1.x give up on a connection cut mid-body; their partial file stays and the
-                # next call resumes it with a Range request.
-                dropped += 1
-                log.warning("%s: the connection dropped (%s); resuming", remote.url(commit), type(exc).__name__)
-                continue
-            raise DataError(_hub_advice(exc, f"GET {remote.url(commit)}", remote.repo_id, revision)) from exc
+            if not _dropped_connection(exc):
+                raise DataError(_hub_advice(exc, f"GET {remote.url(commit)}", remote.repo_id, revision)) from exc
+            dropped += 1
+            if dropped >= MAX_NETWORK_TRIES:
+                raise DataError(_dropped_advice(remote, commit, dropped, exc)) from exc
+            # Clients before 1.x give up on a connection cut mid-body; their partial file stays and the
+            # next call resumes it with a Range request.
+            log.warning("%s: the connection dropped (%s); resuming", remote.url(commit), type(exc).__name__)
+            continue
         record = read_record(home, remote.path)
         problem = content_problem(path, record.etag if record is not None else "")
         if problem is None:
             progress.file_done()
             return progress.bytes_for(remote.path)
-        log.warning("%s failed its content check (%s); fetching it again", remote.url(commit), problem)
         path.unlink(missing_ok=True)  # also drops the record: it is stale without its file
+        checks_failed += 1
+        if checks_failed >= MAX_TRIES:
+            raise DataError(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) "
+                            f"{MAX_TRIES} times; nothing was kept. Try again later, or report the file to the "
+                            "dataset's owners")
+        log.warning("%s failed its content check (%s); fetching it again", remote.url(commit), problem)
         force = True
-    raise DataError(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) {MAX_TRIES} "
-                    "times; nothing was kept. Try again later, or report the file to the dataset's owners")
+
+
+def _dropped_advice(remote: RemoteFile, commit: str, times: int, exc: BaseException) -> str:
+    """A connection that kept dropping -> the file, the network cause, and what to do."""
+    cause = exc
+    while cause.__cause__ or cause.__context__:  # the transport's own words, deepest first
+        cause = cause.__cause__ or cause.__context__
+    detail = f"{type(cause).__name__}: {cause}"
+    if type(cause) is not type(exc):
+        detail = f"{type(exc).__name__}, from {detail}"
+    if len(detail) > 300:
+        detail = detail[:300] + " [...]"
+    return (f"{remote.url(commit)} ({remote.path} of {remote.repo_id}): the connection kept dropping, {times} "
+            f"attempts cut short before the file was complete (last: {detail}). This is the network, not the "
+            "file: try again later "
+            f"or with fewer --workers; check the network or proxy, or HF_ENDPOINT (now {hub_endpoint()}) if you "
+            "use a mirror; to run on the shards already in the data home, set HF_HUB_OFFLINE=1")
 
 
 def download_files(files: list[RemoteFile], home: str | os.PathLike | None = None, workers: int = 4,
