@@ -80,7 +80,12 @@ def test_leaderboard_and_compare_keep_partial_apart(full_then_partial, capsys):
     from lalmbench.report import compare, leaderboard
 
     output, run_dir, _ = full_then_partial
+    # A directory scan ranks the full evaluation and names the partial one; named, the partial one is ranked
+    # in a board of its own, never beside the full one.
     found = leaderboard.leaderboard_tables([str(output)])
+    assert [[e.source for e in board.entries] for board in found.boards] == [[str(run_dir)]]
+    assert any(f"not ranked from a directory scan: {run_dir / 'limit-3'}" in note for note in found.notes)
+    found = leaderboard.leaderboard_tables([str(run_dir), str(run_dir / "limit-3")])
     assert [[e.source for e in board.entries] for board in found.boards] == [[str(run_dir)],
                                                                            [str(run_dir / "limit-3")]]
     assert found.boards[1].title.endswith("partial, first 3 test examples per task (--limit 3)")
