@@ -239,6 +239,12 @@ def test_refuses_another_decoder_or_data_revision(tmp_path):
         compare(base, other_data)
     text = format_comparison(compare(base, same))
     assert "settings: the same training and evaluation settings" in text
+    # Files whose commit was not recorded (fetched by the published system) may be the same: stated only.
+    unknown = write_run(tmp_path, "EncE", task, summary={"data_revisions": [
+        {"repo_id": "mispeech/xares_llm_data", "revision": "main", "commits": [], "files": 2, "unrecorded_files": 2}]})
+    text = format_comparison(compare(base, unknown))
+    assert ("settings that differ: data revisions: A mispeech/xares_llm_data@main: aaaa, B "
+            "mispeech/xares_llm_data@main: unrecorded") in text
 
 
 def test_a_side_set_aside_by_force_is_named_as_such(tmp_path):

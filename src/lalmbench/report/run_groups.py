@@ -69,6 +69,7 @@ class RunRecord:
         if revisions:
             found["data revisions"] = "; ".join(sorted(
                 f"{r['repo_id']}@{r.get('revision')}: {','.join(r.get('commits') or []) or 'unrecorded'}"
+                + (f" (+{r['unrecorded_files']} unrecorded)" if r.get("commits") and r.get("unrecorded_files") else "")
                 for r in revisions))
         if self.summary.get("global_batch_size") is not None:
             found["global batch size"] = _text(self.summary["global_batch_size"])
@@ -215,7 +216,10 @@ def setting_differences(labelled: Sequence[tuple[str, RunRecord]]) -> list[Setti
     for name in names:
         values = {label: found.get(name, "unrecorded") for label, found in settings}
         if len(set(values.values())) > 1:
-            recorded = all(name in found for _, found in settings)
+            # A value not recorded (by an older run, or for files fetched by the published system) may be
+            # the same: stated, never refused.
+            recorded = (all(name in found for _, found in settings)
+                        and not any("unrecorded" in value for value in values.values()))
             differences.append(SettingDifference(name, values, decisive=recorded and name in DECISIVE_SETTINGS))
     return differences
 
