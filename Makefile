@@ -10,7 +10,7 @@ PIP = $(VENV)/bin/pip
 # The reference environment's versions (constraints.txt); CONSTRAINTS= installs without them.
 CONSTRAINTS ?= -c constraints.txt
 
-.PHONY: install install-test demo test clean
+.PHONY: install install-test demo test rehearsal clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: install
 
 test: install-test
 	$(VENV)/bin/python -m pytest -q
+
+# The dress rehearsal: task1 and task2 end to end on a loopback mirror of the real data (about 30 min).
+rehearsal: install-test
+	$(VENV)/bin/python scripts/rehearsal/rehearse.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

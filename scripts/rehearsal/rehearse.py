@@ -1,0 +1,318 @@
+"""Dress rehearsal: the published suites task1 and task2, end to end, on a loopback mirror of their data.
+
+    python scripts/rehearsal/rehearse.py [--work DIR] [--passes 3] [--only main|truncated]
+                                         [--max-bad-fraction 0.1] [--keep]
+
+1. Writes the mirror (mirror.py: every shard the built-in task1/task2/all configs name, in the hub's
+   layout, with the planted faults of its docstring) and serves it with the tests' hub stand-in
+   (tests/hub_server.py) on 127.0.0.1; HF_ENDPOINT points every command at it.
+2. `lalmbench download task1` and `lalmbench download task2`, as a user would.
+3. `lalmbench run lalmbench.encoders.LogMelEncoder task1` and `... task2`: the built-in configs unchanged
+   except `max_steps` (enough for `--passes` passes over the dataset that needs the most steps per pass),
+   the `tiny-random` decoder, and `max_bad_fraction` (the mirror's datasets are small, so the planted
+   faults are a few percent of each; the default 1% would stop at the first of them). Every test set is
+   evaluated in full. When the caption metrics' models (Sentence-BERT, the FENSE error checker) cannot
+   be found, tiny stand-ins built like tests/test_captions.py's replace them, and the output says so:
+   their FENSE/DATE numbers are then no measure of caption quality.
+4. Prints one row per dataset: examples, planted faults, unusable examples expected and counted (from
+   run_summary.json's bad-data account, training and test set), score, time; checks expected == counted
+   for every dataset and test set.
+5. Variant `truncated` (run after the main one): the same mirror with one training shard cut short;
+   `lalmbench run task2` must stop (non-zero status) and name the shard, on stderr and in log.txt.
+
+Exit status 0 only when every count matches and the truncated shard stopped its run by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the loopback hub stand-in lives with the tests
+
+import mirror  # noqa: E402
+from hub_server import HubServer  # noqa: E402
+
+ENCODER = "lalmbench.encoders.LogMelEncoder"
+SUITES = ("task1", "task2")
+BATCH = 4  # the protocol's examples per optimizer step
+
+
+def log(message: str) -> None:
+    print(f"[rehearsal {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def steps_for_passes(suite: str, manifest: dict, passes: float) -> tuple[int, dict[str, float]]:
+    """max_steps that gives every dataset of `suite` at least `passes` passes, and the passes each gets."""
+    from lalmbench.tasks.listing import train_shares
+
+    shares = train_shares(suite)
+    per_pass = {name: manifest["datasets"][name]["train_examples"] / (BATCH * share) for name, share in shares.items()}
+    steps = int(math.ceil(passes * max(per_pass.values()) / 100.0)) * 100
+    return steps, {name: steps / need for name, need in per_pass.items()}
+
+
+def caption_models(work: Path) -> tuple[dict[str, str], str | None]:
+    """Environment for the caption metrics: the real models when found, else stand-ins (and a note)."""
+    from lalmbench.metrics import captions
+
+    try:
+        captions.caption_models_preflight(["FENSE", "DATE"])
+        return {}, None
+    except Exception as exc:  # noqa: BLE001 - any reason the real models are unusable here
+        why = " ".join(str(exc).split())[:300]
+    import test_captions  # the stand-in builders of the caption tests (tiny BERTs with a known geometry)
+
+    root = work / "caption-models"
+    if not (root / "sbert").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        test_captions._build_sbert(root / "sbert")
+        test_captions._build_echecker(root / "echecker" / "echecker.ckpt", error_logit=-20.0)
+    env = {captions.SBERT_ENV: str(root / "sbert"), captions.ECHECKER_ENV: str(root / "echecker" / "echecker.ckpt")}
+    note = (f"caption metric models REPLACED: the real Sentence-BERT / error checker are not available here ({why}); "
+            f"FENSE and DATE use the tiny stand-ins of tests/test_captions.py ({captions.SBERT_ENV}={env[captions.SBERT_ENV]}, "
+            f"{captions.ECHECKER_ENV}={env[captions.ECHECKER_ENV]}), so Clotho, Song Describer and MECAT scores are no "
+            "measure of caption quality")
+    return env, note
+
+
+def run_command(args: list[str], env: dict, log_file: Path, timeout: float) -> tuple[int, float, str]:
+    """Run a lalmbench command, its output to `log_file`; (status, seconds, output tail)."""
+    started = time.monotonic()
+    with open(log_file, "w", encoding="utf-8") as out:
+        try:
+            status = subprocess.run([sys.executable, "-m", "lalmbench", *args], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, timeout=timeout, cwd=log_file.parent).returncode
+        except subprocess.TimeoutExpired:
+            status = 124
+    text = log_file.read_text(encoding="utf-8", errors="replace")
+    return status, time.monotonic() - started, text[-4000:]
+
+
+def base_env(hub: HubServer, work: Path, data_home: Path, extra: dict) -> dict:
+    env = {**os.environ, **extra, "HF_ENDPOINT": hub.endpoint, "LALMBENCH_DATA_HOME": str(data_home),
+           "HF_HOME": str(work / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def find_summary(runs: Path, suite: str) -> dict | None:
+    found = sorted((runs / suite).glob("*/run_summary.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(found[-1].read_text(encoding="utf-8")) if found else None
+
+
+def stray_count(entry: dict) -> int | None:
+    """Members that belong to no example, when the summary reports them apart (field names tried in turn)."""
+    for name in ("stray_members", "non_example_members", "members_without_example", "orphan_members"):
+        value = entry.get(name)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, dict):
+            return int(value.get("total", sum(v for v in value.values() if isinstance(v, int))))
+        if isinstance(value, list):
+            return len(value)
+    return None
+
+
+def write_or_reuse(root: Path, variant: str, seed: int, datasets: list[str] | None = None) -> dict:
+    """The mirror's manifest; written unless `root` holds one made by the same recipe, code and seed."""
+    import hashlib
+
+    stamp = hashlib.sha256(mirror.RECIPE_FILE.read_bytes() + Path(mirror.__file__).read_bytes()).hexdigest()
+    stamp_file = root / "recipe.sha256"
+    if stamp_file.is_file() and stamp_file.read_text() == f"{stamp} {variant} {seed} {datasets}":
+        log(f"reusing the mirror in {root} (same recipe, code and seed)")
+        return json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"writing the mirror ({variant}) in {root}")
+    started = time.monotonic()
+    manifest = mirror.write_mirror(root, variant, seed, datasets)
+    stamp_file.write_text(f"{stamp} {variant} {seed} {datasets}")
+    log(f"mirror written in {time.monotonic() - started:.0f} s")
+    return manifest
+
+
+def rehearse_main(args, work: Path, caption_env: dict) -> tuple[list[dict], list[str], bool]:
+    mirror_root = work / "mirror"
+    manifest = write_or_reuse(mirror_root, "main", args.seed)
+    findings: list[str] = []
+    rows: list[dict] = []
+    ok = True
+    data_home, runs = work / "data", work / "runs"
+    with HubServer(mirror_root) as hub:
+        env = base_env(hub, work, data_home, caption_env)
+        for suite in SUITES:
+            status, seconds, tail = run_command(["download", suite], env, work / f"download_{suite}.log", 600)
+            log(f"lalmbench download {suite}: status {status}, {seconds:.0f} s")
+            if status != 0:
+                findings.append(f"download {suite} failed (status {status}):\n{tail}")
+                return rows, findings, False
+        for suite in SUITES:
+            steps, passes = (args.max_steps[suite], None) if args.max_steps.get(suite) else \
+                steps_for_passes(suite, manifest, args.passes)
+            if passes is None:
+                from lalmbench.tasks.listing import train_shares
+
+                shares = train_shares(suite)
+                passes = {n: steps * BATCH * s / manifest["datasets"][n]["train_examples"] for n, s in shares.items()}
+            log(f"lalmbench run {suite}: max_steps {steps}; passes per dataset " +
+                ", ".join(f"{n} {p:.1f}" for n, p in sorted(passes.items())))
+            command = ["run", ENCODER, suite, "--decoder-model-name", "tiny-random", "--max-steps", str(steps),
+                       "--max-bad-fraction", str(args.max_bad_fraction), "--output-dir", str(runs),
+                       "--logging-steps", "100"]
+            status, seconds, tail = run_command(command, env, work / f"run_{suite}.log", args.timeout)
+            log(f"lalmbench run {suite}: status {status}, {seconds:.0f} s")
+            summary = find_summary(runs, suite) if status == 0 else None
+            if status != 0:
+                ok = False
+                findings.append(f"run {suite} stopped (status {status}); the end of its output:\n{tail}")
+            rows += suite_rows(suite, manifest, summary, seconds, passes)
+    for row in rows:
+        ok &= row["match"]
+    return rows, findings, ok
+
+
+def suite_rows(suite: str, manifest: dict, summary: dict | None, seconds: float, passes: dict) -> list[dict]:
+    from lalmbench.config import load_train_config
+
+    bad = (summary or {}).get("bad_data", {})
+    tasks = (summary or {}).get("tasks", {})
+    rows = []
+    for name in load_train_config(suite).train_data:
+        entry = manifest["datasets"][name]
+        train_account, test_account = bad.get(name, {}), bad.get(entry["eval"], {})
+        expected = sum(entry["expected_bad"].values())
+        expected_test = sum(entry["expected_bad_test"].values())
+        counted = train_account.get("skipped_total") if summary else None
+        counted_test = test_account.get("skipped_total", 0) if summary else None
+        stray = stray_count(train_account) if summary else None
+        task = tasks.get(entry["eval"], {})
+        match = summary is not None and counted == expected and counted_test == expected_test and \
+            stray in (None, entry["expected_stray_members"])
+        rows.append({"suite": suite, "dataset": name, "task": entry["eval"],
+                     "examples": f"{entry['train_examples']}/{entry['test_examples']}",
+                     "passes": passes.get(name), "planted": sum(entry["planted"].values()),
+                     "expected": f"{expected}+{expected_test}", "counted": "-" if counted is None else
+                     f"{counted}+{counted_test}", "by_reason": train_account.get("skipped", {}),
+                     "test_by_reason": test_account.get("skipped", {}),
+                     "stray": "-" if stray is None else stray, "expected_stray": entry["expected_stray_members"],
+                     "score": task.get("score"), "metric": task.get("metric"),
+                     "eval_seconds": task.get("eval_seconds"), "suite_seconds": seconds, "match": match})
+    return rows
+
+
+def rehearse_truncated(args, work: Path, caption_env: dict) -> tuple[bool, str]:
+    """The truncated-shard variant: the run must stop and name the shard (stderr and log.txt)."""
+    from lalmbench.config import load_train_config
+
+    mirror_root = work / "mirror-truncated"
+    manifest = write_or_reuse(mirror_root, "truncated", args.seed, list(load_train_config("task2").train_data))
+    shard = manifest["datasets"][mirror.TRUNCATED_DATASET]["truncated"]
+    name = Path(shard).name
+    data_home, runs = work / "data-truncated", work / "runs-truncated"
+    with HubServer(mirror_root) as hub:
+        env = base_env(hub, work, data_home, caption_env)
+        status, seconds, tail = run_command(["download", "task2"], env, work / "download_truncated.log", 600)
+        log(f"lalmbench download task2 (truncated variant): status {status}, {seconds:.0f} s")
+        if status != 0:
+            return False, f"the download itself failed (status {status}); the truncated shard is {shard}:\n{tail}"
+        command = ["run", ENCODER, "task2", "--decoder-model-name", "tiny-random", "--max-steps",
+                   str(args.truncated_steps), "--max-bad-fraction", str(args.max_bad_fraction),
+                   "--output-dir", str(runs)]
+        status, seconds, tail = run_command(command, env, work / "run_truncated.log", args.timeout)
+    log(f"lalmbench run task2 (truncated {shard}): status {status}, {seconds:.0f} s")
+    named = name in tail
+    logs = list(runs.glob("task2/*/log.txt"))
+    in_log = any(name in p.read_text(encoding="utf-8", errors="replace") for p in logs)
+    message = next((line for line in tail.splitlines() if name in line), "")
+    report = (f"truncated shard {shard}: status {status} after {seconds:.0f} s; named in the output: {named}; "
+              f"named in log.txt: {in_log if logs else 'no log.txt'}\n    {message.strip()[:600]}")
+    return status != 0 and named, report
+
+
+def print_table(rows: list[dict]) -> None:
+    header = ["suite", "task", "examples", "passes", "planted", "expected", "counted", "stray", "score", "time", "ok"]
+    lines = [header]
+    for r in rows:
+        score = "-" if r["score"] is None else f"{r['score']:.3f} {r['metric']}"
+        took = "-" if r["eval_seconds"] is None else f"{r['eval_seconds']:.0f} s eval"
+        lines.append([r["suite"], r["task"], r["examples"], "-" if r["passes"] is None else f"{r['passes']:.1f}",
+                      str(r["planted"]), r["expected"], r["counted"], f"{r['stray']}/{r['expected_stray']}",
+                      score, took, "yes" if r["match"] else "NO"])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)))
+    print("examples: train/test examples; planted: faults planted (training shards, and the test set with a missing "
+          "label); expected/counted: unusable examples, training + test set (counted from run_summary.json's "
+          "bad_data); stray: members outside any example reported apart / planted ('-': the summary has no such "
+          "field); time: the test set's evaluation")
+    for r in rows:
+        if not r["match"]:
+            print(f"  {r['task']}: counted {r['by_reason']} in training, {r['test_by_reason']} in the test set")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, help="folder to work in (default: a temporary one, removed unless --keep)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--passes", type=float, default=3.0, help="passes over the dataset needing most steps per pass")
+    parser.add_argument("--max-steps-task1", type=int, help="override the computed max_steps of task1")
+    parser.add_argument("--max-steps-task2", type=int, help="override the computed max_steps of task2")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.1)
+    parser.add_argument("--truncated-steps", type=int, default=600)
+    parser.add_argument("--only", choices=("main", "truncated"), help="run one variant only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per lalmbench run")
+    parser.add_argument("--report", type=Path, help="write the rows and findings as JSON here")
+    args = parser.parse_args(argv)
+    args.max_steps = {"task1": args.max_steps_task1, "task2": args.max_steps_task2}
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="lalmbench-rehearsal-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    log(f"work folder {work}; {os.cpu_count()} CPUs, load average {' '.join(load)}")
+    caption_env, note = caption_models(work)
+    if note:
+        log(note)
+    ok, rows, findings = True, [], []
+    try:
+        if args.only in (None, "main"):
+            rows, findings, ok = rehearse_main(args, work, caption_env)
+            print()
+            print_table(rows)
+        if args.only in (None, "truncated"):
+            stopped, report = rehearse_truncated(args, work, caption_env)
+            findings.append(report)
+            ok &= stopped
+    finally:
+        if args.report:
+            args.report.write_text(json.dumps({"rows": rows, "findings": findings, "caption_note": note,
+                                               "ok": ok, "seconds": time.monotonic() - started}, indent=1))
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    for finding in findings:
+        print("finding:", finding)
+    if note:
+        print("note:", note)
+    print(f"rehearsal {'PASSED' if ok else 'FAILED'} in {(time.monotonic() - started) / 60:.1f} min "
+          f"(load average at the end {' '.join(Path('/proc/loadavg').read_text().split()[:3])})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
