@@ -361,3 +361,46 @@ def test_download_offline_by_environment_names_the_variable_and_lists_the_files(
     assert "HF_HUB_OFFLINE=1 is set" in message and "Unset HF_HUB_OFFLINE and fetch them with" in message
     assert "set HF_HUB_OFFLINE=1" not in message
     assert all(str(tmp_path / path) in message for path in _shard_paths("esc-50", tmp_path))
+
+
+# ---------------------------------------------------------------- scores.png: legend and chance levels
+
+
+def _legend_and_chance(run_dir):
+    pytest.importorskip("matplotlib")
+    from lalmbench.report import html as report_html
+
+    figure = report_html.scores_figure(report_html.read_run_dir(run_dir))
+    axes = figure.axes[0]
+    assert axes.get_legend() is None and len(figure.legends) == 1  # one legend, below the chart
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    chance = {}
+    for line in axes.get_lines():  # one short vertical mark per task with a chance level, its gid the task
+        if "chance level" in line.get_label():
+            chance[line.get_gid()] = float(line.get_xdata()[0])
+    return legend, chance
+
+
+def test_scores_plot_lists_only_what_it_draws_and_marks_chance_levels(tmp_path):
+    from run_dirs import write_run
+
+    # The demo's kind of tasks: no published baseline for them, so no baseline in the legend.
+    tones = [("red", "red", "k0"), ("blue", "red", "k1"), ("red", "red", "k2"), ("red", "blue", "k3")]
+    melody = [("do re mi", "do re mi", "m0"), ("do do", "re mi fa", "m1"), ("mi", "do re mi", "m2")]
+    run_dir = write_run(tmp_path, "demo_run", {"eval_tones": {"metric": "Accuracy", "rows": tones},
+                                               "eval_melody": {"metric": "iWER", "rows": melody}})
+    legend, chance = _legend_and_chance(run_dir)
+    assert legend == ["this run", "chance level (best constant answer)"]
+    # tones: answering "red" always is right 3 times in 4. melody: the references are "do re mi" twice and
+    # "re mi fa"; answering "do re mi" always costs 2 word edits (insert do, delete fa) over 9 reference
+    # words, iWER = 1 - 2/9 = 7/9 ("re mi fa" always costs 4: 5/9).
+    assert chance["eval_tones"] == pytest.approx(0.75)
+    assert chance["eval_melody"] == pytest.approx(7 / 9)
+
+    # A published task: both baselines have a bar and are listed; a caption task has no chance level.
+    esc = [("dog", "dog", "e0"), ("dog", "cat", "e1"), ("cat", "cat", "e2"), ("cat", "cat", "e3"), ("x", "cat", "e4")]
+    run_dir = write_run(tmp_path, "published_run", {"eval_esc-50": {"metric": "Accuracy", "rows": esc}})
+    legend, chance = _legend_and_chance(run_dir)
+    assert legend == ["this run", "Dasheng-base (published)", "Whisper-base (published)",
+                      "chance level (best constant answer)"]
+    assert chance == {"eval_esc-50": pytest.approx(0.8)}

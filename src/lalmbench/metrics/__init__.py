@@ -71,4 +71,21 @@ def compute(name: str, predictions: Sequence[str], references: Sequence[str], pr
     return float(metric(list(predictions), list(references), **kwargs))
 
 
-__all__ = ["available", "compute", "normalize_text", "register"]
+CHANCE_METRICS = ("Accuracy", "mAP", "iWER", "iCER")
+"""Metrics whose chance level is computed (cheap, model-free); caption metrics need models and have none."""
+CHANCE_CANDIDATES = 10
+
+
+def chance_level(name: str, references: Sequence[str], protocol: str = DEFAULT_PROTOCOL, **kwargs) -> float | None:
+    """The score of the best constant answer: every example answered with one of the most common
+    references (the first CHANCE_CANDIDATES), the best of them. None for metrics without one, or no references."""
+    from collections import Counter
+
+    if name not in CHANCE_METRICS or not references:
+        return None
+    candidates = [text for text, _ in Counter(references).most_common(CHANCE_CANDIDATES)]
+    return max(compute(name, [answer] * len(references), references, protocol=protocol, **kwargs)
+               for answer in candidates)
+
+
+__all__ = ["available", "chance_level", "compute", "normalize_text", "register"]

@@ -120,9 +120,45 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def chance_levels(data: RunData, tasks: list[str]) -> list[float | None]:
+    """Per task, the score of the best constant answer on its references (metrics.chance_level), where
+    the metric has one and the predictions file holds the references; None elsewhere."""
+    from lalmbench import metrics
+
+    protocol = data.summary.get("protocol") or "official"
+    levels = []
+    for task in tasks:
+        info = (data.summary.get("tasks") or {}).get(task) or {}
+        rows = data.predictions.get(task) or []
+        level = None
+        if info.get("metric") and rows:
+            try:
+                level = metrics.chance_level(info["metric"], [r.get("reference", "") for r in rows], protocol,
+                                             **(info.get("metric_args") or {}))
+            except (KeyError, TypeError, ValueError):  # unknown metric or arguments: the chart goes without it
+                level = None
+        levels.append(level)
+    return levels
+
+
+def scores_figure(data: RunData):
+    """The scores chart of a run directory's data (a matplotlib Figure)."""
+    tasks = [task for task, _, _ in data.scores or []]
+    return _scores_figure(tasks, [score for _, score, _ in data.scores or []], [data.interval(t) for t in tasks],
+                          chance_levels(data, tasks))
+
+
 def plot_scores(tasks: list[str], run_scores: list[float],
-                intervals: list[tuple[float, float] | None] | None = None) -> bytes:
-    """Bars per task beside the baselines; `intervals` (low, high) per task draw the run's error bars."""
+                intervals: list[tuple[float, float] | None] | None = None,
+                chance: list[float | None] | None = None) -> bytes:
+    """Bars per task beside the baselines; `intervals` (low, high) per task draw the run's error bars,
+    `chance` the chance level of each task (a mark across its bars)."""
+    return _png(_scores_figure(tasks, run_scores, intervals, chance))
+
+
+def _scores_figure(tasks: list[str], run_scores: list[float],
+                   intervals: list[tuple[float, float] | None] | None = None,
+                   chance: list[float | None] | None = None):
     baselines = {name: [PUBLISHED_BASELINES[name].get(task_key(t)) for t in tasks] for name in PUBLISHED_BASELINES}
     figure = _figure(8.0, 1.2 + 0.42 * len(tasks))
     axes = figure.add_subplot()
@@ -130,13 +166,26 @@ def plot_scores(tasks: list[str], run_scores: list[float],
     series = [("this run", run_scores, RUN_COLOR)] + [
         (f"{name} (published)", values, color)
         for (name, values), color in zip(baselines.items(), (DASHENG_COLOR, WHISPER_COLOR))]
+    baselines_drawn = False
     for offset, (label, values, color) in enumerate(series):
+        if all(value is None for value in values):
+            continue  # a baseline with no score on these tasks draws nothing, so the legend leaves it out
+        baselines_drawn = baselines_drawn or offset > 0
         positions = [i + (offset - 1) * bar for i in range(len(tasks))]
         shown = [v if v is not None else 0.0 for v in values]
         bars = axes.barh(positions, shown, height=bar, label=label, color=color)
         for rect, value in zip(bars, values):
             if value is None:
                 rect.set_alpha(0)
+    labelled = False
+    for i, level in enumerate(chance or []):
+        if level is None:
+            continue
+        # a dashed mark across the task's three bar slots; one legend entry for all of them
+        axes.plot([level, level], [i - 1.6 * bar, i + 1.6 * bar], color="#111827", linestyle=(0, (2, 1.5)),
+                  linewidth=1.2, gid=tasks[i], label="chance level (best constant answer)" if not labelled
+                  else "_chance level")  # a leading underscore keeps a label out of the legend
+        labelled = True
     for i, (value, interval) in enumerate(zip(run_scores, intervals or [])):
         if interval is not None:  # asymmetric bootstrap interval around the run's score
             low, high = interval
@@ -151,9 +200,17 @@ def plot_scores(tasks: list[str], run_scores: list[float],
     axes.set_xlim(0, 1.08)
     axes.set_xlabel("score")
     axes.grid(axis="x", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    axes.set_title("Scores per task beside the published baselines")
-    return _png(figure)
+    from matplotlib.patches import Patch
+
+    # Legend entries for what is drawn, bars first: a bar series by its colour (its first bar may be an
+    # invisible placeholder), then the chance mark; below the chart, where it hides no bar.
+    handles = [Patch(color=color, label=label) for label, values, color in series
+               if any(value is not None for value in values)]
+    handles += [line for line in axes.get_lines() if line.get_label() == "chance level (best constant answer)"]
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8,
+                  frameon=False)
+    axes.set_title("Scores per task beside the published baselines" if baselines_drawn else "Scores per task")
+    return figure
 
 
 def plot_loss(rows: list[dict[str, float]]) -> bytes:
@@ -399,8 +456,7 @@ def _scores_section(report: _Report, data: RunData) -> str:
         return f'<section id="scores"><h2>{title}</h2>{_note("scores.tsv lists no task.")}</section>'
     tasks = [task for task, _, _ in data.scores]
     intervals = [data.interval(task) for task in tasks]
-    image = report.image("scores", lambda: plot_scores(tasks, [s for _, s, _ in data.scores], intervals),
-                         "scores per task")
+    image = report.image("scores", lambda: _png(scores_figure(data)), "scores per task")
     level = (data.summary.get("confidence") or {}).get("level", 0.95)
     head = ("<tr><th>task</th><th>metric</th><th class=num>score</th>"
             f"<th class=num>{level:.0%} interval</th><th class=num>Dasheng-base</th>"
