@@ -62,3 +62,4 @@ def test_a_group_with_other_settings_is_a_new_group_and_the_old_one_is_kept(tmp_
         leaderboard_tables([str(out)])
     found = leaderboard_tables([str(out)], allow_different_settings=True)
     assert sorted(len(entry.members) for entry in found.boards[0].entries) == [2, 3]
+    assert sorted(entry.source for entry in found.boards[0].entries) == sorted([str(first), str(second)])

@@ -45,6 +45,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -184,8 +185,9 @@ def partial_text(partial: dict) -> str:
     return f"first {partial.get('limit')} test examples per task (--limit {partial.get('limit')})"
 
 
-def read_seed_group(run_dirs: list[Path]) -> Entry:
-    """One Entry for several seeds of one identity: mean raw score per task, spread over the seeds."""
+def read_seed_group(run_dirs: list[Path], group_dir: Path | None = None) -> Entry:
+    """One Entry for several seeds of one identity: mean raw score per task, spread over the seeds.
+    `group_dir`: the seed-group directory listing them (its runs may sit in another group's directory)."""
     import statistics
 
     if len(run_dirs) == 1:
@@ -202,7 +204,8 @@ def read_seed_group(run_dirs: list[Path]) -> Entry:
                              "seeds must be scored alike")
     common = [task for task in runs[0].scores if all(task in run.scores for run in runs)]
     parents = {Path(run_dir).parent for run_dir in run_dirs}
-    source = str(parents.pop()) if len(parents) == 1 else ", ".join(map(str, run_dirs))
+    source = (str(group_dir) if group_dir is not None else str(parents.pop()) if len(parents) == 1
+              else ", ".join(map(str, run_dirs)))
     notes = sorted({note for run in runs for note in run.notes})
     dropped = sorted({task for run in runs for task in run.scores} - set(common))
     if dropped:
@@ -247,24 +250,27 @@ def _seed_group_members(group_dir: Path) -> list[Path]:
         runs = json.loads((group_dir / SEED_GROUP_FILE).read_text(encoding="utf-8")).get("runs") or []
     except (OSError, ValueError, AttributeError) as exc:
         raise LalmbenchError(f"{group_dir / SEED_GROUP_FILE} is not readable ({exc}); the seed group is damaged") from exc
-    return [group_dir / run for run in runs]
+    return [Path(os.path.normpath(group_dir / run)) for run in runs]  # a run of another group's directory: ../
 
 
-def collect_runs(paths: list[str | Path]) -> tuple[list[list[Path]], list[str], list[str]]:
-    """The entries to rank (each a list of run directories: one run, or a seed group's runs), a note for
-    every run or seed group skipped (unfinished, or moved aside by `run --force`: never ranked), and notes
-    on what a directory scan leaves out. A path is a run directory, a seed-group directory (`run --seeds`),
+def collect_runs(paths: list[str | Path]) -> tuple[list[tuple[list[Path], Path | None]], list[str], list[str]]:
+    """The entries to rank (each a list of run directories, one run or a seed group's runs, with the
+    seed-group directory or None), a note for every run or seed group skipped (unfinished, or moved aside
+    by `run --force`: never ranked), and notes on what a directory scan leaves out. A path is a run directory, a seed-group directory (`run --seeds`),
     or any directory: then every run and seed group below it, except partial evaluations (`run --limit`,
     `<run>/limit-N/`), which are ranked only when named (each then in a board of its own). A seed group's
     runs are not entries of their own."""
     entries: list[list[Path]] = []
     skipped: list[str] = []
     partial_left: list[Path] = []
+    group_of: dict[int, Path] = {}  # entry index -> its seed-group directory
     seen: set[Path] = set()
 
-    def add(members: list[Path]) -> None:
+    def add(members: list[Path], group: Path | None = None) -> None:
         key = {member.resolve() for member in members}
         if not key & seen:
+            if group is not None:
+                group_of[len(entries)] = group
             entries.append(members)
             seen.update(key)
 
@@ -294,7 +300,7 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[list[Path]], list[str], 
             if reasons:
                 skipped.append(f"seed group {group}: {'; '.join(reasons)}")
             elif members:
-                add(members)
+                add(members, group)
         for run_dir in singles:
             why = set_aside_reason(run_dir) or unfinished_reason(run_dir)
             if why:
@@ -306,7 +312,7 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[list[Path]], list[str], 
         notes.append("Partial evaluations (`run --limit`) are not ranked from a directory scan: "
                      + ", ".join(map(str, partial_left)) + ". Pass one by its path to rank it in a board of its own "
                      "(a partial evaluation is never ranked beside a full one).")
-    return entries, skipped, notes
+    return [(members, group_of.get(i)) for i, members in enumerate(entries)], skipped, notes
 
 
 # -- boards: entries scored on the same tasks ---------------------------------------------------------------------
@@ -354,8 +360,8 @@ def leaderboard_tables(run_dirs: list[str], baselines: bool = False, mixed_proto
     if not groups:
         raise LalmbenchError("no finished run to rank; skipped:\n  " + "\n  ".join(skipped + scan_notes))
     by_scored_on: dict[tuple[frozenset[str], int | None], list[Entry]] = {}
-    for members in groups:
-        entry = read_seed_group(members)
+    for members, group_dir in groups:
+        entry = read_seed_group(members, group_dir)
         by_scored_on.setdefault(entry.scored_on(), []).append(entry)
     notes = list(scan_notes)
     if len(by_scored_on) > 1:

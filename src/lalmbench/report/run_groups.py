@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -268,7 +269,7 @@ def run_dirs_in(path: Path) -> list[Path]:
     group_file = path / SEED_GROUP_FILE
     if group_file.is_file():
         members = _read_json(group_file).get("runs") or []
-        found = [path / member for member in members]
+        found = [Path(os.path.normpath(path / member)) for member in members]  # a member may be ../<group>/<run>
         missing = [str(p) for p in found if not (p / "scores.tsv").is_file()]
         if missing:
             raise LalmbenchError(f"{group_file} lists run(s) that have no scores.tsv: {', '.join(missing)}; "
