@@ -370,6 +370,9 @@ def test_settings_that_differ_are_stated_and_another_budget_is_refused(tmp_path,
     assert any("ranked with --allow-different-settings despite different max_steps" in n for n in found.boards[0].notes)
     markdown = leaderboard.set_to_markdown(found)
     assert "> settings that differ: max_steps: EncA 5000, EncB 300" in markdown
+    assert f"- EncA ({runs / 'EncA'}): train config train; max_steps 5000" in markdown  # its own value
+    rows = {row["encoder"]: row for row in csv.DictReader(io.StringIO(leaderboard.set_to_csv(found)))}
+    assert rows["EncB"]["notes"] == "train config train; max_steps 300"
     # Through the command: refused with status 2, allowed with the flag (and said on the output).
     from lalmbench.cli import main
 

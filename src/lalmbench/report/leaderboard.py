@@ -61,7 +61,7 @@ from lalmbench.report.confidence import (DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL,
                                          read_answers, resample_scores, resamples_for, run_task_statistic,
                                          task_rng)
 from lalmbench.report.run_groups import (SEED_GROUP_FILE, UNRECORDED, RunRecord, check_same_identity, check_settings,
-                                         read_record, set_aside_reason)
+                                         read_record, set_aside_reason, setting_differences)
 
 TRACKS = ("A", "B")
 TRACK_TITLES = {"A": "Track A (classification, task1)", "B": "Track B (open-ended, task2)"}
@@ -393,8 +393,12 @@ def _ranked_board(entries: list[Entry], mixed_protocols: bool, resamples: int, s
     notes = check_protocols(entries, mixed_protocols)
     board = build_leaderboard(entries)  # names made unique: they label the settings below
     # Each run's training and evaluation settings (a seed group's first run stands for it: they share them).
-    notes += check_settings([(entry.name, entry.members[0]) for entry in board.entries if entry.members],
-                            allow_different_settings, "ranked")
+    labelled = [(entry.name, entry.members[0]) for entry in board.entries if entry.members]
+    notes += check_settings(labelled, allow_different_settings, "ranked")
+    by_name = {entry.name: entry for entry in board.entries}
+    for difference in setting_differences(labelled):  # each entry's own value, in its flags and CSV notes
+        for name, value in difference.values.items():
+            by_name[name].notes.append(f"{difference.name} {value}")
     board.notes += notes
     board.title = title
     answered = any(predictions_path(record.run_dir, name).is_file() for entry in entries
