@@ -21,8 +21,8 @@ from lalmbench.data.examples import BadDataCounter, iter_records
 from lalmbench.data.shards import resolve_shards
 from lalmbench.distributed import DistInfo
 from lalmbench.encoders import FrozenEncoder, LogMelEncoder
-from lalmbench.evaluate import (_published_length, evaluate_task, interleave_worker_batches, official_batches,
-                                published_shard_order, sorted_runs)
+from lalmbench.evaluate import (_published_length, corrected_batches, evaluate_task, interleave_worker_batches,
+                                official_batches, published_shard_order, sorted_runs)
 from lalmbench.model.audio_llm import AudioLLM, add_lora
 from lalmbench.model.decoder import load_decoder
 from lalmbench.runner import Tokenizing
@@ -225,6 +225,42 @@ def test_caption_copies_answered_each_under_official_once_under_corrected(tmp_pa
     assert a1_answers[0] == a1_answers[1]  # one answer for both captions
 
 
+def _corrected_keys(shards, dist=DistInfo(), limit=None) -> list[list[tuple[str, list[str]]]]:
+    """Each batch of `corrected_batches`: per clip, its key and the texts its answer fills."""
+    task = _task(shards, 4, 0)
+    return [[(example.ref.key, [e.text for _, e in fills]) for example, fills in zip(examples, part)]
+            for examples, part in corrected_batches(task, shards, BadDataCounter(), dist, 4, limit)]
+
+
+def test_corrected_batches_are_the_same_whatever_the_number_of_processes(tmp_path):
+    # a1 has two captions (examples 1 and 2 in reading order): they used to go to ranks 1 and 0 and be
+    # answered twice, each in a batch of its own rank's clips.
+    shards = _small_shards(tmp_path)
+    one = _corrected_keys(shards)
+    assert [[key for key, _ in batch] for batch in one] == [["a5", "b4", "c2", "a0"], ["a1", "a2", "a3", "a4"],
+                                                            ["b0", "b1", "b2", "b3"], ["c0", "c1"]]
+    assert one[1][0] == ("a1", ["a1 one", "a1 two"])
+    for world in (2, 3):
+        ranks = [_corrected_keys(shards, DistInfo(rank=rank, world=world)) for rank in range(world)]
+        assert ranks == [one[rank::world] for rank in range(world)]
+
+
+def test_corrected_never_splits_a_clip_between_sort_runs(tmp_path, monkeypatch):
+    # Runs of 3 (instead of 256): a1's captions used to straddle the first run's end (a0, "a1 one" |
+    # "a1 two", a2, ...) and a1 was answered in both runs. Runs are counted in clips.
+    from lalmbench import evaluate
+
+    monkeypatch.setattr(evaluate, "SORT_CHUNK", 3)
+    shards = _small_shards(tmp_path)
+    clips = [clip for batch in _corrected_keys(shards) for clip in batch]
+    # runs a0 a1 a2 | a3 a4 a5 | b0 b1 b2 | b3 b4 c0 | c1 c2, each longest first (a5, b4, c2 are long)
+    assert [key for key, _ in clips] == ["a0", "a1", "a2", "a5", "a3", "a4", "b0", "b1", "b2", "b4", "b3", "c0",
+                                         "c2", "c1"]
+    assert ("a1", ["a1 one", "a1 two"]) in clips
+    # with a limit that ends inside a clip, the clip keeps the captions read
+    assert _corrected_keys(shards, limit=2) == [[("a0", ["a0"]), ("a1", ["a1 one"])]]
+
+
 def test_references_scored_after_the_token_round_trip_under_official(tmp_path, tiny):
     # "<|endoftext|>" is the tiny tokenizer's EOS, a special token: decoding its ids skips it, so the
     # published evaluation scores "dog" where the JSON says "<|endoftext|> dog"; the spaces go with strip.
@@ -235,3 +271,60 @@ def test_references_scored_after_the_token_round_trip_under_official(tmp_path, t
     corrected = _evaluate([shard], "corrected", tiny)
     assert [reference for _, reference, _ in official.predictions] == ["dog", "a cat"]
     assert [reference for _, reference, _ in corrected.predictions] == ["<|endoftext|> dog", " a cat "]
+
+
+# -- corrected with several processes: the same batches, each clip answered once -----------------------------------
+def _corrected_rank(rank: int, world: int, port: int, directory: str) -> None:
+    """Evaluate the small shards (corrected) as process `rank` of `world` (gloo); write what it answered."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        decoder, tokenizer = load_decoder("tiny-random", seed=0)
+        model = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder), tokenizer, protocol="corrected")
+        rows, generate = [], model.generate
+
+        def recording_generate(batch, *args, **kwargs):
+            rows.append([ref.key for ref in batch["refs"]])
+            return generate(batch, *args, **kwargs)
+
+        model.generate = recording_generate
+        shards = sorted(Path(directory).glob("*.tar"))
+        task = _task(shards, 4, 0, metric="Accuracy")
+        config = TrainConfig(max_new_tokens=3, protocol="corrected")
+        result = evaluate_task(model, task, shards, config, Tokenizing(tokenizer, {task.name: BATCHING_PROMPT},
+                                                                      "corrected"),
+                               DistInfo(rank, world), BadDataCounter(), show_progress=False)
+        Path(directory, f"answers-{world}-{rank}.json").write_text(json.dumps(
+            {"rows": rows, "predictions": result.predictions, "score": result.score}))
+    finally:
+        torch.set_num_threads(threads)
+        if world > 1:
+            dist.destroy_process_group()
+
+
+@pytest.mark.slow  # 25-60 s on 2 busy cores: two processes load torch and transformers
+def test_corrected_scores_do_not_depend_on_the_number_of_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    from test_distributed import _free_port
+
+    _small_shards(tmp_path)
+    _corrected_rank(0, 1, 0, str(tmp_path))
+    mp.spawn(_corrected_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    one = json.loads((tmp_path / "answers-1-0.json").read_text())
+    two = [json.loads((tmp_path / f"answers-2-{rank}.json").read_text()) for rank in range(2)]
+    clips = sorted(f"{s}{i}" for s, n in [("a", 6), ("b", 5), ("c", 3)] for i in range(n))
+    assert sorted(sum(one["rows"], [])) == clips  # each clip answered once
+    assert sorted(sum(two[0]["rows"] + two[1]["rows"], [])) == clips  # once, by one of the two processes
+    assert two[0]["rows"] == one["rows"][0::2] and two[1]["rows"] == one["rows"][1::2]  # the same batches
+    for rank in range(2):  # every process holds all the answers, the same as one process's
+        assert two[rank]["predictions"] == one["predictions"] and two[rank]["score"] == one["score"]

@@ -17,9 +17,9 @@ the encoder returns no mask, model/audio_llm.py):
              Every target text is an example of its own: a clip with five captions is answered five
              times. References are scored as the published evaluation sees them, decoded back from their
              token ids (special tokens skipped, stripped).
-  corrected  shards in the given order; within runs of 256 examples, batches of distinct clips longest
-             first (least padding), and the several captions of one clip share its single answer.
-             References are scored as written.
+  corrected  shards in the given order; the examples of one clip (its several captions) grouped; within
+             runs of 256 clips, batches of clips longest first (least padding); each clip answered once,
+             its captions sharing that answer. References are scored as written.
 
 `limit` (`lalmbench run --limit N`, a quick partial look): only the first N examples of a test set are
 answered, first in the order the protocol reads them:
@@ -33,9 +33,10 @@ Reading stops soon after the N-th example. The runner keeps a limited evaluation
 Predictions are paired with their references by example, never by row (a row whose audio fails to
 decode leaves its batch without shifting the others), and listed in shard, record, text order.
 
-Several processes: under `official` every rank rebuilds the same batches and takes every world-th one,
-so the batches are those of a single published process whatever the world size; under `corrected`
-example n goes to rank n mod world. The answers are gathered back.
+Several processes: under both protocols every rank rebuilds the same batches and takes every world-th
+one, so the batches, and with them every answer and score, are those of a single process whatever the
+world size (under `official`, those of a single published process); a clip's captions never part. The
+answers are gathered back.
 
 Bad data: every rank reads every shard, so each counts all the records skipped when read; a clip that
 fails to decode is counted by the rank that decodes it, and those counts are gathered. Every rank then
@@ -170,20 +171,26 @@ def official_batches(task: EvalTaskConfig, shards: list[Path], counter: BadDataC
             yield [example for _, example in batch], [[item] for item in batch]
 
 
+def clip_groups(reading: Iterable[tuple[Position, Example]]) -> Iterator[list[tuple[Position, Example]]]:
+    """The examples of each clip (one per caption), together: read in shard, record, text order, a clip's
+    examples come one after another."""
+    for _, group in itertools.groupby(reading, key=lambda item: (item[1].ref.shard, item[1].ref.key)):
+        yield list(group)
+
+
 def corrected_batches(task: EvalTaskConfig, shards: list[Path], counter: BadDataCounter, dist: DistInfo,
                       batch_size: int, limit: int | None = None) -> Iterator[tuple[list[Example], list]]:
-    """This rank's batches of distinct clips, longest first within a run; each clip's answer fills all
-    of the run's examples of that clip (its captions). `limit`: of the first `limit` examples read."""
+    """This rank's share of the batches of clips, longest first within each run of SORT_CHUNK clips (module
+    docstring, corrected); each clip's one answer fills all its examples (its captions). Every rank builds
+    the same batches and takes every world-th one, so the batches do not depend on the world size and a
+    clip's captions stay on one rank. `limit`: of the first `limit` examples read."""
     places = {shard: place for place, shard in enumerate(shards)}
     reading = itertools.islice(_read(task, shards, places, counter, "corrected"), limit)
-    mine = (item for number, item in enumerate(reading) if number % dist.world == dist.rank)
-    for run in batched(mine, SORT_CHUNK):
-        examples_of: dict[tuple[str, str], list[tuple[Position, Example]]] = {}
-        for position, example in run:
-            examples_of.setdefault((example.ref.shard, example.ref.key), []).append((position, example))
-        clips = sorted((examples[0][1] for examples in examples_of.values()), key=lambda e: -e.seconds)
-        for part in batched(clips, batch_size):
-            yield part, [examples_of[(e.ref.shard, e.ref.key)] for e in part]
+    batches = (part for run in batched(clip_groups(reading), SORT_CHUNK)
+               for part in batched(sorted(run, key=lambda clip: -clip[0][1].seconds), batch_size))
+    for index, part in enumerate(batches):
+        if index % dist.world == dist.rank:
+            yield [clip[0][1] for clip in part], part
 
 
 def _kept_rows(examples: list[Example], kept: list[ExampleRef]) -> list[int]:
@@ -268,8 +275,10 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
     if not predictions:
         from lalmbench.errors import DataError
 
-        raise DataError(f"{task.name}: no usable test example in {len(shards)} shard(s); "
-                        f"bad data: {task_counts.as_dict().get(task.name)}")
+        read = task_counts.seen_total(task.name)
+        raise DataError(f"{task.name}: no usable test example in {len(shards)} shard(s) (target key {task.data.key!r}): "
+                        f"{read} example(s) read" + (f", none usable: {task_counts.problems(task.name)}" if read else "")
+                        + ". Check the test set's `data` and `key` in the eval config and its shards.")
     task_counts.check(task.name, config.max_bad_fraction)
     score = metrics.compute(task.metric, [p for p, _, _ in predictions], [r for _, r, _ in predictions],
                             protocol=config.protocol, **task.metric_args)
