@@ -117,3 +117,21 @@ def test_rows_stop_at_eos_and_leave_the_batch(model, monkeypatch):
     cut = lambda tokens: tokens[: tokens.index(stop)] if stop in tokens else tokens
     assert stopped == [cut(tokens) for tokens in free]
     assert len(stopped[0]) < len(free[0])
+
+
+def test_building_training_and_answering_warn_nothing_about_gradient_checkpointing():
+    # peft (0.18-0.21) reads the decoder's `is_gradient_checkpointing`, which transformers 5 deprecated with
+    # a FutureWarning: every run printed it. Recorded with "always", so an earlier test's copy cannot hide it.
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoder, tokenizer = load_decoder("tiny-random", seed=3)
+        llm = AudioLLM(FrozenEncoder(LogMelEncoder()), add_lora(decoder), tokenizer, protocol="corrected")
+        batch = _batch(tokenizer)
+        total, count = llm.loss_terms(batch)
+        (total / count).backward()
+        with torch.no_grad(), llm.merged_lora():
+            llm.eval().generate(batch, 2, 1.05)
+    about = [str(w.message) for w in caught if "checkpointing" in str(w.message)]
+    assert about == []

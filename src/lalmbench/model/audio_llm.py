@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -52,7 +53,12 @@ def add_lora(decoder, r: int = 8, alpha: int = 32, dropout: float = 0.1):
 
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
                         target_modules="all-linear", inference_mode=False)
-    return get_peft_model(decoder, config)
+    with warnings.catch_warnings():
+        # peft (up to 0.21 at least) asks the decoder `is_gradient_checkpointing`, which transformers 5 renamed
+        # `is_activation_checkpointing` and answers with a FutureWarning: not ours to act on, and printed on
+        # every run. Only that warning, only during this call.
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(decoder, config)
 
 
 def _cache_argument(body) -> str:
