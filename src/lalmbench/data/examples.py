@@ -182,9 +182,13 @@ class BadDataCounter:
         return sorted(name for name in set(self.seen) | set(self.unusable) | set(self.stray)
                       if self.seen[name] or self.unusable[name] or self.stray[name])
 
+    def problems(self, dataset: str) -> str:
+        """The unusable examples per reason, with a sample each: `missing key: 4 (e.g. s.tar:k has no ...)`."""
+        return "; ".join(f"{reason}: {count} (e.g. {self.samples[dataset][reason]})"
+                         for reason, count in self.skipped(dataset).items())
+
     def _error(self, dataset: str, what: str, advice: str) -> DataError:
-        reasons = "; ".join(f"{reason}: {count} (e.g. {self.samples[dataset][reason]})"
-                            for reason, count in self.skipped(dataset).items())
+        reasons = self.problems(dataset)
         shards = ", ".join(sorted(Path(s).name for s in self.shards[dataset])[:10])
         return DataError(f"dataset {dataset}: {what}. {reasons}. Shards: {shards}. {advice}")
 

@@ -1,8 +1,8 @@
 """Phase 1: everything a run needs, loaded and checked before anything is written.
 
     RunRequest -> configs (resolved; --tasks narrows both, --limit checked) -> processes (torchrun),
-    determinism -> encoder (loaded, validated: before anything else is spent) -> data (fetched, resolved)
-    and caption-metric models (preflight) -> decoder + LoRA + projector on the device -> training identity
+    determinism -> encoder (loaded, validated: before anything else is spent) -> data (fetched, resolved;
+    every test set opened and checked: data/preflight.py) and caption-metric models (preflight) -> decoder + LoRA + projector on the device -> training identity
     -> run directory (claimed and locked by rank 0, decision to train, resume or reuse broadcast)
     -> speed switches, feature cache -> Prepared
 
@@ -22,6 +22,7 @@ import torch
 from lalmbench import __version__
 from lalmbench.config import DatasetSpec, EvalTaskConfig, TrainConfig, dump_yaml
 from lalmbench.data.examples import BadDataCounter
+from lalmbench.data.preflight import check_test_sets
 from lalmbench.data.shards import data_home, resolve_shards
 from lalmbench.data.tokenizing import Tokenizing
 from lalmbench.devices import require_device
@@ -119,6 +120,7 @@ def prepare(request: RunRequest, claim: RunClaim) -> Prepared:
     home = data_home(config.data_home)
     train_shards = {s.name: resolve_shards(s, home) for s in specs}
     eval_shards = {t.name: resolve_shards(t.data, home) for t in tasks}
+    check_test_sets(tasks, eval_shards, config.protocol, eval_name)  # every test set usable: seconds, not a run
 
     device = _pick_device(config, dist)
     model, tokenizing, decoder_id = _build_model(config, tasks, encoder_module, device, dist)
