@@ -2,7 +2,8 @@
 
     RunRequest -> configs (resolved; --tasks narrows both, --limit checked) -> processes (torchrun),
     determinism -> encoder (loaded, validated: before anything else is spent) -> data (fetched, resolved;
-    every test set opened and checked: data/preflight.py) and caption-metric models (preflight) -> decoder + LoRA + projector on the device -> training identity
+    every test set opened and checked: data/preflight.py) and caption-metric models (preflight)
+    -> decoder + LoRA + projector on the device -> training identity
     -> run directory (claimed and locked by rank 0, decision to train, resume or reuse broadcast)
     -> speed switches, feature cache -> Prepared
 
