@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "leaderboard", help="rank runs the way the challenge ranks them",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Only runs scored on the same tasks (and the same --limit) are ranked together; runs of another task\n"
-               "set get a board of their own. Unfinished runs (no scores.tsv or COMPLETED) are skipped with a note.")
+               "set get a board of their own. Unfinished runs (no scores.tsv or COMPLETED) are skipped with a note,\n"
+               "and so are runs moved aside by `run --force` (<name>.replaced-<time>): never ranked. A partial\n"
+               "evaluation (<run>/limit-N) is ranked only when named. Settings that differ between a board's runs\n"
+               "are stated; another max_steps, decoder or data revision needs --allow-different-settings.")
     board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                        help="run directories, seed-group directories, or directories above them")
     board.add_argument("--baselines", action="store_true",
