@@ -141,6 +141,16 @@ def test_date_hand_computed(standins):
     assert score == pytest.approx(0.8571, abs=1e-4)
 
 
+def test_date_of_answers_with_no_words_is_zero(standins):
+    # Found by the dress rehearsal (scripts/rehearsal): a decoder that answers only punctuation leaves every
+    # normalized prediction empty, and mecat's DATE then stops with a TypeError (no token to weigh) after
+    # the whole training run. Nothing described scores 0 (its similarity to any reference is 0), per item too.
+    predictions, references = ["...", "!!", ""], ["a dog barks", "rain falls", "bird sings"]
+    kwargs = {"sbert_model": standins["sbert"], "echecker_model": standins["clean"]}
+    assert captions.date(predictions, references, **kwargs) == 0.0
+    assert captions.caption_item_scores("DATE", predictions, references, **kwargs) == [0.0, 0.0, 0.0]
+
+
 def test_registry_uses_environment_variables(standins, monkeypatch):
     monkeypatch.setenv(captions.SBERT_ENV, standins["sbert"])
     monkeypatch.setenv(captions.ECHECKER_ENV, standins["clean"])

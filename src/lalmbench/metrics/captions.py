@@ -224,12 +224,21 @@ def _mecat_sees(models: CaptionModels) -> Iterator[None]:
                 os.environ["FENSE_DATA"] = old_fense_data
 
 
+def _nothing_said(metric: str, predicted: list[list[str]]) -> bool:
+    """DATE of predictions that are all empty once normalized (a decoder answering only punctuation):
+    mecat cannot weigh a set with no word and stops with a TypeError, so the score is taken as what it
+    is, 0 (an empty caption is similar to no reference)."""
+    return metric == "date" and bool(predicted) and not any(text for (text,) in predicted)
+
+
 def _mecat_score(metric: str, predictions: list[str], references: list[str], sbert_model: str | None = None,
                  echecker_model: str | None = None, device: str | None = None) -> float:
     _require_packages()
     models = locate_caption_models(sbert_model, echecker_model)
     predicted = [[normalize_text(text)] for text in predictions]
     referenced = [[normalize_text(text)] for text in references]
+    if _nothing_said(metric, predicted):
+        return 0.0
     import mecat
 
     extra = {"device": device} if device else {}
@@ -271,6 +280,8 @@ def caption_item_scores(metric: str, predictions: list[str], references: list[st
     _require_packages()
     models = locate_caption_models(sbert_model, echecker_model)
     name = metric.lower()
+    if _nothing_said(name, [[normalize_text(t)] for t in predictions]):
+        return [0.0] * len(predictions)
     column = "similarity" if name == "fense" else "date"  # mecat's detail table columns
     import mecat
 
