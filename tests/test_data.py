@@ -83,8 +83,10 @@ def test_resume_reads_official_list_items_by_their_position(tmp_path):
     shard = _edge_target_shard(tmp_path)
     specs = {"d": DatasetSpec(data=[shard], key="label", name="d")}
     refs = [ExampleRef("d", shard, "list", 2), ExampleRef("d", shard, "bool", 0)]
-    assert [e.text for e in rematerialize(refs, specs, "official")] == ["", "True"]
-    assert [e.text for e in rematerialize([ExampleRef("d", shard, "list", 1)], specs, "corrected")] == ["7"]
+    shards = {"d": [shard]}
+    assert [e.text for e in rematerialize(refs, specs, "official", shards=shards)] == ["", "True"]
+    assert [e.text for e in rematerialize([ExampleRef("d", shard, "list", 1)], specs, "corrected",
+                                          shards=shards)] == ["7"]
 
 
 def test_corrupted_text_heuristic():

@@ -112,6 +112,40 @@ def test_a_pickle_planted_in_the_final_weights_does_not_run(finished, tmp_path):
     assert str(run_dir / "final_weights.pt") in str(error.value) and "--force" in str(error.value)
 
 
+def test_a_data_position_naming_a_file_outside_the_run_s_shards_is_refused(finished, tmp_path):
+    """A checkpoint's data position names the shards its buffered examples are read again from; one naming
+    any other file (a tar elsewhere on the machine) stops the resume instead of reading that file."""
+    from test_resume import good_records, write_shard
+
+    train_yaml, eval_yaml, ref_dir = finished
+    output = tmp_path / "out"
+    run_dir = _interrupted_copy(ref_dir, run_dir_of(output), keep_step=2)
+    elsewhere = write_shard(tmp_path / "elsewhere" / "private.tar", good_records("tone", 12, seed=1))
+    state_file = run_dir / "checkpoint-2" / "data_state.json"
+    state = json.loads(state_file.read_text())
+    refs = []
+
+    def find_refs(value):  # every example reference in the stream's state, whatever the stream
+        if isinstance(value, dict):
+            if {"dataset", "shard", "key"} <= set(value):
+                refs.append(value)
+            for item in value.values():
+                find_refs(item)
+        elif isinstance(value, list):
+            for item in value:
+                find_refs(item)
+
+    find_refs(state)
+    assert refs
+    for ref in refs:
+        ref["shard"] = str(elsewhere)
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(LalmbenchError) as error:
+        run_inprocess(train_yaml, eval_yaml, output, STEPS)
+    message = str(error.value)
+    assert repr(str(elsewhere)) in message and "--force" in message
+
+
 def test_a_checkpoint_of_the_older_format_is_refused_unread_and_force_starts_anew(finished, tmp_path):
     """A checkpoint written before the random state was stored as tensors (its rng.pt needs full
     unpickling: numpy arrays, tuples) is not read at all; the error says why and what to do, and --force

@@ -178,7 +178,7 @@ class TrainStream:
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         refs = [r if isinstance(r, ExampleRef) else ExampleRef(**r)
                 for r in state["shuffle_buffer"] + state["sorted_buffer"]]
-        examples = rematerialize(refs, {s.name: s for s in self.specs}, self.protocol)
+        examples = rematerialize(refs, {s.name: s for s in self.specs}, self.protocol, shards=self.shards)
         for example in examples:
             example.token_count = self.token_count(example.ref.dataset, example.text)
         split = len(state["shuffle_buffer"])
@@ -186,11 +186,19 @@ class TrainStream:
         self._iterators = {}
 
 
-def rematerialize(refs: list[ExampleRef], specs: dict[str, DatasetSpec], protocol: str = "official"
-                  ) -> list[Example]:
-    """Read the examples named by `refs` again from their shards (each shard read once)."""
+def rematerialize(refs: list[ExampleRef], specs: dict[str, DatasetSpec], protocol: str = "official", *,
+                  shards: dict[str, list]) -> list[Example]:
+    """Read the examples named by `refs` again from their shards (each shard read once). `refs` come from a
+    checkpoint, a file that may have been altered: each must name a dataset of this run and one of its
+    `shards` (dataset name -> shard paths), so no other file on the machine is read."""
+    allowed = {name: {str(path) for path in paths} for name, paths in shards.items()}
     wanted: dict[str, set[str]] = {}
     for ref in refs:
+        if ref.shard not in allowed.get(ref.dataset, ()):
+            raise DataError(
+                f"cannot resume: the checkpoint's data position names {ref.shard!r} for dataset {ref.dataset!r}, "
+                f"which is not one of the shards this run reads for it; the checkpoint was altered, or the shards "
+                "moved since it was written. Resume with the data where the run started, or start anew with --force.")
         wanted.setdefault(ref.shard, set()).add(ref.key)
     records = {}
     for shard, keys in wanted.items():

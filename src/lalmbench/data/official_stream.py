@@ -295,7 +295,7 @@ class _DatasetLane:
         batch = [self.held] if self.held is not None else []
         while True:
             example = self.pull()
-            if len(batch) >= self.stream.batch_size:
+            if len(batch) >= self.stream.dataset_batch:
                 self.held = example
                 return batch
             batch.append(example)
@@ -362,13 +362,16 @@ class PublishedStream:
     """Endless batches of examples (audio still encoded) in the published trainer's order; resumable.
 
     The same interface as `mixture.TrainStream`. `workers` is the published `num_training_workers` (the
-    loader lanes whose batches interleave), not lalmbench's decode workers.
+    loader lanes whose batches interleave), not lalmbench's decode workers. `dataset_batch` is the published
+    per-device batch (each dataset's `batched`); `batch_size` the micro-batches handed out, which cut the
+    same sequence of examples more finely under gradient accumulation.
     """
 
     def __init__(self, specs: list[DatasetSpec], shards: dict[str, list[Path]], batch_size: int, seed: int,
                  token_count: Callable[[str, str], int], counter: BadDataCounter, *, rank: int = 0, world: int = 1,
                  workers: int = 0, shuffle_buffer: int = 256, sort_buffer: int = 128, crop_seconds: float | None = 30.0,
-                 max_bad_fraction: float = 0.01, protocol: str = "official", sample_rate: int = 16_000):
+                 max_bad_fraction: float = 0.01, protocol: str = "official", sample_rate: int = 16_000,
+                 dataset_batch: int | None = None):
         if workers < 0:
             raise DataError(f"num_training_workers must be 0 or more, got {workers}")
         self.specs = specs
@@ -377,6 +380,7 @@ class PublishedStream:
             if not self.urls[spec.name]:
                 raise DataError(f"dataset {spec.name}: no shards to train on")
         self.batch_size, self.seed, self.rank, self.world, self.workers = batch_size, seed, rank, world, workers
+        self.dataset_batch = dataset_batch or batch_size
         self.token_count, self.counter = token_count, counter
         self.shuffle_size, self.sort_size = shuffle_buffer, sort_buffer
         self.crop_seconds, self.max_bad_fraction = crop_seconds, max_bad_fraction
@@ -510,7 +514,7 @@ class PublishedStream:
         refs = [r if isinstance(r, ExampleRef) else ExampleRef(**r) for r, _ in items]
         specs = {s.name: s for s in self.specs}
         out = []
-        for example, (_, crop) in zip(rematerialize(refs, specs, self.protocol), items):
+        for example, (_, crop) in zip(rematerialize(refs, specs, self.protocol, shards=self.urls), items):
             frames, rate = audio_header(example.audio)
             again = PublishedExample(example.ref, example.audio, example.text, example.seconds, crop_start=crop,
                                      frames=frames, rate=rate)
