@@ -72,3 +72,88 @@ def test_without_proc_the_umask_is_read_once_and_put_back(monkeypatch):
         assert os.umask(0o027) == 0o027  # put back
     finally:
         os.umask(previous)
+
+
+# -- library calls put back what they change ---------------------------------------------------------------
+def _process_state() -> dict:
+    import logging
+    import warnings
+
+    from huggingface_hub import constants
+
+    ours = logging.getLogger("lalmbench")
+    return {"filters": list(warnings.filters),
+            "lalmbench logger": (ours.level, list(ours.handlers), ours.propagate),
+            "transformers logger level": logging.getLogger("transformers").level,  # its handler is its own
+            "environment": {name: os.environ.get(name) for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_VERBOSITY")},
+            "hub_offline": constants.HF_HUB_OFFLINE}
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    """HF_HUB_OFFLINE unset and a hub that does not answer: lalmbench switches huggingface_hub offline."""
+    from huggingface_hub import constants
+
+    from lalmbench import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    monkeypatch.setattr(hub, "_probed", {})
+
+
+def test_a_run_leaves_the_process_as_it_found_it(tmp_path, hub_unreachable):
+    from test_resume import run_inprocess, tiny_data
+
+    train_yaml, eval_yaml = tiny_data(tmp_path / "data")
+    before = _process_state()
+    result = run_inprocess(train_yaml, eval_yaml, tmp_path / "out")
+    assert (result.run_dir / "COMPLETED").is_file()
+    assert "does not answer" in (result.run_dir / "log.txt").read_text()  # it did switch offline, for the run
+    assert _process_state() == before
+
+
+def test_a_run_on_another_rank_puts_back_its_silence():
+    # Ranks other than 0 silence warnings and the transformers logger for the run (distributed.py).
+    from lalmbench.distributed import _quiet_third_party
+    from lalmbench.process_state import restored_process_state
+
+    before = _process_state()
+    with restored_process_state():
+        _quiet_third_party()
+        assert _process_state() != before
+    assert _process_state() == before
+
+
+@pytest.mark.slow  # 30-60 s on 2 busy cores: two bench paths at tiny sizes
+def test_bench_leaves_the_process_as_it_found_it(tmp_path, hub_unreachable):
+    from lalmbench.bench import PATHS, TINY, run_bench
+
+    before = _process_state()
+    paths = [path for path in PATHS if path[0] in ("naive", "target_logits")]
+    run_bench(TINY, "cpu", tmp_path / "bench.json", paths=paths, compile_paths=False, measured_steps=1,
+              echo=lambda line: None)
+    assert _process_state() == before
+
+
+def test_check_leaves_the_process_as_it_found_it(hub_unreachable):
+    from lalmbench.encoders.check import run_checks
+
+    before = _process_state()
+    report = run_checks("lalmbench.encoders.LogMelEncoder")
+    assert report.results and _process_state() == before
+
+
+def test_demo_leaves_the_process_as_it_found_it(tmp_path, monkeypatch, hub_unreachable):
+    from huggingface_hub import constants
+
+    from lalmbench import demo, runner
+
+    seen = []  # the demo needs no hub: offline for its run, and only for it (data and run left out: slow)
+    monkeypatch.setattr(demo, "demo_data", lambda directory, seed: (directory / "train.yaml",
+                                                                    directory / "eval.yaml", {}))
+    monkeypatch.setattr(runner, "run", lambda *args, **kwargs: seen.append(
+        (os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE)))
+    before = _process_state()
+    assert demo.demo_command(str(tmp_path / "demo")) == 0
+    assert seen == [("1", False)] and _process_state() == before

@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lalmbench.process_state import restores_process_state
+
 log = logging.getLogger("lalmbench")
 
 # name, clip seconds, sample rate, classes, mixture weight (the reference workload)
@@ -437,6 +439,7 @@ def _gib(value: int) -> str:
     return f"{value / 2**30:.2f} GiB"
 
 
+@restores_process_state  # its quieter lalmbench logger, and the runs' settings, end with it
 def run_bench(sizes: dict, device: str | None = None, output: str | Path = "bench.json", paths=None,
               compile_paths: bool | None = None, measured_steps: int | None = None, echo=print) -> dict:
     """Run every path on `sizes`; write the figures to `output` and return them.

@@ -26,6 +26,7 @@ import numpy as np
 
 from lalmbench.config import dump_yaml
 from lalmbench.io_utils import atomic_write_text
+from lalmbench.process_state import restores_process_state
 
 TONE_CLASSES = {"red": 300.0, "green": 450.0, "blue": 650.0, "yellow": 900.0, "orange": 1300.0, "purple": 1900.0}
 NOTES = {"do": 262.0, "re": 330.0, "mi": 392.0, "fa": 523.0, "sol": 659.0}
@@ -222,6 +223,7 @@ def usable_output_dir(path: str | Path, option: str = "--output-dir") -> Path:
     return path
 
 
+@restores_process_state  # HF_HUB_OFFLINE for the demo's run only
 def demo_command(output_dir: str = "demo_output", data_only: str | None = None, seed: int = 0,
                  overrides: dict | None = None) -> int:
     if data_only:

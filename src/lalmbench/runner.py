@@ -22,6 +22,7 @@ from pathlib import Path
 # Tokenizing also stays reachable here (the parity kit and bench import it from the runner).
 from lalmbench.data.tokenizing import Tokenizing  # noqa: F401
 from lalmbench.distributed import stops_every_process_on_failure
+from lalmbench.encoders.loading import encoder_display_name
 from lalmbench.errors import DeterminismError
 from lalmbench.phases.evaluation import Evaluated, evaluate_or_reuse  # noqa: F401
 from lalmbench.phases.preparation import (Prepared, RunRequest, _pick_device, prepare,  # noqa: F401
@@ -31,10 +32,12 @@ from lalmbench.phases.results import (RunResult, format_table, write_predictions
 from lalmbench.phases.run_directory import (COMPLETED, FINAL_WEIGHTS, TRAINING_COMPLETE, RunClaim,  # noqa: F401
                                             plan_training, setup_logging)
 from lalmbench.phases.training import Trained, train_or_reuse  # noqa: F401
-from lalmbench.run_configs import check_limit, configs_yaml, resolve_configs
+from lalmbench.process_state import restores_process_state
+from lalmbench.run_configs import check_limit, configs_yaml, resolve_configs, run_directory
 from lalmbench.train import nondeterministic_operation
 
 
+@restores_process_state  # a library call leaves the process's logging, warnings and hub settings as they were
 def run(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,
         overrides: dict | None = None, output_dir: str | Path = "lalmbench_runs", force: bool = False,
         allow_download: bool = True, write_report: bool = True, show_progress: bool = True,
@@ -81,7 +84,8 @@ def run_command(encoder: str, train: str = "task1", eval: str | None = None, mod
     if print_config:  # the configs as this run would use them; no encoder, data, network or output directory
         check_limit(limit)
         config, tasks, _ = resolve_configs(train, eval, overrides, task_names)
-        sys.stdout.write(configs_yaml(config, tasks, limit))
+        run_dir = run_directory(output_dir, config, encoder_display_name(encoder))  # the name only: nothing imported
+        sys.stdout.write(configs_yaml(config, tasks, limit, run_dir))
         return 0
     run(encoder, train, eval, model_args, overrides, output_dir, force, allow_download, write_report,
         limit=limit, task_names=task_names)

@@ -28,6 +28,7 @@ from torch import nn
 from lalmbench.encoders.contract import OFFICIAL_CHECKS, call_encoder, forward_arity, validate_encoder
 from lalmbench.errors import EncoderContractError
 from lalmbench.hub import offline_if_unreachable
+from lalmbench.process_state import restores_process_state
 
 SAMPLE_RATE = 16_000
 # docs/protocol.md, "What the encoder must be": the submitted encoder must run in a Google Colab T4 runtime.
@@ -539,6 +540,7 @@ def _extras(model: nn.Module, device: torch.device, options: CheckOptions, repor
 # ---------------------------------------------------------------- entry points
 
 
+@restores_process_state  # the hub's offline switch, set when the hub does not answer, ends with the check
 def run_checks(encoder: str | nn.Module, model_args: dict | None = None, device: str = "cpu",
                options: CheckOptions | None = None) -> CheckReport:
     """Run every check on `encoder` (a .py file, a dotted path or a built module); never raises for a bad encoder."""
