@@ -78,6 +78,9 @@ def caption_models(work: Path) -> tuple[dict[str, str], str | None]:
     root = work / "caption-models"
     if not (root / "sbert").is_dir():
         root.mkdir(parents=True, exist_ok=True)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the stand-ins' save bars are noise here
         test_captions._build_sbert(root / "sbert")
         test_captions._build_echecker(root / "echecker" / "echecker.ckpt", error_logit=-20.0)
     env = {captions.SBERT_ENV: str(root / "sbert"), captions.ECHECKER_ENV: str(root / "echecker" / "echecker.ckpt")}
@@ -143,6 +146,21 @@ def write_or_reuse(root: Path, variant: str, seed: int, datasets: list[str] | No
     stamp_file.write_text(f"{stamp} {variant} {seed} {datasets}")
     log(f"mirror written in {time.monotonic() - started:.0f} s")
     return manifest
+
+
+def truncated_copy(manifest: dict, source: Path, root: Path) -> str:
+    """The main mirror again (hard links, so it costs no time), with mirror.TRUNCATED_SHARD cut short as
+    the writer's `truncated` variant cuts it; returns the shard's path in its repo."""
+    shutil.rmtree(root, ignore_errors=True)
+    for repo in sorted({entry["repo_id"] for entry in manifest["datasets"].values()}):
+        shutil.copytree(source / repo, root / repo, copy_function=os.link)
+    repo = manifest["datasets"][mirror.TRUNCATED_DATASET]["repo_id"]
+    target = root / repo / mirror.REVISION / mirror.TRUNCATED_SHARD
+    data = target.read_bytes()
+    target.unlink()  # a new file: the main mirror's copy stays whole
+    target.write_bytes(data[:int(len(data) * mirror.TRUNCATE_AT)])
+    log(f"truncated variant in {root}: {mirror.TRUNCATED_SHARD} cut to {mirror.TRUNCATE_AT:.0%} of its bytes")
+    return mirror.TRUNCATED_SHARD
 
 
 def rehearse_main(args, work: Path, caption_env: dict) -> tuple[list[dict], list[str], bool]:
@@ -216,11 +234,8 @@ def suite_rows(suite: str, manifest: dict, summary: dict | None, seconds: float,
 
 def rehearse_truncated(args, work: Path, caption_env: dict) -> tuple[bool, str]:
     """The truncated-shard variant: the run must stop and name the shard (stderr and log.txt)."""
-    from lalmbench.config import load_train_config
-
     mirror_root = work / "mirror-truncated"
-    manifest = write_or_reuse(mirror_root, "truncated", args.seed, list(load_train_config("task2").train_data))
-    shard = manifest["datasets"][mirror.TRUNCATED_DATASET]["truncated"]
+    shard = truncated_copy(write_or_reuse(work / "mirror", "main", args.seed), work / "mirror", mirror_root)
     name = Path(shard).name
     data_home, runs = work / "data-truncated", work / "runs-truncated"
     with HubServer(mirror_root) as hub:
