@@ -142,7 +142,8 @@ def test_decode_failures_stop_a_fresh_run_and_a_resumed_one_alike(tmp_path):
     records 2k-2 and 2k-1; r3, r8, r13 fail in micro-batches 2, 5 and 7. The stream ends its pass when it
     draws micro-batch 11 (r0, r1 of the 2nd pass): from then on the whole count is judged, and handing that
     batch out (step 6) stops the run on 3 of the 20 distinct examples (15.0%; r0 and r1 read again are not
-    counted again). Before that the count is partial (fewer than 100 examples) and not judged. A run resumed from checkpoint 4 restores both counts and stops at the
+    counted again). Before that the count is partial (fewer than 100 examples) and not judged. A run
+    resumed from checkpoint 4 restores both counts and stops at the
     same batch with the same message."""
     train_yaml, eval_yaml = _nan_clips_data(tmp_path / "data")
     args = {"shuffle_buffer": 1, "sort_buffer": 2, "per_device_train_batch_size": 2, "max_steps": 10,

@@ -22,19 +22,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lalmbench.config import EvalTaskConfig
-from lalmbench.data.examples import BadDataCounter, iter_examples
+from lalmbench.config import DatasetSpec, EvalTaskConfig
+from lalmbench.data.examples import BadDataCounter, Example, iter_examples
 from lalmbench.errors import DataError
 
 
-def _first_usable(task: EvalTaskConfig, shard: Path, protocol: str) -> tuple[bool, BadDataCounter]:
-    """Whether `shard` holds a usable example of `task`, and the account of what was read before it."""
+def _first_usable(name: str, key: str | None, shard: Path, protocol: str) -> tuple[Example | None, BadDataCounter]:
+    """The first usable example of `shard` (None when it holds none), and the account of what was read."""
     counter = BadDataCounter()
-    examples = iter_examples(task.name, shard, task.data.key, counter, protocol=protocol)
+    examples = iter_examples(name, shard, key, counter, protocol=protocol)
     try:
-        return next(examples, None) is not None, counter
+        found = next(examples, None)
+        return (found[2] if found is not None else None), counter
     finally:
         examples.close()
+
+
+def first_training_example(spec: DatasetSpec, shards: list[Path], protocol: str) -> Example | None:
+    """The first usable example of a training dataset, its shards read in the given order (the real clip the
+    encoder is checked on before training); None when none holds one (the training stream's rules decide)."""
+    for shard in shards:
+        example, _ = _first_usable(spec.name, spec.key, shard, protocol)
+        if example is not None:
+            return example
+    return None
 
 
 def _describe(name: str, shard: Path, counter: BadDataCounter) -> str:
@@ -47,30 +58,39 @@ def _describe(name: str, shard: Path, counter: BadDataCounter) -> str:
     return f"{shard}: empty (no record)"
 
 
-def problems_of_test_set(task: EvalTaskConfig, shards: list[Path], protocol: str) -> list[str]:
-    """What stops `task` from being evaluated (module docstring); empty when nothing does."""
+def problems_of_test_set(task: EvalTaskConfig, shards: list[Path], protocol: str
+                         ) -> tuple[list[str], Example | None]:
+    """What stops `task` from being evaluated (module docstring; empty when nothing does), and its first
+    usable example."""
     problems, found = [], []
     for shard in shards:
         try:
-            found.append((shard, *_first_usable(task, shard, protocol)))
+            found.append((shard, *_first_usable(task.name, task.data.key, shard, protocol)))
         except DataError as exc:  # a damaged shard: examples.damaged_shard_error names it and where
             problems.append(f"test set {task.name}: {exc}")
+    first = next((example for _, example, _ in found if example is not None), None)
     if problems:
-        return problems
-    if not any(usable for _, usable, _ in found):
+        return problems, first
+    if first is None:
         return [f"test set {task.name}: no usable example in its {len(shards)} shard(s) (target key "
-                f"{task.data.key!r}): " + "; ".join(_describe(task.name, shard, counter) for shard, _, counter in found)]
+                f"{task.data.key!r}): " + "; ".join(_describe(task.name, shard, counter) for shard, _, counter in found)
+                ], None
     return [f"test set {task.name}: shard {shard} holds {counter.seen_total(task.name)} example(s) and none is usable "
             f"({counter.problems(task.name)})"
-            for shard, usable, counter in found if not usable and counter.seen_total(task.name)]
+            for shard, example, counter in found if example is None and counter.seen_total(task.name)], first
 
 
 def check_test_sets(tasks: list[EvalTaskConfig], shards: dict[str, list[Path]], protocol: str,
-                    eval_config: str | None = None) -> None:
-    """Stop (DataError) naming every test set that cannot be evaluated, before any training."""
-    problems = [problem for task in tasks for problem in problems_of_test_set(task, shards[task.name], protocol)]
+                    eval_config: str | None = None) -> list[Example]:
+    """Stop (DataError) naming every test set that cannot be evaluated, before any training; else the first
+    usable example of each test set (the encoder is checked on them before training)."""
+    problems, firsts = [], []
+    for task in tasks:
+        task_problems, first = problems_of_test_set(task, shards[task.name], protocol)
+        problems += task_problems
+        firsts.append(first)
     if not problems:
-        return
+        return firsts
     bad = len({problem.split(":", 1)[0] for problem in problems})
     where = f" in the eval config {eval_config}" if eval_config else ""
     raise DataError(

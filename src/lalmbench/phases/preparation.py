@@ -23,13 +23,15 @@ import torch
 from lalmbench import __version__
 from lalmbench.config import DatasetSpec, EvalTaskConfig, TrainConfig, dump_yaml
 from lalmbench.data.examples import BadDataCounter
-from lalmbench.data.preflight import check_test_sets
+from lalmbench.data.batches import BatchMaker
+from lalmbench.data.preflight import check_test_sets, first_training_example
 from lalmbench.data.shards import data_home, resolve_shards
 from lalmbench.data.tokenizing import Tokenizing
 from lalmbench.devices import require_device
 from lalmbench.distributed import DistInfo, broadcast_object, init_distributed, wait_for_main
 from lalmbench.encoders.contract import FrozenEncoder, validate_encoder
 from lalmbench.encoders.loading import encoder_display_name, load_encoder
+from lalmbench.errors import EncoderFailure, EncoderRuntimeError
 from lalmbench.hub import offline_if_unreachable
 from lalmbench.identity import decoder_identity, training_identity
 from lalmbench.io_utils import atomic_write_json, atomic_write_text, check_writable_dir
@@ -37,7 +39,7 @@ from lalmbench.model.audio_llm import AudioLLM, add_lora, apply_speed_switches
 from lalmbench.model.decoder import load_decoder
 from lalmbench.phases.run_directory import RunClaim, digest, plan_training, setup_logging
 from lalmbench.run_configs import check_limit, resolve_configs
-from lalmbench.train import configure_determinism
+from lalmbench.train import batch_plan, configure_determinism
 
 log = logging.getLogger("lalmbench")
 
@@ -121,10 +123,15 @@ def prepare(request: RunRequest, claim: RunClaim) -> Prepared:
     home = data_home(config.data_home)
     train_shards = {s.name: resolve_shards(s, home) for s in specs}
     eval_shards = {t.name: resolve_shards(t.data, home) for t in tasks}
-    check_test_sets(tasks, eval_shards, config.protocol, eval_name)  # every test set usable: seconds, not a run
+    first_test_examples = check_test_sets(tasks, eval_shards, config.protocol, eval_name)  # seconds, not a run
 
     device = _pick_device(config, dist)
     model, tokenizing, decoder_id = _build_model(config, tasks, encoder_module, device, dist)
+    # The encoder on real clips of this run's data: NaN/Inf or an exception stops the run before anything is written.
+    first_train_examples = [first_training_example(spec, train_shards[spec.name], config.protocol) for spec in specs]
+    check_encoder_on_run_data(model, config, [e for e in first_train_examples if e is not None],
+                              [e for e in first_test_examples if e is not None], tokenizing,
+                              batch_plan(config, dist.world)[1])
 
     # Nothing is written before this point; rank 0 decides for all.
     decided = None
@@ -202,6 +209,47 @@ def _build_model(config: TrainConfig, tasks: list[EvalTaskConfig], encoder_modul
                      protocol=config.protocol).to(device)
     prompts = {**{s.name: s.prompt for s in config.train_data.values()}, **{t.name: t.data.prompt for t in tasks}}
     return model, Tokenizing(tokenizer, prompts, config.protocol), decoder_id
+
+
+def check_encoder_on_run_data(model: AudioLLM, config: TrainConfig, train_examples: list, test_examples: list,
+                              tokenizing: Tokenizing, micro_batch: int) -> None:
+    """Run the encoder, as training and evaluation will, on real clips of this run's data: the first usable
+    example of every training dataset (in batches of the training micro-batch, the model in train mode: under
+    official the encoder follows it, as in training) and of every test set (eval mode, evaluation's crop).
+    The contract checks feed random noise; real audio (its level, length, sample rate, channels) can make
+    an encoder return NaN/Inf or raise, which training would meet at step 1 after making the run directory
+    and checkpoint-0. Nothing the check touches is kept: the random generators' states, the encoder's
+    buffers (BatchNorm statistics a train-mode forward updates) and the model's mode are restored, so
+    training starts exactly where it would have without the check."""
+    cpu_rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    encoder_state = model.encoder.copy_mutable_state()
+    was_training = model.training
+    device_type = model.projector.weight.device.type
+    plan = [(train_examples, True, config.crop_audio_length), (test_examples, False, config.eval_crop_audio_length)]
+    try:
+        for examples, training, crop in plan:
+            model.train(training)
+            maker = BatchMaker(tokenizing, BadDataCounter(), config.sample_rate, crop, None, add_eos=training,
+                               protocol=config.protocol)
+            for start in range(0, len(examples), micro_batch):
+                batch = maker.make(examples[start:start + micro_batch])
+                if batch is None:  # no clip decodes: bad data, which the data's own rules judge later
+                    continue
+                with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.bf16):
+                    model.encoded_frames(batch)
+    except EncoderFailure as failure:
+        raise EncoderRuntimeError(
+            f"the encoder failed on real clips of this run's data, checked before training: {failure}. Nothing was "
+            "written (no run directory, no checkpoint). The first usable clip of every training dataset and test set "
+            "is run through the encoder as training and evaluation run it; fix the encoder for these clips "
+            "(`lalmbench check ENCODER` runs the contract checks) and run the same command again.") from failure
+    finally:
+        model.encoder.load_mutable_state(encoder_state)
+        model.train(was_training)
+        torch.random.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def _pick_device(config: TrainConfig, dist: DistInfo) -> torch.device:
