@@ -79,6 +79,7 @@ def _process_state() -> dict:
     import logging
     import warnings
 
+    import torch
     from huggingface_hub import constants
 
     ours = logging.getLogger("lalmbench")
@@ -86,7 +87,10 @@ def _process_state() -> dict:
             "lalmbench logger": (ours.level, list(ours.handlers), ours.propagate),
             "transformers logger level": logging.getLogger("transformers").level,  # its handler is its own
             "environment": {name: os.environ.get(name) for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_VERBOSITY")},
-            "hub_offline": constants.HF_HUB_OFFLINE}
+            "hub_offline": constants.HF_HUB_OFFLINE,
+            "torch": (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                      torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.get_num_threads()),
+            "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
 @pytest.fixture
@@ -107,6 +111,7 @@ def test_a_run_leaves_the_process_as_it_found_it(tmp_path, hub_unreachable):
 
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
     before = _process_state()
+    assert before["torch"][0] is False  # the run turns deterministic algorithms on, for itself only
     result = run_inprocess(train_yaml, eval_yaml, tmp_path / "out")
     assert (result.run_dir / "COMPLETED").is_file()
     assert "does not answer" in (result.run_dir / "log.txt").read_text()  # it did switch offline, for the run
