@@ -103,10 +103,23 @@ def resolve_configs(train: str, eval: str | None, overrides: dict | None = None,
     return config, tasks, eval
 
 
-def configs_yaml(config: TrainConfig, tasks: list[EvalTaskConfig], limit: int | None = None) -> str:
+def run_directory(output_dir: str | Path, config: TrainConfig, encoder_name: str) -> Path:
+    """Where a run of `config` on the encoder named `encoder_name` goes: <output-dir>/<train config>/<encoder>
+    (a run of another training identity already there sends this one to <encoder>-<hash8>, see phases.run_directory)."""
+    return Path(output_dir) / Path(config.config_name).name / encoder_name
+
+
+def configs_yaml(config: TrainConfig, tasks: list[EvalTaskConfig], limit: int | None = None,
+                 run_dir: Path | None = None) -> str:
     """The resolved configs as two YAML documents in the published format, train first: each loads back
-    as a train or eval config file (`lalmbench run ENCODER train.yaml eval.yaml`)."""
+    as a train or eval config file (`lalmbench run ENCODER train.yaml eval.yaml`). `run_dir`, when given,
+    is named in a comment (the directory the run would write)."""
     train_doc = f"# train config {config.config_name}, resolved (YAML, --args and flags applied)\n"
+    if run_dir is not None:
+        train_doc += (f"# run directory: {run_dir} ({run_dir.name}-<hash8> beside it if a run of another training "
+                      "identity is there)\n")
+        if limit is not None:
+            train_doc += f"# --limit {limit} results: {partial_results_dir(run_dir, limit)}\n"
     eval_doc = "# eval config, resolved\n"
     if limit is not None:
         eval_doc += f"# --limit {limit}: only the first {limit} test examples of each test set are evaluated\n"

@@ -30,7 +30,7 @@ from lalmbench.phases.preparation import (Prepared, RunRequest, _pick_device, pr
 from lalmbench.phases.results import (RunResult, format_table, write_predictions, write_results,  # noqa: F401
                                       write_scores)
 from lalmbench.phases.run_directory import (COMPLETED, FINAL_WEIGHTS, TRAINING_COMPLETE, RunClaim,  # noqa: F401
-                                            plan_training, setup_logging)
+                                            log_stop, plan_training, setup_logging)
 from lalmbench.phases.training import Trained, train_or_reuse  # noqa: F401
 from lalmbench.process_state import restores_process_state
 from lalmbench.run_configs import check_limit, configs_yaml, resolve_configs, run_directory
@@ -57,13 +57,17 @@ def run(encoder: str, train: str = "task1", eval: str | None = None, model_args:
     try:
         return _run(request, claim)
     except BaseException as exc:
-        claim.discard_if_untrained()
+        stopped = exc
         cause = nondeterministic_operation(exc)
         if cause is not None:
-            raise DeterminismError(
+            stopped = DeterminismError(
                 f"{cause} has no deterministic implementation on this device, and this run is deterministic "
                 f"(deterministic: true, the default). To run it anyway, without bit-reproducible results, "
-                f"set deterministic to false: --args '{{\"deterministic\": false}}'") from exc
+                f"set deterministic to false: --args '{{\"deterministic\": false}}'")
+        log_stop(stopped)  # the reason, last in log.txt (a directory that holds nothing to resume then goes)
+        claim.discard_if_untrained()
+        if stopped is not exc:
+            raise stopped from exc
         raise
     finally:
         claim.release()

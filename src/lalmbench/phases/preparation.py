@@ -38,7 +38,7 @@ from lalmbench.io_utils import atomic_write_json, atomic_write_text, check_writa
 from lalmbench.model.audio_llm import AudioLLM, add_lora, apply_speed_switches
 from lalmbench.model.decoder import load_decoder
 from lalmbench.phases.run_directory import RunClaim, digest, plan_training, setup_logging
-from lalmbench.run_configs import check_limit, resolve_configs
+from lalmbench.run_configs import check_limit, resolve_configs, run_directory
 from lalmbench.train import batch_plan, configure_determinism
 
 log = logging.getLogger("lalmbench")
@@ -138,8 +138,7 @@ def prepare(request: RunRequest, claim: RunClaim) -> Prepared:
     if dist.is_main:
         identity = training_identity(request.encoder, request.model_args, config, decoder_id, train_shards, home)
         identity_hash = digest(identity)
-        claim.take(Path(output_dir) / Path(config.config_name).name / (request.run_name or encoder_name), identity_hash,
-                   request.force)
+        claim.take(run_directory(output_dir, config, request.run_name or encoder_name), identity_hash, request.force)
         decided = (str(claim.run_dir), identity, identity_hash, plan_training(claim.run_dir, identity_hash))
     run_dir, identity, identity_hash, plan = broadcast_object(dist, decided)
     run_dir = Path(run_dir)
