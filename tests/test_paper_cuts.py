@@ -332,7 +332,7 @@ def test_run_with_the_hub_unreachable_lists_the_missing_files_and_says_one_thing
     assert f"the hub at {UNREACHABLE} did not answer when this command started (ConnectError" in err
     for path in paths:
         assert str(home / path) in err
-    assert "lalmbench download esc-50" in err
+    assert f"fetch them with: lalmbench download esc-50 --data-home {home}" in err  # as the run was told
     assert "unset" not in err.lower() and "set HF_HUB_OFFLINE=1" not in err
     assert not list((tmp_path / "runs").rglob("run_identity.json"))  # no run directory was made
 

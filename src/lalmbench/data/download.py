@@ -478,9 +478,8 @@ def _fetch_one(remote: RemoteFile, home: Path, commit: str, progress: _Progress,
 
     remove_abandoned_transfers(home, remote.path)
     revision = remote.revision or DEFAULT_REVISION
-    problem = ""
-    force, dropped = refetch, 0
-    for attempt in range(MAX_TRIES):
+    force, dropped, checks_failed = refetch, 0, 0
+    while True:  # a dropped connection and a failed content check each count against their own limit
         try:
             per_file_bar = {"tqdm_class": progress.file_bar(remote.path)} if _client_takes_tqdm_class() else {}
             path = Path(hf_hub_download(remote.repo_id, remote.path, repo_type="dataset", revision=commit,
@@ -604,7 +603,7 @@ def _missing_error(missing: list[tuple[RemoteFile, str]], root: Path, why: str, 
     more = f"\n    ... and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
     return DataError(f"{len(missing)} shard file(s) are not in the data home {root} and {why}:\n    "
                      f"{shown}{more}\n{fetch}: {_download_hint([r for r, _ in missing])}"
-                     + (f" (with LALMBENCH_DATA_HOME={root})" if explicit_home else ""))
+                     + (f" --data-home {root}" if explicit_home else ""))
 
 
 def _offline_missing_error(missing: list[tuple[RemoteFile, str]], root: Path, reason: str,
