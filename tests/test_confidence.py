@@ -115,8 +115,8 @@ def test_map_closed_form_matches_scikit_learn_on_resamples(protocol):
 
 
 def test_a_metric_without_an_additive_form_is_recomputed(monkeypatch):
-    monkeypatch.setitem(metrics._REGISTRY, "SameFirstWord",
-                        lambda p, r: sum(a.split()[:1] == b.split()[:1] for a, b in zip(p, r)) / len(r))
+    monkeypatch.setitem(metrics._REGISTRY, "SameFirstWord", metrics.MetricSpec(
+        "SameFirstWord", lambda p, r: sum(a.split()[:1] == b.split()[:1] for a, b in zip(p, r)) / len(r)))
     rows = [(f"w{i % 3} x", f"w{i % 2} y", f"c{i // 2}") for i in range(30)]  # 15 clips of 2 rows
     generic = metric_statistic("SameFirstWord", answers(rows))
     assert isinstance(generic, GenericStatistic)

@@ -38,13 +38,9 @@ import yaml
 from pydantic import Field
 
 from lalmbench.errors import ConfigError, did_you_mean
+from lalmbench.protocols import DEFAULT_PROTOCOL, PROTOCOLS  # the two named protocols (protocols.py)
 
 DEFAULT_DECODER = "HuggingFaceTB/SmolLM2-135M"
-
-# The two named protocols (README, "Protocols"). `official` reproduces the published system's numbers,
-# its defects included; `corrected` is what lalmbench believes is right. Never mixed silently.
-PROTOCOLS = ("official", "corrected")
-DEFAULT_PROTOCOL = "official"
 
 
 @dataclass

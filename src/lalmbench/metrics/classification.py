@@ -87,3 +87,58 @@ def average_precision_per_class(predictions: list[str], references: list[str], n
         for column, label in enumerate(vocabulary):
             out[label] = float(average_precision_score(targets[:, column], scores[:, column]))
     return out
+
+
+# ---------------------------------------------------------------- the additive forms the bootstrap resamples
+
+def accuracy_statistics(predictions, references, metric_args: dict, protocol: str):
+    """Rows [hit, 1]; score = hits / rows."""
+    from lalmbench.metrics.spec import mean_rows
+
+    return mean_rows([float(normalize_text(p) == normalize_text(r)) for p, r in zip(predictions, references)])
+
+
+def map_statistics(predictions, references, metric_args: dict, protocol: str):
+    """mAP of binary scores per class, from (TP, predicted positives, positives, rows).
+
+    With scores in {0, 1}, scikit-learn's precision-recall curve has at most two points: threshold 1
+    (recall TP/P, precision TP/PP) and threshold 0 (recall 1, precision P/N), so
+    AP = (TP/P) * (TP/PP) + (1 - TP/P) * (P/N); a class with no positive is AP 0 (docs/protocol.md).
+    """
+    from scipy import sparse
+
+    from lalmbench.metrics.spec import ratio
+
+    if "num_classes" not in metric_args:
+        from lalmbench.errors import LalmbenchError
+
+        raise LalmbenchError("mAP needs metric_args num_classes (it is in the task's eval config)")
+    targets, scores, _ = label_matrices(list(predictions), list(references), int(metric_args["num_classes"]),
+                                        separator=metric_args.get("separator", ";"), protocol=protocol)
+    classes = targets.shape[1]
+    rows = sparse.hstack([sparse.csr_matrix(targets * scores), sparse.csr_matrix(scores),
+                          sparse.csr_matrix(targets), sparse.csr_matrix(np.ones((len(targets), 1)))]).tocsr()
+
+    def reduce(totals: np.ndarray) -> np.ndarray:
+        hits, predicted = totals[:, :classes], totals[:, classes:2 * classes]
+        positives, count = totals[:, 2 * classes:3 * classes], totals[:, 3 * classes:]
+        recall_at_one = ratio(hits, positives, 0.0)
+        precision_at_one = ratio(hits, predicted, 0.0)
+        base_rate = ratio(positives, np.broadcast_to(count, positives.shape), 0.0)
+        ap = np.where(positives > 0, recall_at_one * precision_at_one + (1.0 - recall_at_one) * base_rate, 0.0)
+        return ap.sum(axis=1) / classes
+
+    return rows, reduce
+
+
+# ---------------------------------------------------------------- one example's score, for the report
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_text(prediction) == normalize_text(reference))
+
+
+def label_jaccard(prediction: str, reference: str) -> float:
+    """|predicted labels & reference labels| / |their union| (1 when both are empty)."""
+    pred = {p.strip() for p in normalize_text(prediction, keep_label_separator=True).split(";") if p.strip()}
+    ref = {r.strip() for r in normalize_text(reference, keep_label_separator=True).split(";") if r.strip()}
+    return len(pred & ref) / len(pred | ref) if pred | ref else 1.0

@@ -1,6 +1,6 @@
 """Published baseline scores and the challenge track of every public task (docs/protocol.md).
 
-Data only. Task names here are the PROTOCOL table names, without the `eval_` prefix of the published
+Data, and `track_of`. Task names here are the PROTOCOL table names, without the `eval_` prefix of the published
 eval configs; `task_key` maps either spelling to this one.
 """
 
@@ -38,9 +38,6 @@ TRACK_A_TASKS: tuple[str, ...] = (
 )
 TRACK_B_TASKS: tuple[str, ...] = ("aishell-1", "clotho", "librispeech", "mecat", "songdescriber")
 
-# Tasks outside the public suites (a custom or demo task) join a track by their metric.
-TRACK_BY_METRIC: dict[str, str] = {"Accuracy": "A", "mAP": "A", "iWER": "B", "iCER": "B", "FENSE": "B", "DATE": "B"}
-
 
 def task_key(name: str) -> str:
     """`eval_esc-50`, `ESC-50` and `esc-50` all name the same task: `esc-50`."""
@@ -49,10 +46,16 @@ def task_key(name: str) -> str:
 
 
 def track_of(task: str, metric: str | None = None) -> str | None:
-    """'A', 'B', or None when neither the name nor the metric places the task."""
+    """'A', 'B', or None when neither the name nor the metric places the task. Tasks outside the public
+    suites (a custom or demo task) join the track of their metric's spec (metrics.MetricSpec.track)."""
+    from lalmbench import metrics
+
     key = task_key(task)
     if key in TRACK_A_TASKS:
         return "A"
     if key in TRACK_B_TASKS:
         return "B"
-    return TRACK_BY_METRIC.get(metric or "")
+    try:
+        return metrics.get(metric).track if metric else None
+    except KeyError:  # a metric not registered in this process places nothing
+        return None

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lalmbench import metrics
 from lalmbench.errors import LalmbenchError
 from lalmbench.io_utils import atomic_write_json
 from lalmbench.report.baselines import task_key, track_of
@@ -43,7 +44,7 @@ class ComparedRow:
     score_a: float
     score_b: float
     interval: Interval  # of score_a - score_b
-    a_better: float  # share of resamples with A's score above B's
+    a_better: float  # share of resamples with A's score better than B's (above, or below for a lower-is-better metric)
     clips: int | None = None
     rows: int | None = None
     resamples: int = 0
@@ -168,6 +169,7 @@ def compare_groups(a: RunGroup, b: RunGroup, resamples: int = DEFAULT_RESAMPLES,
     picks_a, picks_b = _seed_picks(len(a.runs), resamples, seed_rng), _seed_picks(len(b.runs), resamples, seed_rng)
     rows: list[ComparedRow] = []
     per_task: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    directions: dict[str, bool] = {}  # task -> whether its metric's higher scores are better (its spec)
     notes = list(a.notes) + list(b.notes)
     for task in tasks:
         spec = a.spec(task)
@@ -181,8 +183,10 @@ def compare_groups(a: RunGroup, b: RunGroup, resamples: int = DEFAULT_RESAMPLES,
         side_a = np.take_along_axis(values[:len(a.runs)], picks_a[:, :count], axis=0).mean(axis=0)
         side_b = np.take_along_axis(values[len(a.runs):], picks_b[:, :count], axis=0).mean(axis=0)
         per_task[task] = (side_a, side_b)
+        directions[task] = metrics.get(spec.metric).higher_is_better
         rows.append(ComparedRow(task, spec.metric, float(full[:len(a.runs)].mean()), float(full[len(a.runs):].mean()),
-                                percentile_interval(side_a - side_b, level), float(np.mean(side_a > side_b)),
+                                percentile_interval(side_a - side_b, level),
+                                _better_share(side_a, side_b, directions[task]),
                                 n_clips, n_rows, count, a.spread(task), b.spread(task)))
         if left_out:
             notes.append(f"{task}: the {n_rows} rows answered by every run are compared; {left_out} answer(s) "
@@ -195,9 +199,13 @@ def compare_groups(a: RunGroup, b: RunGroup, resamples: int = DEFAULT_RESAMPLES,
         mean = lambda values: sum(w * v for w, v in zip(weights, values)) / total
         side_a = mean([per_task[t][0][:shortest] for t in members])
         side_b = mean([per_task[t][1][:shortest] for t in members])
+        higher = {directions[t] for t in members}
+        if len(higher) > 1:
+            notes.append(f"{name}: its tasks' metrics mix higher- and lower-is-better; its mean of raw scores counts "
+                         "a higher mean as better")
         return ComparedRow(name, metric, mean([scores[t].score_a for t in members]),
                            mean([scores[t].score_b for t in members]), percentile_interval(side_a - side_b, level),
-                           float(np.mean(side_a > side_b)), resamples=shortest)
+                           _better_share(side_a, side_b, higher != {False}), resamples=shortest)
 
     for track in TRACKS:
         members = [t for t in tasks if track_of(t, a.spec(t).metric) == track]
@@ -205,6 +213,11 @@ def compare_groups(a: RunGroup, b: RunGroup, resamples: int = DEFAULT_RESAMPLES,
             rows.append(combined(f"Track {track}", f"mean of {len(members)}", members, [1.0] * len(members)))
     rows.append(combined("Overall", "weighted mean", tasks, [a.spec(t).weight for t in tasks]))
     return Comparison(a, b, rows, level, resamples, seed, notes, settings)
+
+
+def _better_share(side_a: np.ndarray, side_b: np.ndarray, higher_is_better: bool) -> float:
+    """The share of resamples in which A scores better than B."""
+    return float(np.mean(side_a > side_b if higher_is_better else side_a < side_b))
 
 
 def _signed(value: float) -> str:
@@ -230,10 +243,10 @@ def format_comparison(comparison: Comparison) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     lines += [line(header), line(["-" * w for w in widths])] + [line(cells) for cells in body]
-    lines += ["", "A better in: the share of resamples in which A scores above B. An interval that excludes 0 "
-              "says the difference is unlikely to be test-set noise" + (" or seed noise." if seeds else
-                                                                        " (training-seed noise is not in it: "
-                                                                        "compare seed groups for that).")]
+    noise = " or seed noise." if seeds else " (training-seed noise is not in it: compare seed groups for that)."
+    lines += ["", "A better in: the share of resamples in which A scores better than B (above it; below it for a "
+              "lower-is-better metric). An interval that excludes 0 says the difference is unlikely to be test-set "
+              "noise" + noise]
     if seeds:
         lines.append("±: standard deviation of the recorded scores over a side's seeds.")
     lines += [f"note: {note}" for note in comparison.notes]

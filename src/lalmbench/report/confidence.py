@@ -2,7 +2,8 @@
 
 Flow: a run's `predictions_<task>.csv` (prediction, reference, key per row) -> `TaskAnswers` ->
 `metric_statistic` writes the task's metric as additive per-row statistics plus one function of their
-sums, so that the full-set sums give back exactly the score the protocol computes:
+sums (the metric's spec says how: `statistics` or `item_scores`, metrics/spec.py), so that the full-set
+sums give back exactly the score the protocol computes:
 
     Accuracy     [hit, 1]                      -> hits / rows
     iWER, iCER   [edits, reference units]      -> max(0, 1 - edits / units)   (jiwer's corpus rule)
@@ -14,7 +15,7 @@ sums, so that the full-set sums give back exactly the score the protocol compute
 -> rows are summed per clip (the caption copies of one clip share its key and are drawn together) ->
 `draw_clip_counts` draws, for each resample, how many times each clip is taken (as many draws as clips,
 with replacement) -> every resample's score is the function of `counts @ clip sums`, one matrix product
-for a whole chunk of resamples. A metric without such a form (a registered custom metric) falls back to
+for a whole chunk of resamples. A metric whose spec has no such form falls back to
 `metrics.compute` on each resample, with fewer resamples (`GENERIC_RESAMPLES`).
 
 What resampling keeps fixed: DATE's per-item discrimination is computed by mecat against the whole test
@@ -36,11 +37,13 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from lalmbench import metrics
 from lalmbench.errors import LalmbenchError
+from lalmbench.metrics.spec import Reduce
 
 log = logging.getLogger("lalmbench")
 
@@ -49,9 +52,6 @@ DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
 GENERIC_RESAMPLES = 200  # resamples for a metric scored by metrics.compute on every resample
 CHUNK_CELLS = 4_000_000  # resamples x clips drawn at once (bounds memory: ~32 MB of counts)
-EXACT_TOLERANCE = 1e-6  # |decomposed full-set score - protocol score| allowed for exact metrics
-CAPTION_TOLERANCE = 6e-5  # mecat rounds FENSE/DATE to 4 places
-CAPTION_METRICS = ("FENSE", "DATE")
 ITEM_SCORES_DIR = "scores"  # caption per-item scores are kept beside the score cache
 
 
@@ -110,8 +110,7 @@ def clip_index(keys: Sequence[str], universe: dict[str, int] | None = None) -> t
 
 
 # ---------------------------------------------------------------- metrics as sums of per-row statistics
-
-Reduce = Callable[[np.ndarray], np.ndarray]  # (resamples, statistics) sums -> (resamples,) scores
+# Each metric's additive form is in its spec (metrics/spec.py: `statistics`, or `item_scores`).
 
 
 @dataclass
@@ -158,8 +157,6 @@ class GenericStatistic:
         return self.n_clips
 
     def scores(self, counts: np.ndarray) -> np.ndarray:
-        from lalmbench import metrics
-
         out = np.empty(len(counts))
         for b, row in enumerate(counts):
             taken = np.repeat(np.arange(len(self.answers)), row[self.row_clips])
@@ -178,121 +175,12 @@ class GenericStatistic:
         return float(self.scores(np.ones((1, self.n_clips), dtype=np.int64))[0])
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
-    out = np.full(np.shape(numerator), empty, dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
-
-
-def _accuracy_rows(answers: TaskAnswers, metric_args: dict, protocol: str) -> tuple[np.ndarray, Reduce]:
-    from lalmbench.metrics import normalize_text
-
-    hits = np.array([normalize_text(p) == normalize_text(r) for p, r in zip(answers.predictions, answers.references)],
-                    dtype=np.float64)
-    rows = np.stack([hits, np.ones_like(hits)], axis=1)
-    return rows, lambda totals: _ratio(totals[:, 0], totals[:, 1], np.nan)
-
-
-def _edit_counts(references: list[str], hypotheses: list[str], unit: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair: (substitutions + deletions + insertions, reference units), as jiwer counts them."""
-    import jiwer
-
-    edits = np.zeros(len(references))
-    units = np.zeros(len(references))
-    scored = [i for i, reference in enumerate(references) if reference]
-    for i, hypothesis in enumerate(hypotheses):
-        if not references[i]:  # no reference unit: every hypothesis unit is an insertion
-            edits[i] = len(hypothesis.split()) if unit == "word" else len(hypothesis)
-    if scored:
-        process = jiwer.process_words if unit == "word" else jiwer.process_characters
-        output = process([references[i] for i in scored], [hypotheses[i] for i in scored])
-        for i, chunks in zip(scored, output.alignments):
-            for chunk in chunks:
-                reference_span = chunk.ref_end_idx - chunk.ref_start_idx
-                if chunk.type == "insert":
-                    edits[i] += chunk.hyp_end_idx - chunk.hyp_start_idx
-                    continue
-                units[i] += reference_span
-                if chunk.type != "equal":  # substitute or delete
-                    edits[i] += reference_span
-    return edits, units
-
-
-def _error_rate_rows(unit: str) -> Callable[[TaskAnswers, dict, str], tuple[np.ndarray, Reduce]]:
-    def rows(answers: TaskAnswers, metric_args: dict, protocol: str) -> tuple[np.ndarray, Reduce]:
-        from lalmbench.metrics import normalize_text
-
-        references = [normalize_text(r) for r in answers.references]
-        hypotheses = [normalize_text(p) for p in answers.predictions]
-        edits, units = _edit_counts(references, hypotheses, unit)
-        if protocol != "official":
-            # lalmbench's own rule: an utterance whose reference normalizes to nothing is not scored.
-            edits = np.where(units > 0, edits, 0.0)
-
-        def reduce(totals: np.ndarray) -> np.ndarray:
-            # No reference unit and no edit: nothing to get wrong (score 1); edits over no unit: 0.
-            rate = _ratio(totals[:, 0], totals[:, 1], 0.0)
-            rate = np.where((totals[:, 1] == 0) & (totals[:, 0] > 0), np.inf, rate)
-            return np.maximum(0.0, 1.0 - rate)
-
-        return np.stack([edits, units], axis=1), reduce
-
-    return rows
-
-
-def _label_indicators(answers: TaskAnswers, metric_args: dict, protocol: str) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, binary predictions), each (rows, num_classes), parsed as the metric parses them."""
-    from lalmbench.metrics import classification
-
-    if "num_classes" not in metric_args:
-        raise LalmbenchError("mAP needs metric_args num_classes (it is in the task's eval config)")
-    targets, scores, _ = classification.label_matrices(answers.predictions, answers.references,
-                                                       int(metric_args["num_classes"]),
-                                                       separator=metric_args.get("separator", ";"), protocol=protocol)
-    return targets, scores
-
-
-def _map_rows(answers: TaskAnswers, metric_args: dict, protocol: str):
-    """mAP of binary scores per class, from (TP, predicted positives, positives, rows).
-
-    With scores in {0, 1}, scikit-learn's precision-recall curve has at most two points: threshold 1
-    (recall TP/P, precision TP/PP) and threshold 0 (recall 1, precision P/N), so
-    AP = (TP/P) * (TP/PP) + (1 - TP/P) * (P/N); a class with no positive is AP 0 (docs/protocol.md).
-    """
-    from scipy import sparse
-
-    targets, scores = _label_indicators(answers, metric_args, protocol)
-    classes = targets.shape[1]
-    rows = sparse.hstack([sparse.csr_matrix(targets * scores), sparse.csr_matrix(scores),
-                          sparse.csr_matrix(targets), sparse.csr_matrix(np.ones((len(targets), 1)))]).tocsr()
-
-    def reduce(totals: np.ndarray) -> np.ndarray:
-        hits, predicted = totals[:, :classes], totals[:, classes:2 * classes]
-        positives, count = totals[:, 2 * classes:3 * classes], totals[:, 3 * classes:]
-        recall_at_one = _ratio(hits, positives, 0.0)
-        precision_at_one = _ratio(hits, predicted, 0.0)
-        base_rate = _ratio(positives, np.broadcast_to(count, positives.shape), 0.0)
-        ap = np.where(positives > 0, recall_at_one * precision_at_one + (1.0 - recall_at_one) * base_rate, 0.0)
-        return ap.sum(axis=1) / classes
-
-    return rows, reduce
-
-
 def _item_mean_rows(answers: TaskAnswers, item_scores: Sequence[float]) -> tuple[np.ndarray, Reduce]:
-    values = np.asarray(item_scores, dtype=np.float64)
-    if values.shape != (len(answers),):
-        raise LalmbenchError(f"{len(values)} per-item scores for {len(answers)} answers; recompute them")
-    rows = np.stack([values, np.ones_like(values)], axis=1)
-    return rows, lambda totals: _ratio(totals[:, 0], totals[:, 1], np.nan)
+    from lalmbench.metrics.spec import mean_rows
 
-
-# One entry per metric with an additive form; other metrics use GenericStatistic.
-ROW_STATISTICS: dict[str, Callable[[TaskAnswers, dict, str], tuple[object, Reduce]]] = {
-    "Accuracy": _accuracy_rows,
-    "iWER": _error_rate_rows("word"),
-    "iCER": _error_rate_rows("char"),
-    "mAP": _map_rows,
-}
+    if len(item_scores) != len(answers):
+        raise LalmbenchError(f"{len(item_scores)} per-item scores for {len(answers)} answers; recompute them")
+    return mean_rows(item_scores)
 
 
 def _sum_per_clip(rows, row_clips: np.ndarray, n_clips: int):
@@ -311,19 +199,22 @@ def metric_statistic(metric: str, answers: TaskAnswers, metric_args: dict | None
     """The task's metric over `answers` as a resamplable statistic over clips.
 
     `row_clips`/`n_clips` place the rows in a clip universe shared with other runs (paired resampling);
-    by default the clips are this run's keys. FENSE and DATE need `item_scores` (mecat's, per row).
+    by default the clips are this run's keys. A metric whose spec has `item_scores` (FENSE, DATE) needs
+    them (`caption_item_scores`, per row); one with `statistics` is resampled through them; any other
+    metric is recomputed on every resample.
     """
     metric_args = dict(metric_args or {})
+    spec = metrics.get(metric)
     if row_clips is None:
         row_clips, n_clips = clip_index(answers.keys)
     if len(answers) == 0:
         raise LalmbenchError(f"{metric}: no answers to resample")
-    if metric in CAPTION_METRICS:
+    if spec.item_scores is not None:
         if item_scores is None:
-            raise LalmbenchError(f"{metric} intervals need mecat's per-item scores (caption_item_scores)")
+            raise LalmbenchError(f"{metric} intervals need its per-item scores (caption_item_scores)")
         rows, reduce = _item_mean_rows(answers, item_scores)
-    elif metric in ROW_STATISTICS:
-        rows, reduce = ROW_STATISTICS[metric](answers, metric_args, protocol)
+    elif spec.statistics is not None:
+        rows, reduce = spec.statistics(answers.predictions, answers.references, metric_args, protocol)
     else:
         return GenericStatistic(metric, answers, row_clips, n_clips, metric_args, protocol)
     return Statistic(metric, _sum_per_clip(rows, row_clips, n_clips), reduce, rows=len(answers))
@@ -340,11 +231,11 @@ def checked_statistic(metric: str, answers: TaskAnswers, metric_args: dict, prot
     statistic = metric_statistic(metric, answers, metric_args, protocol, item_scores, row_clips, n_clips)
     if recorded is None or isinstance(statistic, GenericStatistic):
         return statistic
-    tolerance = CAPTION_TOLERANCE if metric in CAPTION_METRICS else EXACT_TOLERANCE
+    spec = metrics.get(metric)
     full = statistic.full()
-    if math.isfinite(recorded) and abs(full - recorded) <= tolerance:
+    if math.isfinite(recorded) and abs(full - recorded) <= spec.tolerance:
         return statistic
-    if metric in CAPTION_METRICS:
+    if spec.item_scores is not None:
         raise LalmbenchError(f"{metric}: the per-item scores average to {full:.6f} but the recorded score is "
                              f"{recorded:.6f}; delete the stale per-item score file and recompute")
     log.warning("%s: the resampling form gives %.6f on the full test set but the metric gives %.6f; intervals "
@@ -448,10 +339,7 @@ def caption_item_scores(run_dir: str | Path, task: str, metric: str, answers: Ta
             pass  # unreadable: recompute below
     if not compute:
         return None
-    from lalmbench.metrics.captions import caption_item_scores as mecat_item_scores
-
-    models = {k: v for k, v in metric_args.items() if k in ("sbert_model", "echecker_model", "device")}
-    scores = mecat_item_scores(metric, answers.predictions, answers.references, **models)
+    scores = metrics.get(metric).item_scores(answers.predictions, answers.references, **metric_args)
     try:
         from lalmbench.io_utils import atomic_write_json
 
@@ -470,10 +358,11 @@ def run_task_statistic(run_dir: str | Path, task: str, metric: str, metric_args:
     `recorded` is the protocol's score of these rows (checked against the additive form); pass None when
     `answers` is a subset of the run's rows.
     """
-    all_answers = read_answers(run_dir, task) if answers is None or metric in CAPTION_METRICS else answers
+    kept_items = metrics.get(metric).item_scores is not None
+    all_answers = read_answers(run_dir, task) if answers is None or kept_items else answers
     answers = all_answers if answers is None else answers
     item_scores = None
-    if metric in CAPTION_METRICS:
+    if kept_items:
         item_scores = caption_item_scores(run_dir, task, metric, all_answers, metric_args, compute=compute_item_scores)
         if item_scores is None:
             raise LalmbenchError(f"{task}: no per-item {metric} scores are kept in "

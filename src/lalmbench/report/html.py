@@ -311,37 +311,24 @@ def plot_average_precision(task: str, per_class: dict[str, float]) -> bytes:
 
 # ---------------------------------------------------------------- per-example scores for samples
 
-def _edit_distance(a: list[str], b: list[str]) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
+def _example_scorer(metric: str | None):
+    """(score of one example, its name, whether higher is better): the metric spec's `example_score`, or
+    word F1 (higher better) for a metric without one or not registered in this process."""
+    from lalmbench import metrics
+    from lalmbench.metrics.spec import word_f1
+
+    try:
+        spec = metrics.get(metric) if metric else None
+    except KeyError:
+        spec = None
+    if spec is None or spec.example_score is None:
+        return word_f1, "word F1", True
+    return spec.example_score, spec.example_score_name or spec.name, spec.higher_is_better
 
 
 def example_score(metric: str | None, prediction: str, reference: str) -> float:
     """A per-example score used only to pick the best and worst samples (not the task metric)."""
-    if metric == "mAP":
-        pred = {p.strip() for p in normalize_text(prediction, keep_label_separator=True).split(";") if p.strip()}
-        ref = {r.strip() for r in normalize_text(reference, keep_label_separator=True).split(";") if r.strip()}
-        return len(pred & ref) / len(pred | ref) if pred | ref else 1.0
-    pred, ref = normalize_text(prediction), normalize_text(reference)
-    if metric == "Accuracy":
-        return float(pred == ref)
-    if metric in ("iWER", "iCER"):
-        units_pred, units_ref = (pred.split(), ref.split()) if metric == "iWER" else (list(pred), list(ref))
-        return max(0.0, 1.0 - _edit_distance(units_ref, units_pred) / max(1, len(units_ref)))
-    pred_words, ref_words = Counter(pred.split()), Counter(ref.split())  # captions and others: word F1
-    common = sum((pred_words & ref_words).values())
-    if not common:
-        return 0.0
-    precision, recall = common / sum(pred_words.values()), common / sum(ref_words.values())
-    return 2 * precision * recall / (precision + recall)
-
-
-EXAMPLE_SCORE_NAMES = {"Accuracy": "exact match", "mAP": "label Jaccard", "iWER": "1 - WER", "iCER": "1 - CER"}
+    return float(_example_scorer(metric)[0](prediction, reference))
 
 
 # ---------------------------------------------------------------- HTML
@@ -512,10 +499,11 @@ def _loss_section(report: _Report, data: RunData) -> str:
 
 
 def _samples_table(metric: str | None, rows: list[dict[str, str]]) -> str:
-    scored = [(example_score(metric, r.get("prediction", ""), r.get("reference", "")), i, r) for i, r in enumerate(rows)]
-    best = sorted(scored, key=lambda t: (-t[0], t[1]))[:SAMPLES_SHOWN]
-    worst = sorted(scored, key=lambda t: (t[0], t[1]))[:SAMPLES_SHOWN]
-    name = EXAMPLE_SCORE_NAMES.get(metric or "", "word F1")
+    score, name, higher_is_better = _example_scorer(metric)
+    scored = [(float(score(r.get("prediction", ""), r.get("reference", ""))), i, r) for i, r in enumerate(rows)]
+    sign = 1.0 if higher_is_better else -1.0  # best first: the highest, or the lowest when lower is better
+    best = sorted(scored, key=lambda t: (-sign * t[0], t[1]))[:SAMPLES_SHOWN]
+    worst = sorted(scored, key=lambda t: (sign * t[0], t[1]))[:SAMPLES_SHOWN]
 
     def table(title: str, chosen) -> str:
         body = "".join(f"<tr><td>{_esc(r.get('key', ''))}</td><td class=text>{_esc(r.get('prediction', ''))}</td>"

@@ -7,7 +7,8 @@ an unfinished one, without scores.tsv or COMPLETED, is skipped with a note) -> e
 `--limit` (a partial evaluation is never ranked beside a full one) -> `--baselines` adds the published
 Dasheng-base and Whisper-base rows to a board whose task set is a published suite's (task1, task2 or
 all), with their scores on that suite's tasks only -> per board, `build_leaderboard` maps every task's
-raw score linearly onto [0, 1] across the entries that have it (worst 0, best 1) and averages the
+raw score linearly onto [0, 1] across the entries that have it (worst 0, best 1; which is best is the
+metric spec's `higher_is_better`, metrics/spec.py) and averages the
 normalized scores per track: Track A = the task1 classification tasks, Track B = the task2 open-ended
 tasks (tasks outside both suites join a track by their metric). Each track is ranked on its own; the
 tables are printed, and written as leaderboard.csv and leaderboard.md only into `--output-dir`.
@@ -117,6 +118,10 @@ class Leaderboard:
     resamples: int = 0
     notes: list[str] = field(default_factory=list)  # about the whole board (mixed protocols, fixed scores)
     title: str = ""  # what its entries were scored on (several boards: each has its own)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)  # task key -> its metric's direction
+
+    def direction(self, task: str) -> bool:
+        return self.higher_is_better.get(task, True)
 
     def ranked(self, track: str) -> list[int]:
         """Entry indices of `track`, best first; entries without the track's tasks last."""
@@ -437,12 +442,33 @@ def _unique_names(entries: list[Entry]) -> None:
             entry.name = f"{entry.name} [{entry.source}]"
 
 
-def _normalize(entries: list[Entry], task: str) -> dict[int, float]:
+def _normalize(entries: list[Entry], task: str, higher_is_better: bool = True) -> dict[int, float]:
+    """The best raw score -> 1, the worst -> 0 (lowest best for a lower-is-better metric)."""
     values = {i: e.scores[task] for i, e in enumerate(entries) if task in e.scores}
     low, high = min(values.values()), max(values.values())
     if high == low:
         return {i: TIE_SCORE for i in values}
+    if not higher_is_better:
+        return {i: (high - v) / (high - low) for i, v in values.items()}
     return {i: (v - low) / (high - low) for i, v in values.items()}
+
+
+def _directions(entries: list[Entry], tasks: list[str]) -> tuple[dict[str, bool], list[str]]:
+    """Task -> whether its metric's higher scores are better (the metric's spec), and notes on the tasks
+    whose metric is not registered in this process (taken as higher-is-better)."""
+    from lalmbench import metrics
+
+    directions, unknown = {}, []
+    for task in tasks:
+        metric = next((e.metrics[task] for e in entries if task in e.metrics), None)
+        try:
+            directions[task] = metrics.get(metric).higher_is_better if metric else True
+        except KeyError:
+            directions[task] = True
+            unknown.append(f"{task} ({metric})")
+    notes = [f"Metrics not registered here, ranked as higher-is-better: {', '.join(unknown)}; register them "
+             "(lalmbench.metrics.register, docs/metrics.md) before ranking."] if unknown else []
+    return directions, notes
 
 
 def _competition_ranks(scores: dict[int, float]) -> dict[int, int]:
@@ -463,9 +489,10 @@ def build_leaderboard(entries: list[Entry]) -> Leaderboard:
         track = track_of(task, metric)
         (tracks[track] if track in tracks else other).append(task)
 
+    directions, notes = _directions(entries, [t for track in TRACKS for t in tracks[track]])
     normalized: list[dict[str, float]] = [{} for _ in entries]
     for task in all_tasks:
-        for i, value in _normalize(entries, task).items():
+        for i, value in _normalize(entries, task, directions.get(task, True)).items():
             normalized[i][task] = value
 
     results: list[dict[str, TrackResult]] = [{} for _ in entries]
@@ -480,7 +507,8 @@ def build_leaderboard(entries: list[Entry]) -> Leaderboard:
             results[i][track] = TrackResult(
                 rank=ranks.get(i), score=means.get(i), tasks_present=sum(t in normalized[i] for t in tasks),
                 tasks_total=len(tasks), missing=[t for t in tasks if t not in normalized[i]])
-    return Leaderboard(entries=entries, tracks=tracks, other_tasks=other, normalized=normalized, results=results)
+    return Leaderboard(entries=entries, tracks=tracks, other_tasks=other, normalized=normalized, results=results,
+                       notes=notes, higher_is_better=directions)
 
 
 def _seed_picks(count: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -560,7 +588,8 @@ def rank_stability(board: Leaderboard, resamples: int = DEFAULT_RESAMPLES, seed:
             with np.errstate(invalid="ignore"):
                 low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
             span = high - low
-            scaled = np.where(span > 0, (values - low) / np.where(span > 0, span, 1.0), TIE_SCORE)
+            distance = values - low if board.direction(task) else high - values  # from the worst score
+            scaled = np.where(span > 0, distance / np.where(span > 0, span, 1.0), TIE_SCORE)
             normalized.append(np.where(np.isnan(values), np.nan, scaled))
         stack = np.stack(normalized)  # (tasks, entries, resamples)
         present = (~np.isnan(stack)).sum(axis=0)
