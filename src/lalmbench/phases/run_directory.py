@@ -38,9 +38,31 @@ def digest(identity) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+FILE_ONLY = "lalmbench_file_only"  # a log record's flag: for log.txt, not the console
+
+
+def log_stop(exc: BaseException) -> None:
+    """Why the run stopped, as the last entry of log.txt (the console, stderr, hears it from whoever
+    handles the exception: the CLI prints it, a caller of runner.run gets it raised). An error lalmbench
+    names is logged as its message; Ctrl-C as an interruption; anything else with its traceback."""
+    from lalmbench.errors import LalmbenchError
+
+    only_file = {FILE_ONLY: True}
+    if isinstance(exc, KeyboardInterrupt):
+        log.error("run stopped: interrupted (KeyboardInterrupt: Ctrl-C or a stop signal)", extra=only_file)
+    elif isinstance(exc, LalmbenchError):
+        log.error("run stopped: %s", exc, extra=only_file)
+    elif isinstance(exc, SystemExit):
+        log.error("run stopped: exit with status %s", exc.code, extra=only_file)
+    else:
+        log.error("run stopped: %s: %s", type(exc).__name__, exc, extra=only_file,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+
+
 def setup_logging(run_dir: Path | None, is_main: bool) -> None:
     """Rank 0 logs to the console and, once the run directory exists, to its log.txt; what was logged
-    before that is kept and written there first. Other ranks stay silent."""
+    before that is kept and written there first. Other ranks stay silent. Records flagged FILE_ONLY
+    (log_stop) go to log.txt only."""
     logger = logging.getLogger("lalmbench")
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -60,6 +82,7 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
     formatter = logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S")
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(formatter)
+    console.addFilter(lambda record: not getattr(record, FILE_ONLY, False))  # said on stderr by its handler
     console._lalmbench = True
     logger.addHandler(console)
     if run_dir is not None:
