@@ -111,6 +111,19 @@ def test_a_lower_is_better_metric_is_ranked_lowest_first(tmp_path):
     scores = {name: board.results[i]["B"].score for name, i in index.items()}
     assert scores == pytest.approx({"EncA": 0.5, "EncB": 0.5, "EncC": 7 / 12})
     assert {name: board.results[i]["B"].rank for name, i in index.items()} == {"EncA": 2, "EncB": 2, "EncC": 1}
+    assert "Lower raw scores are better on my_gap (LengthGap)" in leaderboard.to_markdown(board)
+
+
+def test_a_ranked_task_whose_metric_is_not_registered_is_named(tmp_path):
+    # A public task (ranked by its name) scored with a metric this process does not know.
+    runs = [write_run(tmp_path, name, {"esc-50": {"metric": "Accuracy", "rows": [(answer, "dog", "k")]}})
+            for name, answer in (("EncA", "dog"), ("EncB", "cat"))]
+    for run in runs:  # the runs say they were scored with "Gone"
+        summary = (run / "run_summary.json").read_text().replace('"Accuracy"', '"Gone"')
+        (run / "run_summary.json").write_text(summary)
+    board = leaderboard.leaderboard_table([str(p) for p in runs])
+    assert any("not registered here, ranked as higher-is-better: esc-50 (Gone)" in n for n in board.notes)
+    assert [board.results[i]["A"].rank for i in range(2)] == [1, 2]
 
 
 def test_rank_stability_of_a_lower_is_better_metric_hand_computed(tmp_path):

@@ -458,7 +458,7 @@ def _directions(entries: list[Entry], tasks: list[str]) -> tuple[dict[str, bool]
     whose metric is not registered in this process (taken as higher-is-better)."""
     from lalmbench import metrics
 
-    directions, unknown = {}, []
+    directions, unknown, lower = {}, [], []
     for task in tasks:
         metric = next((e.metrics[task] for e in entries if task in e.metrics), None)
         try:
@@ -466,8 +466,12 @@ def _directions(entries: list[Entry], tasks: list[str]) -> tuple[dict[str, bool]
         except KeyError:
             directions[task] = True
             unknown.append(f"{task} ({metric})")
+        if not directions[task]:
+            lower.append(f"{task} ({metric})")
     notes = [f"Metrics not registered here, ranked as higher-is-better: {', '.join(unknown)}; register them "
              "(lalmbench.metrics.register, docs/metrics.md) before ranking."] if unknown else []
+    if lower:
+        notes.append(f"Lower raw scores are better on {', '.join(lower)}: there the lowest normalizes to 1.")
     return directions, notes
 
 
