@@ -52,6 +52,19 @@ def test_the_worked_example_is_one_function_and_one_registration():
     assert track_of("eval_my_task", "LengthGap") == "B"
 
 
+def test_every_code_block_of_the_doc_runs_in_order():
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 3
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(DOC), "exec"), namespace)
+    # YesF1: "yes" said on rows 1, 2; meant on rows 1, 3: one hit, F1 = 2 * 1 / (2 + 2) = 0.5.
+    assert metrics.compute("YesF1", ["Yes", "yes", "no", "no"], ["yes", "no", "YES", "no"]) == 0.5
+    assert (metrics.get("YesF1").track, metrics.get("YesF1").statistics) == ("A", None)
+    stat = metric_statistic("YesF1", TaskAnswers(["yes", "no"], ["yes", "yes"], ["k1", "k2"]))
+    assert type(stat).__name__ == "GenericStatistic" and stat.full() == pytest.approx(2 / 3)
+
+
 def test_registering_a_taken_name_is_refused_unless_replacing():
     with pytest.raises(ValueError, match="'Accuracy' is already registered.*replace=True"):
         metrics.register("Accuracy", lambda p, r: 0.0)

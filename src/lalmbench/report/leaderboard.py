@@ -453,9 +453,10 @@ def _normalize(entries: list[Entry], task: str, higher_is_better: bool = True) -
     return {i: (v - low) / (high - low) for i, v in values.items()}
 
 
-def _directions(entries: list[Entry], tasks: list[str]) -> tuple[dict[str, bool], list[str]]:
-    """Task -> whether its metric's higher scores are better (the metric's spec), and notes on the tasks
-    whose metric is not registered in this process (taken as higher-is-better)."""
+def _directions(entries: list[Entry], tasks: list[str], ranked: set[str]) -> tuple[dict[str, bool], list[str]]:
+    """Task -> whether its metric's higher scores are better (the metric's spec), and notes on the ranked
+    tasks whose metric ranks lower scores higher or is not registered in this process (taken as
+    higher-is-better)."""
     from lalmbench import metrics
 
     directions, unknown, lower = {}, [], []
@@ -465,8 +466,8 @@ def _directions(entries: list[Entry], tasks: list[str]) -> tuple[dict[str, bool]
             directions[task] = metrics.get(metric).higher_is_better if metric else True
         except KeyError:
             directions[task] = True
-            unknown.append(f"{task} ({metric})")
-        if not directions[task]:
+            unknown += [f"{task} ({metric})"] if task in ranked else []
+        if not directions[task] and task in ranked:
             lower.append(f"{task} ({metric})")
     notes = [f"Metrics not registered here, ranked as higher-is-better: {', '.join(unknown)}; register them "
              "(lalmbench.metrics.register, docs/metrics.md) before ranking."] if unknown else []
@@ -493,7 +494,7 @@ def build_leaderboard(entries: list[Entry]) -> Leaderboard:
         track = track_of(task, metric)
         (tracks[track] if track in tracks else other).append(task)
 
-    directions, notes = _directions(entries, [t for track in TRACKS for t in tracks[track]])
+    directions, notes = _directions(entries, all_tasks, {t for track in TRACKS for t in tracks[track]})
     normalized: list[dict[str, float]] = [{} for _ in entries]
     for task in all_tasks:
         for i, value in _normalize(entries, task, directions.get(task, True)).items():
