@@ -197,6 +197,37 @@ def test_the_others_stop_when_process_0_is_killed_during_its_downloads(tmp_path,
         assert waited < STOP_SECONDS
 
 
+def test_a_slow_process_0_is_waited_for_as_long_as_it_lives(monkeypatch):
+    # Process 0's downloads may take hours: its heartbeat, not a time limit, keeps the others waiting.
+    import torch.distributed as dist
+
+    from lalmbench.distributed import DistInfo, FailureWatch
+
+    monkeypatch.setenv("LALMBENCH_MAIN_SILENCE_SECONDS", "1")
+    port = _free_port()
+    host = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=30))
+
+    def watch(rank: int) -> FailureWatch:
+        stores = tuple(dist.TCPStore("127.0.0.1", port, is_master=False, wait_for_workers=False,
+                                     timeout=timedelta(seconds=30)) for _ in range(2))
+        return FailureWatch(DistInfo(rank, 2), stores, "slow-main")
+
+    main, other = watch(0), watch(1)
+    main._thread.start()  # its heartbeat
+    done = threading.Timer(3.5, main.wait_for_main)  # process 0 is done after three and a half silences
+    done.start()
+    started = time.monotonic()
+    try:
+        other.wait_for_main()
+        waited = time.monotonic() - started
+    finally:
+        done.join()
+        main._closing.set()
+        main._thread.join()
+        del host
+    assert 3.5 <= waited < 10
+
+
 def test_collective_timeout_default_and_setting(monkeypatch):
     from lalmbench.distributed import _timeout
 
