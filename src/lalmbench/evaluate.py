@@ -60,9 +60,10 @@ import torch
 from lalmbench import metrics
 from lalmbench.config import EvalTaskConfig, TrainConfig
 from lalmbench.data.batches import BatchMaker
-from lalmbench.data.examples import BadDataCounter, Example, ExampleRef, iter_examples
+from lalmbench.data.examples import BadDataCounter, Example, ExampleRef, count_examples, iter_examples
 from lalmbench.distributed import DistInfo, gather_objects
 from lalmbench.errors import EncoderFailure, EncoderRuntimeError
+from lalmbench.progress import Progress
 
 log = logging.getLogger("lalmbench")
 SORT_CHUNK = 256  # examples sorted together (the published test loader's sort_by_length)
@@ -221,10 +222,10 @@ def evaluate_task(model, task: EvalTaskConfig, shards: list[Path], config: Train
     answers: dict[Position, tuple[str, str, str]] = {}  # example -> (prediction, reference as scored, key)
     model.eval()
     progress = None
-    if show_progress and dist.is_main:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(desc=task.name, unit="ex", dynamic_ncols=True)
+    if show_progress and dist.is_main:  # a bar on a terminal, a line each tenth elsewhere (progress.py)
+        total = count_examples(shards, task.data.key, config.protocol, at_most=limit)  # one quick read, no decoding
+        share = f" (process {dist.rank} of {dist.world})" if dist.world > 1 else ""
+        progress = Progress(f"{task.name}{share}", -(-total // dist.world), "example", line_every=0.1)
 
     def scored_reference(example: Example) -> str:
         if not official:

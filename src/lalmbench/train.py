@@ -37,6 +37,7 @@ from lalmbench.data.examples import BadDataCounter, ExampleRef
 from lalmbench.distributed import DistInfo, all_sum, barrier, gather_objects
 from lalmbench.errors import CheckpointError, ConfigError, EncoderFailure, EncoderFailureOnRanks, EncoderRuntimeError
 from lalmbench.io_utils import atomic_directory, atomic_write_text
+from lalmbench.progress import Progress, format_duration
 from lalmbench.threads import configure_threads
 
 log = logging.getLogger("lalmbench")
@@ -406,12 +407,8 @@ class Trainer:
             atomic_write_text(log_path, ",".join(TRAIN_LOG_HEADER) + "\n")
         log_file = open(log_path, "a", newline="") if self.dist.is_main else None
         board = open_tensorboard(self.run_dir, self.state.step) if self.dist.is_main else None
-        progress = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=config.max_steps, initial=self.state.step, desc="train", unit="step",
-                            dynamic_ncols=True)
+        # A live bar on a terminal; elsewhere only the step lines below, which carry the time left (progress.py).
+        progress = Progress("train", config.max_steps, "step", initial=self.state.step, enabled=self.show_progress)
         self.model.train()
         self._snapshot = self._snapshot or self.stream.snapshot()
         micro = self._micro_batches()
@@ -447,17 +444,15 @@ class Trainer:
                 if board is not None:  # the same row as TensorBoard scalars
                     for name, value in (("loss", loss), ("learning_rate", lr), ("grad_norm", grad_norm)):
                         board.add_scalar(f"train/{name}", value, self.state.step)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                progress.update(1, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 if self.state.step == session_first_step + ESTIMATE_WARMUP_STEPS:
                     estimate_clock = (self.state.step, time.perf_counter())  # compiling, caches: left out
                 elif estimate_clock and self.state.step == estimate_clock[0] + ESTIMATE_STEPS and self.dist.is_main:
                     seconds_per_step = (time.perf_counter() - estimate_clock[1]) / ESTIMATE_STEPS
                     log.info(training_time_estimate(seconds_per_step, config.max_steps - self.state.step))
                 if self.dist.is_main and self.state.step % config.logging_steps == 0:
-                    log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g", self.state.step, config.max_steps,
-                             loss, lr, grad_norm)
+                    log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g; %s", self.state.step, config.max_steps,
+                             loss, lr, grad_norm, progress.timing())
                 if self.state.step % config.save_steps == 0 or self.state.step == config.max_steps:
                     if log_file is not None:
                         log_file.flush()
@@ -470,8 +465,7 @@ class Trainer:
                 log_file.close()
             if board is not None:
                 board.close()
-            if progress is not None:
-                progress.close()
+            progress.close()
         return self.state
 
 
@@ -499,9 +493,8 @@ ESTIMATE_STEPS = 10  # steps timed for it
 def training_time_estimate(seconds_per_step: float, remaining_steps: int) -> str:
     """A log line: the measured pace and when training should end at that pace."""
     remaining = seconds_per_step * remaining_steps
-    hours, rest = divmod(int(round(remaining)), 3600)
     return (f"time estimate: {seconds_per_step:.3g} s per step over {ESTIMATE_STEPS} steps; {remaining_steps} steps "
-            f"left, about {hours} h {rest // 60:02d} min of training on this device at this pace")
+            f"left, about {format_duration(remaining)} of training on this device at this pace")
 
 
 class _null:

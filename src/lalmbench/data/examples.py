@@ -400,6 +400,22 @@ def looks_corrupted(text: str) -> bool:
     return len(text) > 10 and len(set(text)) < 4
 
 
+def count_examples(shards: list, key: str | None, protocol: str = "official", at_most: int | None = None) -> int:
+    """How many examples `shards` hold by the protocol's target rules, read without probing or decoding audio
+    (so a clip whose audio turns out unreadable is among them): the total a progress display counts down.
+    With `at_most`, reading stops there."""
+    total = 0
+    for shard in shards:
+        for record in iter_records(shard):
+            if record.problem is not None:
+                continue
+            texts = select_texts(record.meta, key, protocol) or []
+            total += sum(1 for text in texts if isinstance(text, str) and not looks_corrupted(text))
+            if at_most is not None and total >= at_most:
+                return at_most
+    return total
+
+
 def shard_share(shard: str | Path, rank: int = 0, world: int = 1) -> str:
     """The name under which the examples of one reader's share of a shard are counted (BadDataCounter)."""
     return str(shard) if world == 1 else f"{shard} [records {rank} mod {world}]"
