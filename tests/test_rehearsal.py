@@ -130,6 +130,12 @@ def test_writer_writes_decodable_shards_in_the_real_format(mirror, tmp_path, dat
                 assert (info.samplerate, info.channels) == (rate, channels)
     assert odd == {"undecodable": 1, "broken_json": 1, "empty_label": 1, "stray": 1, "wide": 1}
     assert records == entry["train_records"] == len(shards.train) * recipe.train_per_shard + 4
+    # Each fault is at the start of the shard the manifest names (a shard the sampler opens has had it read).
+    assert sorted(f["fault"] for f in entry["faults"]) == sorted(mirror.FAULTS)
+    for fault in entry["faults"]:
+        with tarfile.open(base / fault["shard"], "r:gz") as archive:
+            first_keys = [m.name.partition(".")[0] for m in archive.getmembers()[:9]]
+        assert fault["key"] in first_keys
 
 
 def test_long_clips_past_the_crop_and_the_missing_test_label(mirror, tmp_path):
@@ -167,6 +173,36 @@ def test_truncated_variant_cuts_one_shard(mirror, tmp_path, monkeypatch):
         list(iter_records(base / mirror.TRUNCATED_SHARD))
     whole = list(iter_records(base / "LibriCount/train/libricount_fold00.tar.gz"))  # the others are whole
     assert len(whole) == mirror.read_recipes()["LibriCount"].train_per_shard
+
+
+def test_rows_expect_only_faults_in_shards_the_run_read(mirror):
+    rehearse = _load("rehearse")
+    recipes, shards = mirror.read_recipes(), mirror.config_shards()
+    layout = {name: mirror.fault_layout(recipes[name], shards[name]) for name in ("ESC-50", "CremaD")}
+    manifest = {"datasets": {name: {"eval": shards[name].eval, "faults": layout[name], "train_examples": 60,
+                                    "test_examples": 24, "planted": {f: 1 for f in mirror.FAULTS},
+                                    "expected_bad_test": {}} for name in layout}}
+    # ESC-50's faults sit in shards 0 (undecodable, stray), 3 (broken json), 2 (empty label, counted under
+    # official as a target) and 0 (wide clip). The run read shards 0 and 3 only of CremaD (6 shards): its
+    # undecodable clip (shard 0), broken JSON (shard 1) ... are expected only where read.
+    esc = [f"/home/data/{rel}" for rel in shards["ESC-50"].train]
+    cremad_read = [f"/home/data/{shards['CremaD'].train[i]}" for i in (0, 3)]
+    summary = {"bad_data": {
+        "ESC-50": {"skipped_total": 2, "skipped": {"undecodable audio": 1, "bad record": 1},
+                   "seen_by_share": {p: 15 for p in esc}, "stray_members": [[esc[0], "README.txt"]]},
+        "CremaD": {"skipped_total": 2, "skipped": {"undecodable audio": 1, "bad record": 1},
+                   "seen_by_share": {p: 20 for p in cremad_read}, "stray_members": [[cremad_read[0], "README.txt"]]}},
+        "tasks": {"eval_esc-50": {"score": 0.25, "metric": "Accuracy"}}}
+    placed = {f["fault"]: shards["CremaD"].train.index(f["shard"]) for f in layout["CremaD"]}
+    assert placed == {"undecodable": 0, "broken_json": 1, "empty_label": 2, "stray_member": 3, "wide_clip": 4}
+    rows = {r["dataset"]: r for r in rehearse.suite_rows("task1", manifest, summary, 60.0, {})
+            if r["dataset"] in layout}
+    assert (rows["ESC-50"]["expected"], rows["ESC-50"]["counted"], rows["ESC-50"]["match"]) == ("2+0", "2+0", True)
+    assert rows["ESC-50"]["shards_read"] == "4/4" and rows["ESC-50"]["score"] == 0.25
+    # CremaD: shards 0 and 3 read: the undecodable clip is expected, the broken JSON (shard 1) is not, and the
+    # README sits in shard 3; counting 2 is one too many.
+    assert (rows["CremaD"]["expected"], rows["CremaD"]["counted"], rows["CremaD"]["match"]) == ("1+0", "2+0", False)
+    assert rows["CremaD"]["shards_read"] == "2/6" and rows["CremaD"]["reachable"] == 2
 
 
 @pytest.mark.slow

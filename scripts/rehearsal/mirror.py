@@ -11,8 +11,9 @@ Audio is synthetic: tone bursts (the label picks the pitch, so a model could lea
 and a little noise, written in the dataset's container at its rate and channel count. Clips past the 30 s
 training crop are added where the real data has them.
 
-Planted faults (variant "main"), each recorded in the manifest with how the bad-data account should
-treat it. In every dataset's training shards:
+Planted faults (variant "main"), each recorded in the manifest (`faults`: which shard, which key, how the
+bad-data account should take it). They sit at the start of their shard, so a run that opens the shard
+has read them. In every dataset's training shards:
   undecodable   an audio member cut off inside its header (no decoder can open it)      -> one bad example
   broken_json   a JSON member cut off mid-object                                         -> one bad example
   empty_label   the label field present but empty: "" for a string, [] for a list, null for a number
@@ -298,11 +299,12 @@ def write_dataset(root: Path, recipe: Recipe, entry: ConfigShards, variant: str,
     rng = np.random.default_rng([seed, sum(entry.dataset.encode())])
     make_clip = ClipMaker(recipe, rng)
     prefix = entry.dataset.lower().replace("-", "")
-    plan = _fault_shards(len(entry.train))
+    layout = fault_layout(recipe, entry)
     manifest = {"dataset": entry.dataset, "eval": entry.eval, "repo_id": entry.repo_id,
                 "train_shards": len(entry.train), "test_shards": len(entry.test),
                 "train_records": 0, "train_examples": 0, "test_records": 0, "test_examples": 0,
-                "planted": {}, "expected_bad": {}, "expected_bad_test": {}, "expected_stray_members": 0, "long_clips": 0,
+                "planted": {}, "faults": [], "expected_bad": {}, "expected_bad_test": {},
+                "expected_stray_members": 0, "long_clips": 0,
                 "sample_rates": sorted(set(recipe.sample_rates)), "channels": sorted(set(recipe.channels)),
                 "seconds_min": None, "seconds_max": None, "truncated": None}
     lengths_seen: list[float] = []
@@ -331,7 +333,7 @@ def write_dataset(root: Path, recipe: Recipe, entry: ConfigShards, variant: str,
                 members += labelled(split, shard_index, index, seconds, field)
                 index += 1
             if split == "train" and variant == "main":
-                members = _plant_faults(members, shard_index, plan, recipe, field, prefix, make_clip, manifest, rng)
+                members = _plant_faults(members, rel, layout, recipe, field, make_clip, manifest, rng)
             if split == "test" and variant == "main" and entry.eval == MISSING_LABEL_TEST and shard_index == 0:
                 key = f"{prefix}_test_missing_label"
                 members += _record(key, make_clip(0, 3.0), recipe.container, {"audio_id": key, "duration": 3.0})
@@ -349,39 +351,57 @@ def write_dataset(root: Path, recipe: Recipe, entry: ConfigShards, variant: str,
     return manifest
 
 
-def _plant_faults(members: list, shard_index: int, plan: dict, recipe: Recipe, field: str, prefix: str,
+COUNTED_AS = {"undecodable": "undecodable audio", "broken_json": "bad record"}
+
+
+def fault_layout(recipe: Recipe, entry: ConfigShards) -> list[dict]:
+    """Where each planted training fault goes and how the bad-data account should take it: `counts_as`
+    is the reason it is counted under (None: not an unusable example), `stray` a member outside any
+    example. The manifest lists these; rehearse.py compares them with what a run counted."""
+    plan = _fault_shards(len(entry.train))
+    prefix = entry.dataset.lower().replace("-", "")
+    layout = []
+    for fault in FAULTS:
+        counts_as = COUNTED_AS.get(fault)
+        if fault == "empty_label" and expected_bad_for_empty(recipe):
+            counts_as = "missing key"
+        layout.append({"fault": fault, "shard": entry.train[plan[fault]], "counts_as": counts_as,
+                       "key": "README" if fault == "stray_member" else f"{prefix}_fault_{fault}",
+                       "stray": fault == "stray_member"})
+    return layout
+
+
+def _plant_faults(members: list, shard: str, layout: list[dict], recipe: Recipe, field: str,
                   make_clip: ClipMaker, manifest: dict, rng: np.random.Generator) -> list:
-    planted, expected = manifest["planted"], manifest["expected_bad"]
-    for fault, where in plan.items():
-        if where != shard_index:
-            continue
-        key = f"{prefix}_fault_{fault}"
+    """The faults `layout` puts in `shard`, at its start (so a shard the sampler opens has had them read
+    even when training ends inside it); each is recorded in the manifest."""
+    first: list[tuple[str, bytes]] = []
+    for planned in (f for f in layout if f["shard"] == shard):
+        fault, key, counts_as = planned["fault"], planned["key"], planned["counts_as"]
         value, pitch = label_value(recipe, 0, rng)
         meta = {field: value, "audio_id": key, "duration": 2.0}
         if fault == "undecodable":
-            clip = make_clip(pitch, 2.0)[:20]  # cut off inside its header
-            members += _record(key, clip, recipe.container, meta)
-            expected["undecodable audio"] = 1
+            first += _record(key, make_clip(pitch, 2.0)[:20], recipe.container, meta)  # cut off inside its header
         elif fault == "broken_json":
             text = json.dumps(meta, ensure_ascii=False).encode("utf-8")
-            members += _record(key, make_clip(pitch, 2.0), recipe.container, None, text[:len(text) // 2])
-            expected["bad record"] = expected.get("bad record", 0) + 1
+            first += _record(key, make_clip(pitch, 2.0), recipe.container, None, text[:len(text) // 2])
         elif fault == "empty_label":
             meta[field] = empty_value(recipe)
-            members += _record(key, make_clip(pitch, 2.0), recipe.container, meta)
-            if expected_bad_for_empty(recipe):
-                expected["missing key"] = 1
-            else:
+            first += _record(key, make_clip(pitch, 2.0), recipe.container, meta)
+            if counts_as is None:
                 manifest["train_examples"] += 1  # official: "" is a target like any other
         elif fault == "stray_member":
-            members.insert(0, ("README.txt", f"{recipe.dataset} shard {shard_index}: see the dataset card.\n".encode()))
+            first.insert(0, ("README.txt", f"{recipe.dataset}: see the dataset card.\n".encode()))
             manifest["expected_stray_members"] += 1
         elif fault == "wide_clip":
-            members += _record(key, make_clip(pitch, 2.0, WIDE_RATE, WIDE_CHANNELS), recipe.container, meta)
+            first += _record(key, make_clip(pitch, 2.0, WIDE_RATE, WIDE_CHANNELS), recipe.container, meta)
             manifest["train_examples"] += len(value) if isinstance(value, list) else 1
+        if counts_as:
+            manifest["expected_bad"][counts_as] = manifest["expected_bad"].get(counts_as, 0) + 1
         manifest["train_records"] += fault != "stray_member"
-        planted[fault] = 1
-    return members
+        manifest["faults"].append(planned)
+        manifest["planted"][fault] = 1
+    return first + members
 
 
 def write_mirror(root: Path, variant: str = "main", seed: int = 0, datasets: list[str] | None = None) -> dict:

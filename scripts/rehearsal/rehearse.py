@@ -16,7 +16,10 @@
    their FENSE/DATE numbers are then no measure of caption quality.
 4. Prints one row per dataset: examples, planted faults, unusable examples expected and counted (from
    run_summary.json's bad-data account, training and test set), score, time; checks expected == counted
-   for every dataset and test set.
+   for every dataset and test set. The published sampler draws each dataset's shards with replacement, so
+   a shard may never be opened in a short run: a fault is expected only when the account shows its shard
+   was read (the writer puts faults at the start of their shard, so an opened shard has had them read).
+   `--tabulate --work DIR` prints the table again from an earlier rehearsal's folder.
 5. Variant `truncated` (run after the main one): the same mirror with one training shard cut short;
    `lalmbench run task2` must stop (non-zero status) and name the shard, on stderr and in log.txt.
 
@@ -182,10 +185,7 @@ def rehearse_main(args, work: Path, caption_env: dict) -> tuple[list[dict], list
             steps, passes = (args.max_steps[suite], None) if args.max_steps.get(suite) else \
                 steps_for_passes(suite, manifest, args.passes)
             if passes is None:
-                from lalmbench.tasks.listing import train_shares
-
-                shares = train_shares(suite)
-                passes = {n: steps * BATCH * s / manifest["datasets"][n]["train_examples"] for n, s in shares.items()}
+                passes = draws_per_example(suite, manifest, steps)
             log(f"lalmbench run {suite}: max_steps {steps}; passes per dataset " +
                 ", ".join(f"{n} {p:.1f}" for n, p in sorted(passes.items())))
             command = ["run", ENCODER, suite, "--decoder-model-name", "tiny-random", "--max-steps", str(steps),
@@ -203,30 +203,57 @@ def rehearse_main(args, work: Path, caption_env: dict) -> tuple[list[dict], list
     return rows, findings, ok
 
 
+def shards_read(account: dict) -> list[str] | None:
+    """The shard files a training account shows were opened (the published sampler draws shards with
+    replacement, so some may never be); None when the summary does not say."""
+    found: set[str] = set()
+    known = False
+    for field in ("seen_by_share", "seen_by_shard", "complete_shares", "complete_shards"):
+        value = account.get(field)
+        if isinstance(value, (dict, list)):
+            known = True
+            found |= {str(v) for v in value}
+    for field in ("unusable_examples", "stray_members"):
+        found |= {str(item[0]) for item in account.get(field) or [] if isinstance(item, list) and item}
+    return sorted(found) if known else None
+
+
 def suite_rows(suite: str, manifest: dict, summary: dict | None, seconds: float, passes: dict) -> list[dict]:
+    """One row per dataset of `suite`: planted faults, those in shards the run read, what it counted."""
     from lalmbench.config import load_train_config
 
+    recipes, shards = mirror.read_recipes(), mirror.config_shards()
     bad = (summary or {}).get("bad_data", {})
     tasks = (summary or {}).get("tasks", {})
     rows = []
     for name in load_train_config(suite).train_data:
+        if name not in manifest["datasets"]:  # a mirror written for some datasets only
+            continue
         entry = manifest["datasets"][name]
+        faults = entry.get("faults") or mirror.fault_layout(recipes[name], shards[name])
         train_account, test_account = bad.get(name, {}), bad.get(entry["eval"], {})
-        expected = sum(entry["expected_bad"].values())
+        read = shards_read(train_account)
+        opened = (lambda rel: True) if read is None else (lambda rel: any(p.endswith("/" + rel) for p in read))
+        reachable = [f for f in faults if opened(f["shard"])]
+        expected = sum(1 for f in reachable if f["counts_as"])
+        expected_stray = sum(1 for f in reachable if f["stray"])
         expected_test = sum(entry["expected_bad_test"].values())
         counted = train_account.get("skipped_total") if summary else None
         counted_test = test_account.get("skipped_total", 0) if summary else None
         stray = stray_count(train_account) if summary else None
         task = tasks.get(entry["eval"], {})
         match = summary is not None and counted == expected and counted_test == expected_test and \
-            stray in (None, entry["expected_stray_members"])
+            stray in (None, expected_stray)
+        shards_opened = len(shards[name].train) if read is None else \
+            sum(1 for rel in shards[name].train if opened(rel))
         rows.append({"suite": suite, "dataset": name, "task": entry["eval"],
                      "examples": f"{entry['train_examples']}/{entry['test_examples']}",
-                     "passes": passes.get(name), "planted": sum(entry["planted"].values()),
+                     "passes": passes.get(name), "shards_read": f"{shards_opened}/{len(shards[name].train)}",
+                     "planted": sum(entry["planted"].values()), "reachable": len(reachable),
                      "expected": f"{expected}+{expected_test}", "counted": "-" if counted is None else
                      f"{counted}+{counted_test}", "by_reason": train_account.get("skipped", {}),
                      "test_by_reason": test_account.get("skipped", {}),
-                     "stray": "-" if stray is None else stray, "expected_stray": entry["expected_stray_members"],
+                     "stray": "-" if stray is None else stray, "expected_stray": expected_stray,
                      "score": task.get("score"), "metric": task.get("metric"),
                      "eval_seconds": task.get("eval_seconds"), "suite_seconds": seconds, "match": match})
     return rows
@@ -258,25 +285,51 @@ def rehearse_truncated(args, work: Path, caption_env: dict) -> tuple[bool, str]:
     return status != 0 and named, report
 
 
+def draws_per_example(suite: str, manifest: dict, steps: int) -> dict[str, float]:
+    from lalmbench.tasks.listing import train_shares
+
+    return {name: steps * BATCH * share / manifest["datasets"][name]["train_examples"]
+            for name, share in train_shares(suite).items()}
+
+
+def tabulate(work: Path) -> int:
+    """The table of the runs an earlier rehearsal left in `work`; 0 when every count matches."""
+    manifest = json.loads((work / "mirror" / "manifest.json").read_text(encoding="utf-8"))
+    rows = []
+    for suite in SUITES:
+        summary = find_summary(work / "runs", suite)
+        steps = (summary or {}).get("max_steps", 0)
+        seconds = ((summary or {}).get("this_run") or {}).get("total_seconds", 0.0)
+        rows += suite_rows(suite, manifest, summary, seconds, draws_per_example(suite, manifest, steps))
+    print_table(rows)
+    return 0 if all(row["match"] for row in rows) else 1
+
+
 def print_table(rows: list[dict]) -> None:
-    header = ["suite", "task", "examples", "passes", "planted", "expected", "counted", "stray", "score", "time", "ok"]
+    header = ["suite", "task", "examples", "draws", "shards read", "planted", "expected", "counted", "stray", "score",
+              "time", "ok"]
     lines = [header]
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:.3f} {r['metric']}"
         took = "-" if r["eval_seconds"] is None else f"{r['eval_seconds']:.0f} s eval"
         lines.append([r["suite"], r["task"], r["examples"], "-" if r["passes"] is None else f"{r['passes']:.1f}",
-                      str(r["planted"]), r["expected"], r["counted"], f"{r['stray']}/{r['expected_stray']}",
-                      score, took, "yes" if r["match"] else "NO"])
+                      r["shards_read"], f"{r['planted']} ({r['reachable']} read)", r["expected"], r["counted"],
+                      f"{r['stray']}/{r['expected_stray']}", score, took, "yes" if r["match"] else "NO"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)))
-    print("examples: train/test examples; planted: faults planted (training shards, and the test set with a missing "
-          "label); expected/counted: unusable examples, training + test set (counted from run_summary.json's "
-          "bad_data); stray: members outside any example reported apart / planted ('-': the summary has no such "
-          "field); time: the test set's evaluation")
+    print("examples: train/test examples; draws: training examples drawn per example (max_steps x 4 x the dataset's "
+          "mixture share / its examples); shards read: training shards the run opened (the published sampler draws "
+          "shards with replacement, so some may never be); planted: faults planted (training shards, and the test set "
+          "with a missing label), how many sit in shards the run read; expected/counted: unusable examples, training + "
+          "test set (counted: run_summary.json's bad_data); stray: members outside any example reported apart / "
+          "planted in shards read ('-': the summary has no such field); time: the test set's evaluation")
     for r in rows:
         if not r["match"]:
             print(f"  {r['task']}: counted {r['by_reason']} in training, {r['test_by_reason']} in the test set")
+    for suite in dict.fromkeys(r["suite"] for r in rows):
+        seconds = next(r["suite_seconds"] for r in rows if r["suite"] == suite)
+        print(f"{suite}: lalmbench run took {seconds / 60:.1f} min (training and every test set)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,8 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per lalmbench run")
     parser.add_argument("--report", type=Path, help="write the rows and findings as JSON here")
+    parser.add_argument("--tabulate", action="store_true",
+                        help="run nothing: print the table of the runs already in --work")
     args = parser.parse_args(argv)
     args.max_steps = {"task1": args.max_steps_task1, "task2": args.max_steps_task2}
+    if args.tabulate:
+        if args.work is None:
+            parser.error("--tabulate needs --work, the folder of an earlier rehearsal")
+        return tabulate(args.work)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="lalmbench-rehearsal-"))
     work.mkdir(parents=True, exist_ok=True)
