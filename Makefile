@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PIP = $(VENV)/bin/pip
-# The reference environment's versions (constraints.txt); CONSTRAINTS= installs without them.
+# The default environment's versions (constraints.txt; the published system's: constraints-published.txt); CONSTRAINTS= installs without them.
 CONSTRAINTS ?= -c constraints.txt
 
 .PHONY: install install-test demo test rehearsal clean

@@ -144,10 +144,11 @@ def test_decode_failures_stop_a_fresh_run_and_a_resumed_one_alike(tmp_path):
     batch out (step 6) stops the run on 3 of the 20 distinct examples (15.0%; r0 and r1 read again are not
     counted again). Before that the count is partial (fewer than 100 examples) and not judged. A run
     resumed from checkpoint 4 restores both counts and stops at the
-    same batch with the same message."""
+    same batch with the same message. (The hand count follows lalmbench's own stream, protocol corrected;
+    official's published order reads shards with replacement: test_official_stream.py.)"""
     train_yaml, eval_yaml = _nan_clips_data(tmp_path / "data")
     args = {"shuffle_buffer": 1, "sort_buffer": 2, "per_device_train_batch_size": 2, "max_steps": 10,
-            "save_steps": 2, "max_bad_fraction": 0.1}
+            "save_steps": 2, "max_bad_fraction": 0.1, "protocol": "corrected"}
     expected = ("dataset tones: 3 of 20 examples (15.0%) are unusable, above the limit of 10.0%. "
                 "undecodable audio: 3 (e.g. r_0003: audio holds NaN or Inf samples). Shards: tones.tar.")
     with pytest.raises(DataError) as fresh:

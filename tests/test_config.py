@@ -186,6 +186,13 @@ def test_published_num_training_workers_sets_num_workers(tmp_path):
     assert (both.num_training_workers, both.num_workers) == (4, 1)
     plain = load_train_config(_write(tmp_path / "plain.yaml", TRAIN))
     assert (plain.num_training_workers, plain.num_workers) == (None, 0)
-    # worker processes do not change results: not part of the run identity
-    assert published.identity_dict() == plain.identity_dict()
+    # decode worker processes (num_workers) change no result: not part of the run identity
+    assert load_train_config(str(tmp_path / "single.yaml"), {"num_workers": 0}).identity_dict() == \
+        published.identity_dict()
+    # the published loader workers shape official's training order (data/official_stream.py): part of it there
+    assert published.identity_dict()["data_order"] == {"stream": "published", "loader_workers": 4}
+    assert plain.identity_dict()["data_order"] == {"stream": "published", "loader_workers": 0}
+    corrected = {"protocol": "corrected"}
+    assert load_train_config(str(tmp_path / "single.yaml"), corrected).identity_dict() == \
+        load_train_config(str(tmp_path / "plain.yaml"), corrected).identity_dict()
     assert load_train_config("esc-50").num_workers == 4  # the published single configs set 4

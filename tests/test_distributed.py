@@ -422,8 +422,10 @@ def test_two_processes_report_the_bad_data_of_both(tmp_path):
     test_records[1]["wav"] = nan_wav()
     test_records[3]["json"] = json.dumps({"colour": "red"}).encode()
     train_yaml, eval_yaml = write_configs(root, {"tones": train}, [write_shard(root / "test.tar", test_records)])
+    # (the hand count follows lalmbench's own stream, protocol corrected: one shard a process)
     args = {"decoder_model_name": "tiny-random", "max_steps": 3, "save_steps": 3, "shuffle_buffer": 1,
-            "sort_buffer": 2, "max_new_tokens": 1, "torch_num_threads": 1, "lora_r": 2, "max_bad_fraction": 0.5}
+            "sort_buffer": 2, "max_new_tokens": 1, "torch_num_threads": 1, "lora_r": 2, "max_bad_fraction": 0.5,
+            "protocol": "corrected"}
     run_dir, _, _ = _run({"train_yaml": train_yaml, "eval_yaml": eval_yaml}, 2, tmp_path / "out", args)
 
     per_rank = json.loads((run_dir / "checkpoint-3" / "data_state.json").read_text())["ranks"]

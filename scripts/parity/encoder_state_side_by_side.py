@@ -21,8 +21,8 @@ published trainer had at its first training forward, so the dropout masks (encod
 Then the two training trajectories are compared as well: the loss of every step and, after N steps, every
 trained weight (LoRA, projector). These have no target here (a future change may draw random numbers in
 another order without being wrong); they show how far identical data order would carry the two systems
-(docs/fidelity.md, "Moonshot"). Last, how far lalmbench's own training stream (protocol official, seed 42)
-is from the published data order: its first N batches beside the ones the published trainer drew.
+(docs/fidelity.md, "Same data order"). Last, lalmbench's own training stream (protocol official, seed 42)
+beside the published data order: its first N batches beside the ones the published trainer drew.
 """
 
 from __future__ import annotations
@@ -198,23 +198,14 @@ def lalmbench_training(start_state: dict, recorded, steps: int, rng_state: torch
 
 
 def lalmbench_order(steps: int, seed: int = 42) -> list[list[tuple[str, str]]]:
-    """The first `steps` batches of lalmbench's own training stream on the same data (official)."""
-    from lalmbench.config import DatasetSpec, TrainConfig
-    from lalmbench.data.examples import BadDataCounter
-    from lalmbench.data.mixture import TrainStream
-    from lalmbench.model.decoder import load_decoder
-    from kit import lalmbench_tokenizing
+    """The first `steps` batches of lalmbench's training stream on the same data (official: the published
+    order, data/official_stream.py)."""
+    from transformers import AutoTokenizer
 
-    config = TrainConfig(protocol="official")
-    specs = [DatasetSpec(name=name, data=spec["data"], prompt=spec["prompt"], key=spec["key"], prob=spec["prob"])
-             for name, spec in train_data().items()]
-    shards = {name: sorted((DEMO / name).glob(f"{name}-train-*.tar.gz")) for name in DATASETS}
-    _, tokenizer = load_decoder(tiny_decoder())
-    tokenizing = lalmbench_tokenizing(tokenizer, PROMPTS, "official")
-    stream = TrainStream(specs, shards, 4, seed, tokenizing.count, BadDataCounter(),
-                         shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
-                         crop_seconds=config.crop_audio_length, protocol="official")
-    return [[(e.ref.key, e.text) for e in stream.next_batch()] for _ in range(steps)]
+    from train_order import lalmbench_order as published_order_stream
+
+    batches = published_order_stream(train_data(), steps, seed, 0, AutoTokenizer.from_pretrained(tiny_decoder()))
+    return [[(key, text) for key, text, _ in batch] for batch in batches]
 
 
 def main() -> None:

@@ -245,9 +245,15 @@ class TrainConfig:
         """The settings the trained weights depend on (the training identity keys the run directory).
 
         The feature cache is left out when it is exact (deterministic runs: a hit returns what the encoder
-        computed for the same samples), so turning it on for an interrupted run resumes that run."""
+        computed for the same samples), so turning it on for an interrupted run resumes that run.
+
+        Under `official` the training order is the published loader's, which its number of loader workers
+        (`num_training_workers`) shapes: that number is part of the identity there (`data_order`)."""
         left_out = self._NOT_IN_IDENTITY + self.EVALUATION_ONLY + (("feature_cache",) if self.deterministic else ())
-        return {k: v for k, v in self.to_dict().items() if k not in left_out}
+        identity = {k: v for k, v in self.to_dict().items() if k not in left_out}
+        if self.protocol == "official":
+            identity["data_order"] = {"stream": "published", "loader_workers": self.num_training_workers or 0}
+        return identity
 
     def evaluation_dict(self) -> dict:
         """The evaluation-only settings (part of each test set's evaluation identity)."""

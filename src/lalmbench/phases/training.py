@@ -3,7 +3,8 @@
     plan (rank 0's, from prepare)  reuse  -> final_weights.pt loaded, its bad-data account taken over
                                    resume -> the newest checkpoint loaded, training goes on from its step
                                    train  -> from step 0
-    training: TrainStream (the mixture, sharded over processes) -> BatchMaker -> Trainer (lalmbench.train)
+    training: the protocol's stream (official: PublishedStream, the published order; corrected: TrainStream, the
+    mixture sharded over processes) -> BatchMaker -> Trainer (lalmbench.train)
     -> every process's bad-data account gathered -> final_weights.pt, training_complete.json (rank 0)
 
 The model in `Prepared` is trained in place; the evaluation phase uses it as it is left here.
@@ -21,6 +22,7 @@ import torch
 from lalmbench.data.batches import BatchMaker
 from lalmbench.data.examples import BadDataCounter
 from lalmbench.data.mixture import TrainStream
+from lalmbench.data.official_stream import PublishedStream
 from lalmbench.distributed import barrier, gather_objects
 from lalmbench.io_utils import atomic_path, atomic_write_json
 from lalmbench.phases.preparation import Prepared
@@ -57,6 +59,23 @@ def _reuse(prepared: Prepared) -> Trained:
     return Trained(reused=True, steps_this_run=0, seconds_this_run=0.0)
 
 
+def make_train_stream(prepared: Prepared, micro_batch: int) -> TrainStream | PublishedStream:
+    """The training stream of the run's protocol: the published trainer's order under `official`
+    (data/official_stream.py, shaped by the published `num_training_workers`), lalmbench's own under
+    `corrected` (data/mixture.py: every example once per pass, in an order the seed picks)."""
+    config, dist = prepared.config, prepared.dist
+    common = dict(rank=dist.rank, world=dist.world, shuffle_buffer=config.shuffle_buffer,
+                  sort_buffer=config.sort_buffer, crop_seconds=config.crop_audio_length,
+                  max_bad_fraction=config.max_bad_fraction, protocol=config.protocol)
+    if config.protocol == "official":
+        per_device = batch_plan(config, dist.world)[0] // dist.world  # the published per-device batch
+        return PublishedStream(prepared.train_specs, prepared.train_shards, micro_batch, config.seed,
+                               prepared.tokenizing.count, BadDataCounter(), workers=config.num_training_workers or 0,
+                               sample_rate=config.sample_rate, dataset_batch=per_device, **common)
+    return TrainStream(prepared.train_specs, prepared.train_shards, micro_batch, config.seed,
+                       prepared.tokenizing.count, BadDataCounter(), **common)
+
+
 def _train(prepared: Prepared) -> Trained:
     config, dist, run_dir = prepared.config, prepared.dist, prepared.run_dir
     global_batch, micro_batch, _ = batch_plan(config, dist.world)
@@ -68,10 +87,7 @@ def _train(prepared: Prepared) -> Trained:
     # The stream and the batch maker count into counters of their own, which the trainer combines
     # per step (what it read, what failed to decode); see Trainer.
     tokenizing = prepared.tokenizing
-    stream = TrainStream(prepared.train_specs, prepared.train_shards, micro_batch, config.seed, tokenizing.count,
-                         BadDataCounter(), rank=dist.rank, world=dist.world, shuffle_buffer=config.shuffle_buffer,
-                         sort_buffer=config.sort_buffer, crop_seconds=config.crop_audio_length,
-                         max_bad_fraction=config.max_bad_fraction, protocol=config.protocol)
+    stream = make_train_stream(prepared, micro_batch)
     maker = BatchMaker(tokenizing, BadDataCounter(), config.sample_rate, config.crop_audio_length,
                        stream.crop_fraction, workers=config.num_workers, protocol=config.protocol)
     trainer = Trainer(prepared.model, config, run_dir, dist, prepared.device, stream, maker, stream.counter,
