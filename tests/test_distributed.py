@@ -408,7 +408,8 @@ def test_two_processes_report_the_bad_data_of_both(tmp_path):
     # Training: 2 shards of 8 records, one a process, r2 of each without a label. No shuffling (buffer 1)
     # and micro-batches of 2: after 3 steps each process consumed r0, r1, r3-r6, so it read r0-r6:
     # 7 seen, 1 skipped. Test set: 5 records, r1 holds NaN samples (header fine), r3 has no label; the
-    # usable ones are numbered r0 0, r1 1, r2 2, r4 3, so process 1 decodes r1 and counts its failure.
+    # batches of the usable ones are dealt to the processes in turn, and the one that decodes r1 counts its
+    # failure; the counts are gathered.
     from test_faults import nan_wav
     from test_resume import good_records, write_configs, write_shard
 
