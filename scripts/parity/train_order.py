@@ -51,6 +51,19 @@ def published_order(train_data: dict, steps: int, seed: int, workers: int, token
 
     published._random_crop_audio, published.preprocess_audio = recording_crop, recording_preprocess
     published._process_sample_stream = tagging_process
+    # The resampler builds its sinc kernel anew for every clip (most of the published loader's time here);
+    # the kernel depends on the two rates only, so it is built once per pair: the same tensors, sooner.
+    functional = __import__("torchaudio.functional", fromlist=["_get_sinc_resample_kernel"])
+    build_kernel = functional._get_sinc_resample_kernel
+    kernels: dict = {}
+
+    def cached_kernel(*args, **kwargs):
+        key = (args, tuple(sorted(kwargs.items())))
+        if key not in kernels:
+            kernels[key] = build_kernel(*args, **kwargs)
+        return kernels[key]
+
+    functional._get_sinc_resample_kernel = cached_kernel
     try:
         data = [AudioTextDataType(name=name, **spec) for name, spec in train_data.items()]
         source = AudioTextTokenWebdataset(data_urls=data, tokenizer=tokenizer, training=True, batch_size=batch_size,
@@ -72,6 +85,7 @@ def published_order(train_data: dict, steps: int, seed: int, workers: int, token
     finally:
         published._random_crop_audio, published.preprocess_audio = crop_audio, preprocess
         published._process_sample_stream = process
+        functional._get_sinc_resample_kernel = build_kernel
 
 
 def lalmbench_stream(train_data: dict, seed: int, workers: int, tokenizer, batch_size: int = 4,
