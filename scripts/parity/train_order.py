@@ -19,9 +19,9 @@ Batch = list  # [(key, text, crop start or None), ...]
 
 
 def published_order(train_data: dict, steps: int, seed: int, workers: int, tokenizer, batch_size: int = 4,
-                    sort_by_length: int = 128, crop_seconds: float = 30.0) -> list[Batch]:
+                    sort_by_length: int = 128, crop_seconds: float = 30.0, progress=None) -> list[Batch]:
     """The first `steps` training batches of the published loader. `train_data`: name -> {data, prompt, key,
-    prob}, as in a published train YAML."""
+    prob}, as in a published train YAML. `progress(batches)` is called every 100 batches."""
     import transformers
     import xares_llm.audiowebdataset as published
     from xares_llm.audiowebdataset import AudioTextDataType, AudioTextTokenWebdataset
@@ -81,6 +81,8 @@ def published_order(train_data: dict, steps: int, seed: int, workers: int, token
             batches.append(batch)
             if len(batches) == steps:
                 break
+            if progress is not None and len(batches) % 100 == 0:
+                progress(batches)
         return batches
     finally:
         published._random_crop_audio, published.preprocess_audio = crop_audio, preprocess
@@ -119,16 +121,24 @@ def lalmbench_order(train_data: dict, steps: int, seed: int, workers: int, token
 
 def recorded_published_order(path: Path, train_data: dict, steps: int, seed: int, workers: int, tokenizer,
                              reuse: bool = False, **kwargs) -> list[Batch]:
-    """published_order, kept in `path` (JSON); with `reuse`, a file recorded earlier with the same
-    arguments is read instead of running the published loader again (it takes minutes)."""
+    """published_order, kept in `path` (JSON; written every 100 batches while it runs). With `reuse`, a
+    recording made earlier with the same arguments and at least `steps` batches (complete or not: the first
+    batches of a longer order are the order of a shorter run) is read instead of running the published
+    loader again (it takes minutes)."""
     import json
 
-    arguments = {"train_data": train_data, "steps": steps, "seed": seed, "workers": workers, **kwargs}
+    arguments = {"train_data": train_data, "seed": seed, "workers": workers, **kwargs}
     if reuse and path.is_file():
         saved = json.loads(path.read_text())
-        if saved["arguments"] == json.loads(json.dumps(arguments)):
-            return [[tuple(item) for item in batch] for batch in saved["batches"]]
-    batches = published_order(train_data, steps, seed, workers, tokenizer, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"arguments": arguments, "batches": batches}))
+        same = {k: v for k, v in saved["arguments"].items() if k != "steps"} == json.loads(json.dumps(arguments))
+        if same and len(saved["batches"]) >= steps:
+            return [[tuple(item) for item in batch] for batch in saved["batches"][:steps]]
+
+    def save(batches):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".tmp").write_text(json.dumps({"arguments": {**arguments, "steps": steps}, "batches": batches}))
+        path.with_suffix(".tmp").replace(path)
+
+    batches = published_order(train_data, steps, seed, workers, tokenizer, progress=save, **kwargs)
+    save(batches)
     return batches
