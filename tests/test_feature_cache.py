@@ -243,8 +243,10 @@ def test_a_second_run_with_other_max_steps_encodes_nothing_again(tmp_path, monke
     # training clips; each clip and each of the 4 test clips is encoded once, the second epoch hits
     assert (stats[0]["misses"], stats[0]["hits"]) == (12 + 4, 12)
     checks = len(first_calls) - stats[0]["encoder_calls"]
-    assert first_calls[:checks] == [3]  # validate_encoder's 3-row batch at loading, before any cache
+    # validate_encoder's 3-row batch at loading, then the check on real clips (the first clip of the training
+    # dataset, then of the test set), before any cache
+    assert first_calls[:checks] == [3, 1, 1]
     assert len(entry_files(namespaces[0])) == 16
     # second run: 8 steps, 32 training examples and the 4 test clips, every one from the cache
     assert (stats[1]["hits"], stats[1]["misses"], stats[1]["encoder_calls"]) == (32 + 4, 0, 0)
-    assert [int(n) for n in calls.read_text().split()] == [3]  # the encoder ran for validate_encoder only
+    assert [int(n) for n in calls.read_text().split()] == [3, 1, 1]  # the encoder ran for the checks only
