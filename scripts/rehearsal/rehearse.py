@@ -186,7 +186,7 @@ def rehearse_main(args, work: Path, caption_env: dict) -> tuple[list[dict], list
                 steps_for_passes(suite, manifest, args.passes)
             if passes is None:
                 passes = draws_per_example(suite, manifest, steps)
-            log(f"lalmbench run {suite}: max_steps {steps}; passes per dataset " +
+            log(f"lalmbench run {suite}: max_steps {steps}; training draws per example " +
                 ", ".join(f"{n} {p:.1f}" for n, p in sorted(passes.items())))
             command = ["run", ENCODER, suite, "--decoder-model-name", "tiny-random", "--max-steps", str(steps),
                        "--max-bad-fraction", str(args.max_bad_fraction), "--output-dir", str(runs),
