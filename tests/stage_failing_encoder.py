@@ -3,7 +3,8 @@
 Loaded by path as the run's encoder; on the process whose RANK is `rank` it raises while being built
 (stage "prepare") or patches one lalmbench function to raise on its `after`+1-th call:
 
-    train       TrainStream.next_batch        the training data stream, a few steps in
+    train       next_batch of the training    the training data stream, a few steps in (PublishedStream
+                stream                        under official, TrainStream under corrected)
     checkpoint  train.atomic_directory        writing a checkpoint (as a full disk would)
     evaluate    AudioLLM.generate             answering the test set
     score       metrics.compute               scoring, after every answer was gathered
@@ -49,8 +50,10 @@ class StageFailingEncoder(logmel.LogMelEncoder):
 
         if stage == "train":
             from lalmbench.data.mixture import TrainStream
+            from lalmbench.data.official_stream import PublishedStream
 
-            TrainStream.next_batch = failing(TrainStream.next_batch, RuntimeError(message))
+            for stream in (TrainStream, PublishedStream):
+                stream.next_batch = failing(stream.next_batch, RuntimeError(message))
         elif stage == "checkpoint":
             from lalmbench import train
 
