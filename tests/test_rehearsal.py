@@ -208,7 +208,7 @@ def test_rows_expect_only_faults_in_shards_the_run_read(mirror):
 @pytest.mark.slow
 @pytest.mark.rehearsal
 def test_dress_rehearsal(tmp_path):
-    """The whole rehearsal (about half an hour on 2 cores): `make rehearsal` runs the same."""
+    """The whole rehearsal (16 to 25 min on 2 cores, measured): `make rehearsal` runs the same."""
     rehearse = _load("rehearse")
     report = tmp_path / "report.json"
     status = rehearse.main(["--work", str(tmp_path / "work"), "--report", str(report)])
