@@ -182,27 +182,53 @@ def test_rows_expect_only_faults_in_shards_the_run_read(mirror):
     manifest = {"datasets": {name: {"eval": shards[name].eval, "faults": layout[name], "train_examples": 60,
                                     "test_examples": 24, "planted": {f: 1 for f in mirror.FAULTS},
                                     "expected_bad_test": {}} for name in layout}}
-    # ESC-50's faults sit in shards 0 (undecodable, stray), 3 (broken json), 2 (empty label, counted under
-    # official as a target) and 0 (wide clip). The run read shards 0 and 3 only of CremaD (6 shards): its
-    # undecodable clip (shard 0), broken JSON (shard 1) ... are expected only where read.
+    # ESC-50: all 4 shards read, so every fault is expected. CremaD: only the shards holding the undecodable
+    # clip and the README are read: the undecodable clip is expected, the broken JSON is not (its shard
+    # unread), the empty label is a target under official; counting 2 is one too many.
     esc = [f"/home/data/{rel}" for rel in shards["ESC-50"].train]
-    cremad_read = [f"/home/data/{shards['CremaD'].train[i]}" for i in (0, 3)]
+    shard_of = {f["fault"]: f["shard"] for f in layout["CremaD"]}
+    assert len({shard_of["undecodable"], shard_of["broken_json"], shard_of["stray_member"]}) == 3
+    cremad_read = [f"/home/data/{shard_of[fault]}" for fault in ("undecodable", "stray_member")]
     summary = {"bad_data": {
         "ESC-50": {"skipped_total": 2, "skipped": {"undecodable audio": 1, "bad record": 1},
                    "seen_by_share": {p: 15 for p in esc}, "stray_members": [[esc[0], "README.txt"]]},
         "CremaD": {"skipped_total": 2, "skipped": {"undecodable audio": 1, "bad record": 1},
-                   "seen_by_share": {p: 20 for p in cremad_read}, "stray_members": [[cremad_read[0], "README.txt"]]}},
+                   "seen_by_share": {p: 20 for p in cremad_read}, "stray_members": [[cremad_read[1], "README.txt"]]}},
         "tasks": {"eval_esc-50": {"score": 0.25, "metric": "Accuracy"}}}
-    placed = {f["fault"]: shards["CremaD"].train.index(f["shard"]) for f in layout["CremaD"]}
-    assert placed == {"undecodable": 0, "broken_json": 1, "empty_label": 2, "stray_member": 3, "wide_clip": 4}
     rows = {r["dataset"]: r for r in rehearse.suite_rows("task1", manifest, summary, 60.0, {})
             if r["dataset"] in layout}
     assert (rows["ESC-50"]["expected"], rows["ESC-50"]["counted"], rows["ESC-50"]["match"]) == ("2+0", "2+0", True)
     assert rows["ESC-50"]["shards_read"] == "4/4" and rows["ESC-50"]["score"] == 0.25
-    # CremaD: shards 0 and 3 read: the undecodable clip is expected, the broken JSON (shard 1) is not, and the
-    # README sits in shard 3; counting 2 is one too many.
     assert (rows["CremaD"]["expected"], rows["CremaD"]["counted"], rows["CremaD"]["match"]) == ("1+0", "2+0", False)
     assert rows["CremaD"]["shards_read"] == "2/6" and rows["CremaD"]["reachable"] == 2
+
+
+def test_faults_sit_in_the_first_shards_the_published_sampler_opens(mirror):
+    """Each fault goes into one of the first distinct shards a one-process official run opens, so even a
+    short run reads every planted fault. The order is checked against webdataset's own classes, set up as
+    the published trainer sets them up (shards resampled with seed 42, deterministic; detshuffle 1000/100,
+    seed 42), over the shard list in the published order."""
+    import webdataset as wds
+
+    from lalmbench.data.official_stream import published_shard_order
+
+    recipes, shards = mirror.read_recipes(), mirror.config_shards()
+    for name in ("CremaD", "ESC-50", "SpeechCommandsV1", "AISHELL-1"):
+        entry = shards[name]
+        order = published_shard_order(entry, [Path(p) for p in entry.train])
+        pipeline = wds.DataPipeline(wds.ResampledShards(order, seed=42, deterministic=True),
+                                    wds.detshuffle(bufsize=1000, initial=100, seed=42))
+        opened: list[str] = []
+        for sample in pipeline:
+            if sample["url"] not in opened:
+                opened.append(sample["url"])
+            if len(opened) == min(len(mirror.FAULTS), len(order)):
+                break
+        placed = [f["shard"] for f in mirror.fault_layout(recipes[name], entry)]
+        assert placed == [opened[i % len(opened)] for i in range(len(mirror.FAULTS))], name
+    # ESC-50 has 4 shards for 5 faults: the fifth goes back to the first shard opened
+    esc = [f["shard"] for f in mirror.fault_layout(recipes["ESC-50"], shards["ESC-50"])]
+    assert len(set(esc)) == 4 and esc[4] == esc[0]
 
 
 @pytest.mark.slow
