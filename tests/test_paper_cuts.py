@@ -107,6 +107,23 @@ def test_run_on_cuda_without_cuda_is_a_clear_error(tiny_encoder, demo_suite, tmp
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch build or machine without CUDA")
+def test_a_stop_before_the_run_directory_is_said_once(demo_suite, tmp_path):
+    """In a process of its own (no pytest handlers on the root logger): the reason a run stopped goes to
+    log.txt only; before the run directory exists there is no log.txt, and the line must not reach stderr
+    through logging's last-resort handler beside the CLI's own error."""
+    import subprocess
+    import sys
+
+    train_yaml, eval_yaml, _ = demo_suite
+    done = subprocess.run([sys.executable, "-m", "lalmbench", "run", "lalmbench.encoders.LogMelEncoder",
+                           str(train_yaml), str(eval_yaml), "--device", "cuda", "--output-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("device 'cuda' is not available") == 1, done.stderr
+    assert "run stopped" not in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch build or machine without CUDA")
 def test_bench_on_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert main(["bench", "--quick", "--device", "cuda", "--output", str(tmp_path / "bench.json")]) == 2
     err = _one_line(capsys.readouterr().err)

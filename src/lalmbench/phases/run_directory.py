@@ -47,6 +47,8 @@ def log_stop(exc: BaseException) -> None:
     names is logged as its message; Ctrl-C as an interruption; anything else with its traceback."""
     from lalmbench.errors import LalmbenchError
 
+    if not log.handlers:  # logging not set up yet (stopped that early): nothing to write, and logging's
+        return            # last-resort handler would print it to stderr beside the CLI's own error
     only_file = {FILE_ONLY: True}
     if isinstance(exc, KeyboardInterrupt):
         log.error("run stopped: interrupted (KeyboardInterrupt: Ctrl-C or a stop signal)", extra=only_file)
