@@ -149,7 +149,7 @@ def test_plain_run_on_several_gpus_uses_one_and_says_how(monkeypatch):
     import logging
 
     from lalmbench.distributed import DistInfo
-    from lalmbench.runner import _pick_device
+    from lalmbench.phases.preparation import _pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)

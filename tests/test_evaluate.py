@@ -25,7 +25,7 @@ from lalmbench.evaluate import (_published_length, corrected_batches, evaluate_t
                                 official_batches, published_shard_order, sorted_runs)
 from lalmbench.model.audio_llm import AudioLLM, add_lora
 from lalmbench.model.decoder import load_decoder
-from lalmbench.runner import Tokenizing
+from lalmbench.data.tokenizing import Tokenizing
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BATCHING_PROMPT = "Name the sound."

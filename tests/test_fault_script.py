@@ -237,7 +237,7 @@ def test_partial_file_of_a_killed_download_is_removed_by_the_next(tmp_path, monk
 def test_claiming_a_run_directory_removes_what_a_killed_run_was_writing(tmp_path):
     """A run killed mid-checkpoint leaves `.checkpoint-N.<random>.tmp` (and mid-write, `.<file>.<random>.tmp`);
     the next run of the identity, holding the directory's lock, removes them and nothing else."""
-    from lalmbench.runner import RunClaim
+    from lalmbench.phases.run_directory import RunClaim
 
     run_dir = tmp_path / "out" / "train" / "Enc"
     (run_dir / "checkpoint-10").mkdir(parents=True)

@@ -388,7 +388,7 @@ def _failing(errno_code: int, original, fail_on: int = 1, only_once: bool = Fals
                                         (errno.EROFS, "the file system is read-only"),
                                         (errno.EACCES, "permission denied")])
 def test_write_errors_say_what_and_keep_the_old_file(tmp_path, monkeypatch, code, what):
-    from lalmbench.runner import write_predictions, write_scores
+    from lalmbench.phases.results import write_predictions, write_scores
 
     run_dir = tmp_path / "run"
     write_scores(run_dir, [{"task": "eval_a", "score": 0.5, "weight": 1}])

@@ -131,7 +131,7 @@ def _limited(protocol, tmp_path, tiny, limit, num_workers=2):
     from lalmbench.data.examples import BadDataCounter
     from lalmbench.distributed import DistInfo
     from lalmbench.evaluate import _published_length, corrected_batches, official_batches
-    from lalmbench.runner import Tokenizing
+    from lalmbench.data.tokenizing import Tokenizing
 
     shards = _small_shards(tmp_path)
     task = _task(shards, 4, num_workers)

@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from lalmbench.runner import warn_if_slow_on_cpu
+from lalmbench.phases.preparation import warn_if_slow_on_cpu
 from lalmbench.train import ESTIMATE_STEPS, training_time_estimate
 
 

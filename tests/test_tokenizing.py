@@ -85,8 +85,3 @@ def test_batches_carry_the_protocols_ids(with_bos):
     assert batches["official"]["target_ids"][0][1:] == batches["corrected"]["target_ids"][0]
     assert batches["official"]["audio"].shape == batches["corrected"]["audio"].shape == (1, 3_200)
 
-
-def test_runner_keeps_the_old_import_path():
-    import lalmbench.runner
-
-    assert lalmbench.runner.Tokenizing is Tokenizing

@@ -266,10 +266,8 @@ def published_collate(samples: list[dict], tokenizer) -> dict:
 
 
 def lalmbench_tokenizing(tokenizer, prompts: dict[str, str], protocol: str = "official"):
-    try:
-        from lalmbench.data.tokenizing import Tokenizing
-    except ImportError:  # before prompt tokenization moved into the data package
-        from lalmbench.runner import Tokenizing
+    from lalmbench.data.tokenizing import Tokenizing
+
     return Tokenizing(tokenizer, prompts, protocol)
 
 

@@ -243,7 +243,7 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
     from lalmbench.distributed import DistInfo
     from lalmbench.model.audio_llm import apply_speed_switches
     from lalmbench.model.feature_cache import attach_feature_cache
-    from lalmbench.runner import Tokenizing
+    from lalmbench.data.tokenizing import Tokenizing
     from lalmbench.train import Trainer, configure_determinism
 
     _release(device)
@@ -394,7 +394,7 @@ def eval_path(name: str, model, config, tokenizer, eval_data: dict, sizes: dict,
     from lalmbench.data.examples import BadDataCounter
     from lalmbench.distributed import DistInfo
     from lalmbench.evaluate import evaluate_task
-    from lalmbench.runner import Tokenizing
+    from lalmbench.data.tokenizing import Tokenizing
 
     tasks = eval_configs_from_mapping(eval_data, "bench eval")
     tokenizing = Tokenizing(tokenizer, {t.name: t.data.prompt for t in tasks})

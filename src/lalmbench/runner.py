@@ -19,19 +19,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Tokenizing also stays reachable here (the parity kit and bench import it from the runner).
-from lalmbench.data.tokenizing import Tokenizing  # noqa: F401
 from lalmbench.distributed import stops_every_process_on_failure
 from lalmbench.encoders.loading import encoder_display_name
 from lalmbench.errors import DeterminismError
-from lalmbench.phases.evaluation import Evaluated, evaluate_or_reuse  # noqa: F401
-from lalmbench.phases.preparation import (Prepared, RunRequest, _pick_device, prepare,  # noqa: F401
-                                          warn_if_slow_on_cpu)
-from lalmbench.phases.results import (RunResult, format_table, write_predictions, write_results,  # noqa: F401
-                                      write_scores)
-from lalmbench.phases.run_directory import (COMPLETED, FINAL_WEIGHTS, TRAINING_COMPLETE, RunClaim,  # noqa: F401
-                                            log_stop, plan_training, setup_logging)
-from lalmbench.phases.training import Trained, train_or_reuse  # noqa: F401
+from lalmbench.phases.evaluation import evaluate_or_reuse
+from lalmbench.phases.preparation import RunRequest, prepare
+from lalmbench.phases.results import RunResult, write_results
+from lalmbench.phases.run_directory import RunClaim, log_stop
+from lalmbench.phases.training import train_or_reuse
 from lalmbench.process_state import restores_process_state
 from lalmbench.run_configs import check_limit, configs_yaml, resolve_configs, run_directory
 from lalmbench.train import nondeterministic_operation
