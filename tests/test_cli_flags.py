@@ -1,12 +1,10 @@
 """Training fields as typed command-line flags, documented from the config (lalmbench.config_flags)."""
 
-import dataclasses
-
 import pytest
 
 from lalmbench.cli import build_parser
 from lalmbench.config import TrainConfig
-from lalmbench.config_flags import collect_overrides, field_docs, parse_mapping_arg
+from lalmbench.config_flags import collect_overrides, parse_mapping_arg
 from lalmbench.errors import ConfigError
 
 
@@ -19,9 +17,10 @@ def test_every_training_field_is_a_documented_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # help text is wrapped: compare without line breaks
-    docs = field_docs(TrainConfig)
-    fields = [f.name for f in dataclasses.fields(TrainConfig) if not f.name.startswith("_") and f.name != "train_data"]
+    docs = {name: field.description for name, field in TrainConfig.model_fields.items() if field.description}
+    fields = [name for name in TrainConfig.model_fields if name != "train_data"]
     assert set(fields) <= set(docs), f"fields without a doc line: {sorted(set(fields) - set(docs))}"
+    assert "Optimizer steps to train." in text  # the attribute docstring under max_steps in config.py
     for name in fields:
         assert f"--{name.replace('_', '-')}" in text
         assert " ".join(docs[name].split()[:4]) in text  # the field's own doc is its help
@@ -54,6 +53,10 @@ def test_args_takes_yaml_and_yaml_files(tmp_path):
         parse_mapping_arg("[1, 2]", "--args")
     with pytest.raises(ConfigError, match="neither JSON"):
         parse_mapping_arg("{max_steps: [", "--args")
+    assert parse_mapping_arg('{"max_steps": 3}', "--args") == {"max_steps": 3}  # JSON is YAML's subset
+    assert parse_mapping_arg(None, "--args") == {}
+    with pytest.raises(ConfigError, match="the file nope.yaml does not exist"):
+        parse_mapping_arg("nope.yaml", "--model-args")
 
 
 def test_demo_keeps_its_own_seed_option():
@@ -90,8 +93,8 @@ def test_print_config_prints_both_configs_and_touches_nothing(tmp_path, monkeypa
     # Each document loads back as the config it shows.
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(evals))
-    assert load_train_config(str(tmp_path / "train.yaml")).to_dict() == train
-    assert {t.name: t.to_dict() for t in load_eval_configs(str(tmp_path / "eval.yaml"))} == evals
+    assert load_train_config(str(tmp_path / "train.yaml")).model_dump() == train
+    assert {t.name: t.model_dump() for t in load_eval_configs(str(tmp_path / "eval.yaml"))} == evals
 
 
 def test_limit_and_tasks_values_are_checked(capsys):

@@ -293,8 +293,8 @@ def test_revision_in_yaml_is_read_and_written(tmp_path):
     path.write_text(f"train_data:\n  Tiny: {{prompt: Classify., data: ['a.tar'], key: label, repo_id: {REPO}, "
                     "revision: v1}\n")
     spec = load_train_config(str(path)).train_data["Tiny"]
-    assert spec.revision == "v1" and spec.to_dict()["revision"] == "v1"
-    assert "revision" not in DatasetSpec(data=["a.tar"], repo_id=REPO).to_dict()
+    assert spec.revision == "v1" and spec.model_dump()["revision"] == "v1"
+    assert "revision" not in DatasetSpec(data=["a.tar"], repo_id=REPO).model_dump()
 
 
 def test_same_path_at_two_revisions_is_a_config_error():

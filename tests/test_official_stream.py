@@ -144,9 +144,9 @@ def test_run_seed_moves_mixing_without_workers_only(shards_dir):
 def test_shard_seed_and_order_as_published():
     assert make_seed(0, 0, 42) == 42  # no workers: Random(42) for every dataset
     assert make_seed(3, 0, 42) == 3 * 31 * 31 + 42
-    hub = DatasetSpec(name="x", data=[], repo_id="org/x")
+    hub = DatasetSpec(name="x", data=["a.tar"], repo_id="org/x")
     assert published_shard_order(hub, [Path("/h/a.tar"), Path("/h/a.tar.gz")]) == ["/h/a.tar.gz", "/h/a.tar"]
-    local = DatasetSpec(name="x", data=[])
+    local = DatasetSpec(name="x", data=["a.tar"])
     assert published_shard_order(local, [Path("/h/a.tar"), Path("/h/a.tar.gz")]) == ["/h/a.tar", "/h/a.tar.gz"]
 
 

@@ -28,7 +28,7 @@ def test_a_subset_changes_the_training_identity_and_all_names_change_nothing():
     assert subset.identity_dict()["train_data"] != full.identity_dict()["train_data"]
     everything = ["aishell-1", "clotho", "librispeech", "mecat", "songdescriber"]
     same, same_tasks, _ = resolve_configs("task2", None, None, everything)
-    assert same.to_dict() == full.to_dict() and same.config_name == "task2"
+    assert same.model_dump() == full.model_dump() and same.config_name == "task2"
     assert [t.name for t in same_tasks] == [t.name for t in full_tasks]
 
 

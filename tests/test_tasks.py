@@ -161,7 +161,7 @@ def test_eval_settings_hand_checked_and_defaults_where_published_omits_them():
 def test_extended_suite_is_task1_plus_the_new_tasks():
     task1, extended = load_train_config("task1"), load_train_config("extended")
     assert list(extended.train_data)[:15] == list(task1.train_data)
-    assert all(extended.train_data[n].to_dict() == spec.to_dict() for n, spec in task1.train_data.items())
+    assert all(extended.train_data[n].model_dump() == spec.model_dump() for n, spec in task1.train_data.items())
     gender, pitch = extended.train_data["LibriSpeechGender"], extended.train_data["NSynthPitch"]
     assert (gender.prob, pitch.prob, len(extended.train_data), extended.max_steps) == (1, 2, 17, 100_000)
     assert gender.data == load_train_config("librispeech").train_data["LibriSpeech"].data
@@ -170,8 +170,8 @@ def test_extended_suite_is_task1_plus_the_new_tasks():
     # every published task1 dataset keeps 25.5 / 28.5 of its task1 share
     shares, base = train_shares("extended"), train_shares("task1")
     assert all(shares[name] == pytest.approx(base[name] * 25.5 / 28.5) for name in base)
-    task1_eval = {t.name: t.to_dict() for t in load_eval_configs("task1")}
-    extended_eval = {t.name: t.to_dict() for t in load_eval_configs("extended")}
+    task1_eval = {t.name: t.model_dump() for t in load_eval_configs("task1")}
+    extended_eval = {t.name: t.model_dump() for t in load_eval_configs("extended")}
     assert {n: extended_eval[n] for n in task1_eval} == task1_eval
     assert sorted(set(extended_eval) - set(task1_eval)) == ["eval_librispeech-gender", "eval_nsynth-pitch"]
     catalog = load_catalog()

@@ -1,43 +1,36 @@
-"""Command-line flags generated from the config dataclasses: one `--field-name` per field, its doc as help.
+"""Command-line flags generated from the config models: one `--field-name` per field, its doc as help.
 
-The docs are the attribute docstrings written under each field in `config.py`, read with `ast`, so a
-field documented there is documented in `lalmbench run --help` with nothing to keep in step. Values are
-parsed by the field's annotation (int, float, str, bool as `--x/--no-x`, `T | None` taking `none`),
-then go through the same validation as YAML and `--args` values. Only flags given on the command line
-become overrides; precedence stays: flags over `--args` over YAML over defaults.
+The help of a flag is its field's description in `config.py` (the attribute docstring under the field,
+read by pydantic), so a field documented there is documented in `lalmbench run --help` with nothing to
+keep in step. Values are parsed by the field's type (int, float, str or one of a few strings, bool as
+`--x/--no-x`, `T | None` taking `none`), then go through the same validation as YAML and `--args` values.
+Only flags given on the command line become overrides; precedence stays: flags over `--args` over YAML
+over defaults.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import inspect
-import textwrap
-from typing import Any
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel
+
+from lalmbench.errors import ConfigError
 
 OVERRIDE_PREFIX = "override__"  # namespace attribute prefix of generated flags
 
 
-def field_docs(cls) -> dict[str, str]:
-    """{field name: its docstring} for a dataclass whose fields carry a string literal below them."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
-
-
-def _parser_for(annotation: str, name: str):
-    """A function str -> value for the field's annotation (a string: config.py uses postponed annotations)."""
-    parts = [p.strip() for p in annotation.split("|")]
-    optional = "None" in parts
-    base = next((p for p in parts if p != "None"), "str")
-    convert = {"int": int, "float": float, "str": str}.get(base)
+def _parser_for(annotation: Any, name: str):
+    """A function str -> value for a field's type; None for structured fields (mappings, lists)."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else annotation
+    convert = str if typing.get_origin(base) is Literal else {int: int, float: float, str: str}.get(base)
     if convert is None:
         return None
 
@@ -47,38 +40,34 @@ def _parser_for(annotation: str, name: str):
         try:
             return convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: expected {base}"
+            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: expected {convert.__name__}"
                                              f"{' or none' if optional else ''}, got {text!r}") from None
 
-    parse.__name__ = base  # argparse names the type in its own messages
+    parse.__name__ = convert.__name__  # argparse names the type in its own messages
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = (),
+def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], title: str, skip: tuple[str, ...] = (),
                      defaults: dict[str, Any] | None = None) -> None:
-    """Add a group of flags for every public field of dataclass `cls` (except `skip`).
+    """Add a group of flags for every field of config model `model` (except `skip`).
 
-    `defaults` replaces the dataclass defaults shown in the help, for a command whose own defaults differ
+    `defaults` replaces the model's defaults shown in the help, for a command whose own defaults differ
     (the demo's training settings)."""
-    docs = field_docs(cls)
     group = parser.add_argument_group(title)
-    shown = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)} | dict(defaults or {})
-    for f in dataclasses.fields(cls):
-        if f.name.startswith("_") or f.name in skip:
+    for name, field in model.model_fields.items():
+        if name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + name.replace("_", "-")
         if flag in parser._option_string_actions:  # the command has an option of that name with its own meaning
             continue
-        default = shown[f.name]
-        doc = docs.get(f.name, "")
-        help_text = f"{doc} (default: {default!r})".replace("%", "%%")
-        dest = OVERRIDE_PREFIX + f.name
-        annotation = str(f.type)
-        if annotation == "bool":
+        default = (defaults or {}).get(name, field.get_default(call_default_factory=True))
+        help_text = f"{' '.join((field.description or '').split())} (default: {default!r})".replace("%", "%%")
+        dest = OVERRIDE_PREFIX + name
+        if field.annotation is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=help_text)
             continue
-        parse = _parser_for(annotation, f.name)
+        parse = _parser_for(field.annotation, name)
         if parse is None:
             continue  # structured fields (mappings) stay in YAML / --args
         group.add_argument(flag, dest=dest, type=parse, default=argparse.SUPPRESS, metavar=parse.__name__.upper(),
@@ -92,15 +81,8 @@ def collect_overrides(namespace: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_mapping_arg(text: str | None, option: str) -> dict:
-    """`--args`/`--model-args`: a JSON object, a YAML mapping (`{max_steps: 100}`), or a YAML file's path."""
-    import json
-    import os
-    from pathlib import Path
-
-    import yaml
-
-    from lalmbench.errors import ConfigError
-
+    """`--args`/`--model-args`: a JSON object, a YAML mapping (`{max_steps: 100}`), or a YAML file's path.
+    The one parser of a mapping argument."""
     if not text:
         return {}
     source = text

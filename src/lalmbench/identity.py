@@ -302,5 +302,5 @@ def evaluation_identity(training_hash: str, config: TrainConfig, task: EvalTaskC
                         home: Path) -> dict:
     """What one test set's score depends on: the trained weights (by their identity), the evaluation-only
     settings, the test set's config and its shards."""
-    return {"training": training_hash, "settings": config.evaluation_dict(), "task": task.to_dict(),
+    return {"training": training_hash, "settings": config.evaluation_dict(), "task": task.model_dump(),
             "test_data": shards_identity(task.data, shards, home)}

@@ -19,7 +19,6 @@ The training mixture is part of the training identity, so a subset run never reu
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from lalmbench.config import (EvalTaskConfig, TrainConfig, dump_yaml, load_eval_configs, load_train_config,
@@ -85,7 +84,7 @@ def select_tasks(config: TrainConfig, tasks: list[EvalTaskConfig],
         return config, tasks
     picked = [name for name in known if name in wanted]
     subset_name = f"{config.config_name}{SUBSET_MARK}{','.join(picked)}"
-    return dataclasses.replace(config, train_data=train_data, config_name=subset_name), picked_tasks
+    return config.model_copy(update={"train_data": train_data, "config_name": subset_name}), picked_tasks
 
 
 def resolve_configs(train: str, eval: str | None, overrides: dict | None = None,
@@ -123,8 +122,8 @@ def configs_yaml(config: TrainConfig, tasks: list[EvalTaskConfig], limit: int | 
     eval_doc = "# eval config, resolved\n"
     if limit is not None:
         eval_doc += f"# --limit {limit}: only the first {limit} test examples of each test set are evaluated\n"
-    return (train_doc + dump_yaml(config.to_dict()) + "---\n"
-            + eval_doc + dump_yaml({task.name: task.to_dict() for task in tasks}))
+    return (train_doc + dump_yaml(config.model_dump()) + "---\n"
+            + eval_doc + dump_yaml({task.name: task.model_dump() for task in tasks}))
 
 
 # -- --limit: partial evaluations ---------------------------------------------------------------------------------

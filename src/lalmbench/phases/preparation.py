@@ -144,8 +144,8 @@ def prepare(request: RunRequest, claim: RunClaim) -> Prepared:
     run_dir = Path(run_dir)
     if dist.is_main:
         atomic_write_json(run_dir / "run_identity.json", {"hash": identity_hash, "identity": identity})
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(config.to_dict()))
-        atomic_write_text(run_dir / "eval_config.yaml", dump_yaml({t.name: t.to_dict() for t in tasks}))
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(config.model_dump()))
+        atomic_write_text(run_dir / "eval_config.yaml", dump_yaml({t.name: t.model_dump() for t in tasks}))
     setup_logging(run_dir, dist.is_main)
     log.info("run directory %s (training identity %s)", run_dir, identity_hash[:12])
 
