@@ -1,13 +1,19 @@
-"""Which devices this process can use: a device a command names is checked before anything is loaded.
+"""Devices: which this process can use, where a module lives, and how much memory a block takes on one.
 
 torch reports a missing device only when the first tensor moves there (for a CPU-only build an
 AssertionError deep in `torch.cuda`), after the encoder, the data and the decoder have loaded. Here the
 name is checked against the torch build and the machine once, at the start, with an error that says
-what to do.
+what to do. `module_device` and `PeakMemory` are shared by the encoder check, the feature cache and the
+speed benchmark.
 """
 
 from __future__ import annotations
 
+import itertools
+import sys
+import threading
+
+import psutil
 import torch
 
 from lalmbench.errors import ConfigError
@@ -41,3 +47,66 @@ def require_device(name: str, option: str = "--device") -> torch.device:
         raise ConfigError(f"device {name!r} is not available: {problem}. Run with {option} cpu (or leave "
                           f"{option} unset: a GPU is used when there is one)")
     return torch.device(name)
+
+
+def module_device(module: torch.nn.Module, default: torch.device | None = torch.device("cpu")) -> torch.device | None:
+    """The device of `module`'s first parameter or buffer (where the official checker puts its input);
+    `default` for a module that holds no tensor."""
+    return next((t.device for t in itertools.chain(module.parameters(), module.buffers())), default)
+
+
+def _lifetime_peak_rss() -> int:
+    """The process's largest RSS so far, in bytes (0 where getrusage does not exist)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+class PeakMemory:
+    """Memory in use during a block on `device`: `start`, `peak` and `increase` (peak - start), in bytes.
+
+    CUDA: the allocator's count and peak. CPU: torch's allocations bypass tracemalloc, so the measure is
+    the process RSS, sampled every `interval` seconds, plus getrusage's lifetime peak when it rose during
+    the block (a spike the sampler missed).
+    """
+
+    # a hand-written sampler: psutil reads the RSS but keeps no peak on Linux, and getrusage keeps only
+    # the process lifetime's
+    def __init__(self, device: torch.device | str, interval: float = 0.01):
+        self.device, self.interval = torch.device(device), interval
+        self.start = self.peak = self.increase = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = self.peak = torch.cuda.memory_allocated(self.device)
+            return self
+        self._process = psutil.Process()
+        self.start = self.peak = self._process.memory_info().rss
+        self._lifetime_start = _lifetime_peak_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> bool:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            lifetime = _lifetime_peak_rss()
+            if lifetime > self._lifetime_start:  # the process set a new peak inside the block
+                self.peak = max(self.peak, lifetime)
+        self.increase = self.peak - self.start
+        return False

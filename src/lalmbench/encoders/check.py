@@ -4,6 +4,7 @@ Flow: load the class (file or dotted path) -> build it with --model-args -> move
 the official contract chain (`contract.validate_encoder`, which the training pipeline also runs) ->
 lalmbench's extra checks on real calls (finite, short/long input, padding, determinism, frame rate) ->
 cost (parameters, peak memory, time for a batch of 4 x 30 s) and a verdict against the Colab T4 budget.
+The extra checks are small functions listed in EXTRA_CHECKS, run in order over one shared context.
 
 Mandatory checks decide the exit status (0 when all pass). Informational checks never fail a run; they
 warn, because what they catch (padding leaking into features, a frame rate that ignores the audio
@@ -16,15 +17,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import textwrap
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from lalmbench.devices import PeakMemory
 from lalmbench.encoders.contract import OFFICIAL_CHECKS, call_encoder, forward_arity, validate_encoder
 from lalmbench.errors import EncoderContractError
 from lalmbench.hub import offline_if_unreachable
@@ -162,52 +162,9 @@ def _gb(n: float) -> str:
     return f"{n / 1024 ** 2:.0f} MB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KB"
 
 
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class _PeakRss:
-    """Peak resident memory above the level at start, sampled every 2 ms while the block runs.
-
-    torch's CPU allocations bypass tracemalloc, so process RSS is the measure; getrusage's lifetime
-    peak is used as well, which catches a spike the sampler missed when it set a new process peak.
-    """
-
-    def __enter__(self):
-        self.start = _rss_bytes()
-        self.start_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.peak = self.start or 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.002):
-            now = _rss_bytes()
-            if now is not None:
-                self.peak = max(self.peak, now)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        end_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        sampled = self.peak - self.start if self.start is not None else 0
-        self.delta = max(sampled, end_maxrss - self.start_maxrss if end_maxrss > self.start_maxrss else 0)
-        self.process_peak = max(self.peak, end_maxrss)
-        return False
-
-
 # ---------------------------------------------------------------- stage 1: load and build
 
 LOAD_ROWS = ("load", "class name", "constructor", "nn.Module")
-EXTRA_ROWS = ("finite output", "short input", "long input", "padding invariance", "deterministic",
-              "frame rate", "parameters", "peak memory", "speed", "T4 budget")
-MANDATORY_EXTRAS = {"finite output", "short input", "long input", "T4 budget"}
 
 
 def _load(encoder, model_args: dict, report: CheckReport):
@@ -338,203 +295,256 @@ def _official(model: nn.Module, device: torch.device, options: CheckOptions, rep
 # ---------------------------------------------------------------- stage 3: lalmbench's checks
 
 
-def _run_row(report: CheckReport, name: str, fn) -> CheckResult:
-    """Run one extra check; an exception from the encoder is that check's failure (a warning if informational)."""
-    mandatory = name in MANDATORY_EXTRAS
-    start = time.perf_counter()
-    try:
-        result = fn()
-    except Exception as exc:
-        result = CheckResult(name, mandatory, FAIL if mandatory else WARN, f"{type(exc).__name__}: {exc}",
-                             fix="the encoder raised on this input; run it by hand on the input the check names")
-    result.name, result.mandatory = name, mandatory
-    result.seconds = time.perf_counter() - start
-    report.results.append(result)
-    return result
+@dataclass
+class _Context:
+    """What the extra checks share: the encoder, where it runs, the options, and what earlier checks measured."""
+
+    model: nn.Module
+    device: torch.device
+    options: CheckOptions
+    results: list[CheckResult]
+    """The rows so far (the report's)."""
+    arity: int = 2
+    frames: dict[int, int] = field(default_factory=dict)
+    """Valid frames of the short and long input runs, by clip length in samples (the frame rate reuses them)."""
+    repeat: tuple[torch.Tensor, torch.Tensor] | None = None
+    """(audio, features) of the finite-output call, which the determinism check calls again."""
+    weight_bytes: int = 0
+    memory: dict | None = None
+    """What the peak-memory check measured, for the budget."""
+    speed: CheckResult | None = None
+    """The speed row, timed on the peak-memory check's call."""
+
+    def audio(self, batch: int, samples: int, offset: int = 0) -> torch.Tensor:
+        return _audio(batch, samples, self.options.seed + offset, self.device)
+
+    def diff(self, reference: torch.Tensor, other: torch.Tensor) -> float:
+        return float((reference - other).abs().max()) if reference.numel() else 0.0
+
+    def tolerance(self, reference: torch.Tensor) -> float:
+        largest = float(reference.abs().max()) if reference.numel() else 0.0
+        return self.options.padding_atol + self.options.padding_rtol * largest
+
+
+def _finite_output(ctx: _Context) -> CheckResult:
+    options = ctx.options
+    audio = ctx.audio(options.batch, options.samples)
+    features, mask = _call(ctx.model, audio, None)
+    ctx.repeat = (audio, features)
+    if not _finite(features, mask):
+        bad = int((~torch.isfinite(features)).sum())
+        return CheckResult("", True, FAIL, f"{bad} NaN/Inf values in features of randn({options.batch}, {options.samples})",
+                           "finite features", "look for log(0), division by a zero norm or overflow in half "
+                           "precision; add an epsilon (log(x + 1e-6)) or compute that step in float32")
+    return CheckResult("", True, PASS, "no NaN/Inf")
+
+
+def _clip(ctx: _Context, seconds: float) -> CheckResult:
+    """One clip of `seconds` alone: at least one valid frame, all finite."""
+    label = f"{seconds:g} s"
+    samples = max(1, int(round(seconds * SAMPLE_RATE)))
+    features, mask = _call(ctx.model, ctx.audio(1, samples, 1), None)
+    frames = _valid_frames(features, mask)[0]
+    ctx.frames[samples] = frames
+    if frames < 1:
+        return CheckResult("", True, FAIL, f"{label}: 0 valid frames", "at least one valid frame",
+                           "pad very short input up to the encoder's minimum window inside forward")
+    if not _finite(features, mask):
+        return CheckResult("", True, FAIL, f"{label}: NaN/Inf in features", "finite features",
+                           "guard the computation for this length (windows longer than the clip, empty statistics)")
+    return CheckResult("", True, PASS, f"{label}: {frames} frames, shape {tuple(features.shape)}")
+
+
+def _short_input(ctx: _Context) -> CheckResult:
+    return _clip(ctx, ctx.options.short_seconds)
+
+
+def _long_input(ctx: _Context) -> CheckResult:
+    return _clip(ctx, ctx.options.long_seconds)
+
+
+def _padding_invariance(ctx: _Context) -> CheckResult:
+    """A short clip alone and padded into a batch with a longer one: the same valid frames, a mask that agrees."""
+    if ctx.arity == 1:
+        return CheckResult("", False, SKIP, "older one-argument template: no mask input",
+                           fix="take (audio, audio_attention_mask) and return a feature mask")
+    device = ctx.device
+    short_n = int(ctx.options.padding_seconds[0] * SAMPLE_RATE)
+    long_n = int(ctx.options.padding_seconds[1] * SAMPLE_RATE)
+    short = ctx.audio(1, short_n, 2)
+    longer = ctx.audio(1, long_n, 3)
+    alone, alone_mask = _call(ctx.model, short, None)
+    n_alone = _valid_frames(alone, alone_mask)[0]
+    audio = torch.zeros(2, long_n, device=device)
+    audio[0, :short_n] = short[0]
+    audio[1] = longer[0]
+    mask = torch.zeros(2, long_n, dtype=torch.long, device=device)
+    mask[0, :short_n] = 1
+    mask[1] = 1
+    batch, batch_mask = _call(ctx.model, audio, mask)
+    n_batch = _valid_frames(batch, batch_mask)[0]
+    label = f"{_seconds(short_n)} clip alone vs padded to {_seconds(long_n)}"
+    if batch_mask is None:
+        return CheckResult("", False, WARN, f"{label}: no feature mask, {n_batch} frames vs {n_alone}",
+                           "a feature mask marking the padded frames",
+                           "return a [B, T'] feature mask from audio_attention_mask; without it the LLM "
+                           "reads padding as audio")
+    if n_batch != n_alone:
+        return CheckResult("", False, WARN, f"{label}: mask marks {n_batch} valid frames, {n_alone} alone",
+                           f"{n_alone} valid frames in both",
+                           "compute the feature mask from the valid sample count (sum of audio_attention_mask) "
+                           "at the output frame rate")
+    n = min(n_alone, batch.shape[1], alone.shape[1])
+    diff = ctx.diff(alone[0, :n].float(), batch[0, :n].float())
+    tolerance = ctx.tolerance(alone[0, :n].float())
+    if not math.isfinite(diff) or diff > tolerance:
+        return CheckResult("", False, WARN, f"{label}: valid frames differ by up to {diff:.3g}",
+                           f"difference <= {tolerance:.3g}",
+                           "padding leaks into the valid frames: use audio_attention_mask (mask attention, "
+                           "normalise over valid samples only, trim before pooling)")
+    return CheckResult("", False, PASS, f"{label}: {n} frames equal (max diff {diff:.2g}), masks agree")
+
+
+def _deterministic(ctx: _Context) -> CheckResult:
+    """The finite-output call again: the same features."""
+    if ctx.repeat is None:
+        return CheckResult("", False, SKIP, "not run: 'finite output' raised")
+    audio, first = ctx.repeat
+    second, _ = _call(ctx.model, audio, None)
+    if first.shape != second.shape:
+        return CheckResult("", False, WARN, f"shapes differ: {tuple(first.shape)} vs {tuple(second.shape)}",
+                           "the same output twice", "remove randomness from forward")
+    # NaN in the same places is the same output (the finite-output check reports NaN itself).
+    diff = ctx.diff(torch.nan_to_num(first.float()), torch.nan_to_num(second.float()))
+    if not math.isfinite(diff) or diff > ctx.tolerance(first.float()):
+        return CheckResult("", False, WARN, f"two calls differ by up to {diff:.3g}", "the same output twice",
+                           "remove randomness that eval() does not switch off (F.dropout(training=True), "
+                           "torch.rand in forward, random crops)")
+    return CheckResult("", False, PASS, f"max diff {diff:.2g}")
+
+
+def _frame_rate(ctx: _Context) -> CheckResult:
+    """Frames per second at each of `frame_rate_seconds`: they should not depend on the length."""
+    rates, raised = {}, []
+    for seconds in ctx.options.frame_rate_seconds:
+        samples = int(round(seconds * SAMPLE_RATE))
+        frames = ctx.frames.get(samples)
+        if frames is None:
+            try:
+                features, mask = _call(ctx.model, ctx.audio(1, samples, 1), None)
+            except Exception:  # reported by the short/long input checks; not a frame-rate problem
+                raised.append(f"{seconds:g} s: raised")
+                continue
+            frames = _valid_frames(features, mask)[0]
+        rates[seconds] = frames / seconds
+    text = ", ".join([f"{s:g} s: {r:.1f}/s" for s, r in rates.items()] + raised)
+    data = {"frames_per_second": {f"{s:g}": r for s, r in rates.items()}}
+    values = [r for r in rates.values() if r > 0]
+    if values and max(values) / min(values) > 1.25:
+        return CheckResult("", False, WARN, text, "frames in proportion to the audio length",
+                           "the frame count does not follow the audio length: trim fixed-length padding "
+                           "(e.g. Whisper's 30 s) and mark padded frames invalid", data=data)
+    return CheckResult("", False, INFO, text, data=data)
+
+
+def _parameters(ctx: _Context) -> CheckResult:
+    count = sum(p.numel() for p in ctx.model.parameters())
+    size = sum(t.numel() * t.element_size() for t in list(ctx.model.parameters()) + list(ctx.model.buffers()))
+    ctx.weight_bytes = size
+    return CheckResult("", False, INFO, f"{count:,} parameters, {_gb(size)} of weights and buffers",
+                       data={"parameters": count, "weight_bytes": size})
+
+
+def _peak_memory(ctx: _Context) -> CheckResult:
+    """Memory and time of one call on `timing_batch` clips of `timing_seconds`; the speed row is kept for later."""
+    # one call timed by hand: torch.utils.benchmark.Timer adds two warm-up calls, tripling the costliest check
+    options, device = ctx.options, ctx.device
+    samples = int(round(options.timing_seconds * SAMPLE_RATE))
+    audio = ctx.audio(options.timing_batch, samples, 4)
+    mask = torch.ones(options.timing_batch, samples, dtype=torch.long, device=device)
+    workload = f"batch {options.timing_batch} x {_seconds(samples)}"
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    with PeakMemory(device, interval=0.002) as memory:
+        start = time.perf_counter()
+        _call(ctx.model, audio, mask if ctx.arity == 2 else None)
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    if device.type == "cuda":
+        ctx.memory = {"kind": "measured", "gpu_peak": memory.peak, "activations": memory.increase}
+        text = f"{workload}: {_gb(memory.peak)} CUDA peak allocated (weights + activations)"
+    else:
+        ctx.memory = {"kind": "estimate", "activations": memory.increase, "process_peak": memory.peak}
+        text = f"{workload}: +{_gb(memory.increase)} RSS (process peak {_gb(memory.peak)})"
+    audio_seconds = options.timing_batch * samples / SAMPLE_RATE
+    ctx.speed = CheckResult("", False, INFO,
+                            f"{workload}: {elapsed:.2f} s ({audio_seconds / elapsed:.0f}x real time) on {device.type}",
+                            data={"seconds": elapsed, "audio_seconds": audio_seconds})
+    return CheckResult("", False, INFO, text, data=ctx.memory)
+
+
+def _speed(ctx: _Context) -> CheckResult:
+    speed = ctx.speed or CheckResult("", False, SKIP, "not measured (the memory check failed)")
+    speed.seconds = ctx.results[-1].seconds  # measured on the peak-memory check's call: its time
+    return speed
+
+
+def _t4_budget(ctx: _Context) -> CheckResult:
+    """Weights + activations scaled to 4 x 30 s against the Colab T4's 16 GB GPU; twice the weights against its RAM."""
+    memory, options = ctx.memory, ctx.options
+    if memory is None:
+        return CheckResult("", True, SKIP, "not measured (the memory check failed)")
+    scale = (4 * 30.0) / (options.timing_batch * options.timing_seconds)
+    weights = ctx.weight_bytes
+    if memory["kind"] == "measured":
+        gpu = weights + memory["activations"] * scale if scale != 1 else memory["gpu_peak"]
+        how = "measured on CUDA" + ("" if scale == 1 else f", activations scaled x{scale:g} to 4 x 30 s")
+        verdict = FAIL if scale == 1 and gpu > BUDGET_GPU_BYTES else (WARN if gpu > BUDGET_GPU_BYTES else PASS)
+    else:
+        gpu = weights + memory["activations"] * scale
+        how = "estimate from the CPU run (weights + RSS increase" + \
+              ("" if scale == 1 else f" scaled x{scale:g} to 4 x 30 s") + "); run with --device cuda to measure"
+        verdict = WARN if gpu > BUDGET_GPU_BYTES else PASS
+    ram = weights * 2  # loading a checkpoint holds the state dict and the module at once
+    text = f"{how}: GPU ~{_gb(gpu)} of 16 GB, RAM for loading ~{_gb(ram)} of 12 GB"
+    if ram > BUDGET_RAM_BYTES and verdict == PASS:
+        verdict = WARN
+    fix = "" if verdict == PASS else ("reduce memory: run the encoder in half precision, process long audio "
+                                      "in chunks, or use a smaller model (Colab T4: 16 GB GPU, 12 GB RAM)")
+    return CheckResult("", True, verdict, text, "under the Colab T4 budget", fix,
+                       data={"kind": memory["kind"], "gpu_bytes": gpu, "ram_bytes": ram})
+
+
+# (row name, mandatory, check), run in this order: later checks read what earlier ones left in the context.
+EXTRA_CHECKS = (
+    ("finite output", True, _finite_output),
+    ("short input", True, _short_input),
+    ("long input", True, _long_input),
+    ("padding invariance", False, _padding_invariance),
+    ("deterministic", False, _deterministic),
+    ("frame rate", False, _frame_rate),
+    ("parameters", False, _parameters),
+    ("peak memory", False, _peak_memory),
+    ("speed", False, _speed),
+    ("T4 budget", True, _t4_budget),
+)
+EXTRA_ROWS = tuple(name for name, _, _ in EXTRA_CHECKS)
+MANDATORY_EXTRAS = {name for name, mandatory, _ in EXTRA_CHECKS if mandatory}
 
 
 def _extras(model: nn.Module, device: torch.device, options: CheckOptions, report: CheckReport) -> None:
-    arity = forward_arity(model)
-    seed = options.seed
-    close = lambda ref, other: float((ref - other).abs().max()) if ref.numel() else 0.0
-    limit = lambda ref: options.padding_atol + options.padding_rtol * (float(ref.abs().max()) if ref.numel() else 0.0)
-    state: dict = {}
-
-    def finite():
-        audio = _audio(options.batch, options.samples, seed, device)
-        features, mask = _call(model, audio, None)
-        state["repeat"] = (audio, features)
-        if not _finite(features, mask):
-            bad = int((~torch.isfinite(features)).sum())
-            return CheckResult("", True, FAIL, f"{bad} NaN/Inf values in features of randn({options.batch}, {options.samples})",
-                               "finite features", "look for log(0), division by a zero norm or overflow in half "
-                               "precision; add an epsilon (log(x + 1e-6)) or compute that step in float32")
-        return CheckResult("", True, PASS, "no NaN/Inf")
-
-    def clip(seconds: float, label: str):
-        samples = max(1, int(round(seconds * SAMPLE_RATE)))
-        features, mask = _call(model, _audio(1, samples, seed + 1, device), None)
-        frames = _valid_frames(features, mask)[0]
-        state[f"frames_{samples}"] = frames
-        if frames < 1:
-            return CheckResult("", True, FAIL, f"{label}: 0 valid frames", "at least one valid frame",
-                               "pad very short input up to the encoder's minimum window inside forward")
-        if not _finite(features, mask):
-            return CheckResult("", True, FAIL, f"{label}: NaN/Inf in features", "finite features",
-                               "guard the computation for this length (windows longer than the clip, empty statistics)")
-        return CheckResult("", True, PASS, f"{label}: {frames} frames, shape {tuple(features.shape)}")
-
-    def padding():
-        if arity == 1:
-            return CheckResult("", False, SKIP, "older one-argument template: no mask input",
-                               fix="take (audio, audio_attention_mask) and return a feature mask")
-        short_n = int(options.padding_seconds[0] * SAMPLE_RATE)
-        long_n = int(options.padding_seconds[1] * SAMPLE_RATE)
-        short = _audio(1, short_n, seed + 2, device)
-        longer = _audio(1, long_n, seed + 3, device)
-        alone, alone_mask = _call(model, short, None)
-        n_alone = _valid_frames(alone, alone_mask)[0]
-        audio = torch.zeros(2, long_n, device=device)
-        audio[0, :short_n] = short[0]
-        audio[1] = longer[0]
-        mask = torch.zeros(2, long_n, dtype=torch.long, device=device)
-        mask[0, :short_n] = 1
-        mask[1] = 1
-        batch, batch_mask = _call(model, audio, mask)
-        n_batch = _valid_frames(batch, batch_mask)[0]
-        label = f"{_seconds(short_n)} clip alone vs padded to {_seconds(long_n)}"
-        if batch_mask is None:
-            return CheckResult("", False, WARN, f"{label}: no feature mask, {n_batch} frames vs {n_alone}",
-                               "a feature mask marking the padded frames",
-                               "return a [B, T'] feature mask from audio_attention_mask; without it the LLM "
-                               "reads padding as audio")
-        if n_batch != n_alone:
-            return CheckResult("", False, WARN, f"{label}: mask marks {n_batch} valid frames, {n_alone} alone",
-                               f"{n_alone} valid frames in both",
-                               "compute the feature mask from the valid sample count (sum of audio_attention_mask) "
-                               "at the output frame rate")
-        n = min(n_alone, batch.shape[1], alone.shape[1])
-        diff = close(alone[0, :n].float(), batch[0, :n].float())
-        tolerance = limit(alone[0, :n].float())
-        if not math.isfinite(diff) or diff > tolerance:
-            return CheckResult("", False, WARN, f"{label}: valid frames differ by up to {diff:.3g}",
-                               f"difference <= {tolerance:.3g}",
-                               "padding leaks into the valid frames: use audio_attention_mask (mask attention, "
-                               "normalise over valid samples only, trim before pooling)")
-        return CheckResult("", False, PASS, f"{label}: {n} frames equal (max diff {diff:.2g}), masks agree")
-
-    def deterministic():
-        audio, first = state["repeat"]
-        second, _ = _call(model, audio, None)
-        if first.shape != second.shape:
-            return CheckResult("", False, WARN, f"shapes differ: {tuple(first.shape)} vs {tuple(second.shape)}",
-                               "the same output twice", "remove randomness from forward")
-        # NaN in the same places is the same output (the finite-output check reports NaN itself).
-        diff = close(torch.nan_to_num(first.float()), torch.nan_to_num(second.float()))
-        if not math.isfinite(diff) or diff > limit(first.float()):
-            return CheckResult("", False, WARN, f"two calls differ by up to {diff:.3g}", "the same output twice",
-                               "remove randomness that eval() does not switch off (F.dropout(training=True), "
-                               "torch.rand in forward, random crops)")
-        return CheckResult("", False, PASS, f"max diff {diff:.2g}")
-
-    def frame_rate():
-        rates, raised = {}, []
-        for seconds in options.frame_rate_seconds:
-            samples = int(round(seconds * SAMPLE_RATE))
-            frames = state.get(f"frames_{samples}")
-            if frames is None:
-                try:
-                    features, mask = _call(model, _audio(1, samples, seed + 1, device), None)
-                except Exception:  # reported by the short/long input checks; not a frame-rate problem
-                    raised.append(f"{seconds:g} s: raised")
-                    continue
-                frames = _valid_frames(features, mask)[0]
-            rates[seconds] = frames / seconds
-        text = ", ".join([f"{s:g} s: {r:.1f}/s" for s, r in rates.items()] + raised)
-        data = {"frames_per_second": {f"{s:g}": r for s, r in rates.items()}}
-        values = [r for r in rates.values() if r > 0]
-        if values and max(values) / min(values) > 1.25:
-            return CheckResult("", False, WARN, text, "frames in proportion to the audio length",
-                               "the frame count does not follow the audio length: trim fixed-length padding "
-                               "(e.g. Whisper's 30 s) and mark padded frames invalid", data=data)
-        return CheckResult("", False, INFO, text, data=data)
-
-    def parameters():
-        count = sum(p.numel() for p in model.parameters())
-        size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-        state["weight_bytes"] = size
-        return CheckResult("", False, INFO, f"{count:,} parameters, {_gb(size)} of weights and buffers",
-                           data={"parameters": count, "weight_bytes": size})
-
-    def cost():
-        samples = int(round(options.timing_seconds * SAMPLE_RATE))
-        audio = _audio(options.timing_batch, samples, seed + 4, device)
-        mask = torch.ones(options.timing_batch, samples, dtype=torch.long, device=device)
-        workload = f"batch {options.timing_batch} x {_seconds(samples)}"
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            _sync(device)
-            start = time.perf_counter()
-            _call(model, audio, mask if arity == 2 else None)
-            _sync(device)
-            elapsed = time.perf_counter() - start
-            peak = torch.cuda.max_memory_allocated(device)
-            state["memory"] = {"kind": "measured", "gpu_peak": peak, "activations": peak - before}
-            memory = f"{workload}: {_gb(peak)} CUDA peak allocated (weights + activations)"
-        else:
-            with _PeakRss() as rss:
-                start = time.perf_counter()
-                _call(model, audio, mask if arity == 2 else None)
-                elapsed = time.perf_counter() - start
-            state["memory"] = {"kind": "estimate", "activations": rss.delta, "process_peak": rss.process_peak}
-            memory = f"{workload}: +{_gb(rss.delta)} RSS (process peak {_gb(rss.process_peak)})"
-        audio_seconds = options.timing_batch * samples / SAMPLE_RATE
-        state["speed"] = CheckResult("speed", False, INFO,
-                                     f"{workload}: {elapsed:.2f} s ({audio_seconds / elapsed:.0f}x real time) on {device.type}",
-                                     data={"seconds": elapsed, "audio_seconds": audio_seconds})
-        return CheckResult("", False, INFO, memory, data=state["memory"])
-
-    def budget():
-        memory = state.get("memory")
-        if memory is None:
-            return CheckResult("", True, SKIP, "not measured (the memory check failed)")
-        scale = (4 * 30.0) / (options.timing_batch * options.timing_seconds)
-        weights = state.get("weight_bytes", 0)
-        if memory["kind"] == "measured":
-            gpu = weights + memory["activations"] * scale if scale != 1 else memory["gpu_peak"]
-            how = "measured on CUDA" + ("" if scale == 1 else f", activations scaled x{scale:g} to 4 x 30 s")
-            verdict = FAIL if scale == 1 and gpu > BUDGET_GPU_BYTES else (WARN if gpu > BUDGET_GPU_BYTES else PASS)
-        else:
-            gpu = weights + memory["activations"] * scale
-            how = "estimate from the CPU run (weights + RSS increase" + \
-                  ("" if scale == 1 else f" scaled x{scale:g} to 4 x 30 s") + "); run with --device cuda to measure"
-            verdict = WARN if gpu > BUDGET_GPU_BYTES else PASS
-        ram = weights * 2  # loading a checkpoint holds the state dict and the module at once
-        text = f"{how}: GPU ~{_gb(gpu)} of 16 GB, RAM for loading ~{_gb(ram)} of 12 GB"
-        if ram > BUDGET_RAM_BYTES and verdict == PASS:
-            verdict = WARN
-        fix = "" if verdict == PASS else ("reduce memory: run the encoder in half precision, process long audio "
-                                          "in chunks, or use a smaller model (Colab T4: 16 GB GPU, 12 GB RAM)")
-        return CheckResult("", True, verdict, text, "under the Colab T4 budget", fix,
-                           data={"kind": memory["kind"], "gpu_bytes": gpu, "ram_bytes": ram})
-
-    _run_row(report, "finite output", finite)
-    _run_row(report, "short input", lambda: clip(options.short_seconds, f"{options.short_seconds:g} s"))
-    _run_row(report, "long input", lambda: clip(options.long_seconds, f"{options.long_seconds:g} s"))
-    _run_row(report, "padding invariance", padding)
-    if "repeat" in state:
-        _run_row(report, "deterministic", deterministic)
-    else:
-        report.results.append(CheckResult("deterministic", False, SKIP, "not run: 'finite output' raised"))
-    _run_row(report, "frame rate", frame_rate)
-    _run_row(report, "parameters", parameters)
-    _run_row(report, "peak memory", cost)
-    speed = state.get("speed") or CheckResult("speed", False, SKIP, "not measured (the memory check failed)")
-    speed.seconds = report.results[-1].seconds
-    report.results.append(speed)
-    _run_row(report, "T4 budget", budget)
+    """Run EXTRA_CHECKS in order; an exception from the encoder is that check's failure (a warning if informational)."""
+    ctx = _Context(model, device, options, report.results, arity=forward_arity(model))
+    for name, mandatory, check in EXTRA_CHECKS:
+        start = time.perf_counter()
+        try:
+            result = check(ctx)
+        except Exception as exc:
+            result = CheckResult(name, mandatory, FAIL if mandatory else WARN, f"{type(exc).__name__}: {exc}",
+                                 fix="the encoder raised on this input; run it by hand on the input the check names")
+        result.name, result.mandatory = name, mandatory
+        result.seconds = result.seconds or time.perf_counter() - start
+        report.results.append(result)
 
 
 # ---------------------------------------------------------------- entry points

@@ -13,18 +13,8 @@ import inspect
 import torch
 from torch import nn
 
+from lalmbench.devices import module_device
 from lalmbench.errors import EncoderContractError
-
-
-def _first_param_device(encoder: nn.Module) -> torch.device:
-    for tensor in list(encoder.parameters()) + list(encoder.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def first_param_device(encoder: nn.Module) -> torch.device:
-    """The device the official checker puts its test input on: that of the first parameter or buffer."""
-    return _first_param_device(encoder)
 
 
 # The checks `validate_encoder` runs, in order; EncoderContractError.check is one of these names.
@@ -81,7 +71,7 @@ def validate_encoder(encoder: nn.Module, batch: int = 3, samples: int = 50_000, 
         rate = getattr(encoder, "sampling_rate")
         if rate != 16_000:
             raise EncoderContractError("sampling_rate", "16000", repr(rate), "resample inside the encoder or accept 16 kHz input")
-    device = _first_param_device(encoder)
+    device = module_device(encoder)  # where the official checker puts its input
     audio = torch.randn(batch, samples, device=device)
     was_training = encoder.training
     if not keep_mode:

@@ -25,6 +25,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from lalmbench.devices import module_device
 from lalmbench.errors import EncoderContractError, EncoderRuntimeError
 
 PREFIX = "hear:"
@@ -124,12 +125,6 @@ class HearEncoder(nn.Module):
         # looked up, not stored: a module object in the encoder would stop it being copied or pickled
         return import_hear_module(self.hear_module)
 
-    def _model_device(self) -> torch.device | None:
-        if isinstance(self.model, nn.Module):
-            for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                return tensor.device
-        return None
-
     def forward(self, audio: torch.Tensor, audio_attention_mask: torch.Tensor | None = None):
         from lalmbench.data.resample import resample_sinc
 
@@ -142,7 +137,7 @@ class HearEncoder(nn.Module):
         else:
             lengths = audio_attention_mask.to(audio.device).long().sum(-1)
         model_audio = resample_sinc(audio, INPUT_RATE, self.model_rate)
-        device = self._model_device()
+        device = module_device(self.model, None) if isinstance(self.model, nn.Module) else None
         if device is not None:
             model_audio = model_audio.to(device)
         embeddings, timestamps = self.api.get_timestamp_embeddings(model_audio, self.model)

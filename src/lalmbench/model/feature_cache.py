@@ -52,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from lalmbench.devices import module_device
 from lalmbench.errors import ConfigError
 from lalmbench.io_utils import current_umask
 
@@ -103,7 +104,7 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 def compute_context(encoder) -> str:
     """How `encoder` computes right now: mode, device (on a GPU its name, TF32 and determinism switches),
     autocast dtype. Part of every clip key: the same samples computed otherwise are another entry."""
-    device = _device_of(encoder)
+    device = module_device(encoder)
     parts = ["train" if encoder.training else "eval", device.type]
     if device.type == "cuda":
         parts += [torch.cuda.get_device_name(device), f"tf32={torch.backends.cuda.matmul.allow_tf32}",
@@ -276,7 +277,7 @@ class FeatureCache:
         digests = [clip_digest(ref, audio[row, :length], context)
                    for row, (ref, length) in enumerate(zip(refs, lengths))]
         found = [self._get(d) for d in digests]
-        device = _device_of(self.encoder)
+        device = module_device(self.encoder)
         if any(f is None for f in found):
             self.misses += sum(f is None for f in found)
             self.hits += sum(f is not None for f in found)
@@ -303,12 +304,6 @@ class FeatureCache:
                 "encoder_calls": self.encoder_calls,
                 "entries": len(self.memory) if self.mode == "memory" else None, "bytes_stored": self.bytes,
                 "not_stored": self.not_stored, "invalid_entries_recomputed": self.recomputed}
-
-
-def _device_of(module) -> torch.device:
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 # Probe clips for probe_official_exactness: noise of 1.0 s and 0.55 s at 16 kHz, from a fixed generator.
@@ -346,7 +341,7 @@ def probe_official_exactness(encoder) -> list[str]:
     """Why a feature cache would not be exact for `encoder` (a FrozenEncoder) under protocol official:
     one line per failed condition, empty when it is exact. Leaves the encoder's mode, buffers and the
     random generators as they were."""
-    device = _device_of(encoder)
+    device = module_device(encoder)
     audio, audio_mask = _probe_batch(device)
     was_training, follow = encoder.training, encoder.follow_train_mode
     encoder.follow_train_mode = True  # train() below reaches the encoder; its buffers are restored
