@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the resolved train and eval configs (two YAML documents, train first) and exit; "
                           "loads no encoder and touches no data, network or output directory")
     add_config_flags(run, TrainConfig, "training fields (each overrides the YAML and --args)", skip=("train_data",))
+    run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="offline demo: synthetic tasks, LogMelEncoder, tiny-random decoder")
     demo.add_argument("--output-dir", default="demo_output", metavar="DIR", help="where the demo writes data and results (default: ./demo_output)")
@@ -78,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--args", default=None, metavar="JSON|YAML", help="training field overrides (JSON, YAML or a YAML file)")
     add_config_flags(demo, TrainConfig, "training fields (each overrides the demo's and --args)",
                      skip=("train_data", "config_name"), defaults=DEMO_TRAINING)
+    demo.set_defaults(handler=_demo)
 
     check = commands.add_parser("check", help="check an encoder against the challenge contract")
     check.add_argument("encoder", help="encoder .py file, dotted path, or hear:MODULE (a HEAR-API module)")
     check.add_argument("--model-args", default=None, metavar="JSON", help="keyword arguments for the encoder constructor, as JSON")
     check.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to run the checks on (default: cpu)")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
+    check.set_defaults(handler=_check)
 
     tasks = commands.add_parser(
         "tasks", help="list the built-in tasks and suites", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                "speaker metadata field `gender;sex`: first present wins) and nsynth-pitch (NSynth shards,\n"
                "field `pitch`).")
     tasks.add_argument("suite", nargs="?", default="all", help="suite or dataset name (default: all)")
+    tasks.set_defaults(handler=_tasks)
 
     download = commands.add_parser(
         "download", help="fetch the shards of suites or tasks ahead of a run",
@@ -109,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--split", choices=["train", "test", "both"], default="both", help="which shards to fetch (default: both)")
     download.add_argument("--data-home", default=None, metavar="DIR",
                           help="where the shards go (as `run --data-home`; default: the environment's data home, below)")
+    download.set_defaults(handler=_download)
 
     bench = commands.add_parser("bench", help="measure training and evaluation speed on the benchmark workload")
     bench.add_argument("--quick", action="store_true", help="a short run: about 3 min on a 2-core CPU (longer when other jobs share it)")
@@ -118,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="include the torch.compile paths (default: on a GPU only; compiling takes minutes on a CPU)")
     bench.add_argument("--steps", type=int, default=None, metavar="N",
                        help="measured steps per path (default: 195 after 5 warm-up steps, 6 with --quick)")
+    bench.set_defaults(handler=_bench)
 
     report = commands.add_parser("report", help="write an HTML report (and PNGs) for a run directory")
     report.add_argument("run_dir", help="a run directory holding scores.tsv")
+    report.set_defaults(handler=_report)
 
     board = commands.add_parser(
         "leaderboard", help="rank runs the way the challenge ranks them",
@@ -143,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "default; every differing setting is listed either way)")
     board.add_argument("--resamples", type=int, default=1000, metavar="N",
                        help="bootstrap resamples for rank stability (default: 1000; 0 skips it)")
+    board.set_defaults(handler=_leaderboard)
 
     compare = commands.add_parser(
         "compare", help="is run A better than run B? a paired bootstrap over the test clips both answered",
@@ -161,94 +169,116 @@ def build_parser() -> argparse.ArgumentParser:
                               "default; every differing setting is listed either way)")
     compare.add_argument("--output", "--json", dest="json", default=None, metavar="FILE",
                          help="also write the comparison to FILE, as JSON")
+    compare.set_defaults(handler=_compare)
 
     scaffold = commands.add_parser("new-encoder", help="scaffold a submission repository for a new encoder")
     scaffold.add_argument("directory", help="directory to create")
     scaffold.add_argument("--name", default="MyEncoder", help="class name (must end in 'Encoder'; default: MyEncoder)")
+    scaffold.set_defaults(handler=_new_encoder)
 
     package = commands.add_parser("package", help="check an encoder repository and write the submission ZIP")
     package.add_argument("directory", help="the submission directory (as made by new-encoder)")
     package.add_argument("--include-weights", action="store_true", help="put weight files into the ZIP")
     package.add_argument("--output", default=None, metavar="ZIP", help="ZIP path (default: DIR.zip)")
+    package.set_defaults(handler=_package)
     return parser
 
 
-def dispatch(args: argparse.Namespace) -> int:
-    from lalmbench.config_flags import collect_overrides
-    from lalmbench.config_flags import parse_mapping_arg as parse_json_arg
+# -- one handler per command (set_defaults above): it reads its arguments and calls the library ----------
+def _overrides(args: argparse.Namespace) -> dict:
+    """The training field overrides: the generated flags over --args."""
+    from lalmbench.config_flags import collect_overrides, parse_mapping_arg
 
-    if hasattr(args, "args"):  # flags over --args
-        args.overrides = {**parse_json_arg(args.args, "--args"), **collect_overrides(args)}
+    return {**parse_mapping_arg(args.args, "--args"), **collect_overrides(args)}
 
-    if args.command == "run":
-        from lalmbench.run_configs import parse_task_names
 
-        args.task_names = parse_task_names(args.tasks)
-    if args.command == "run" and args.seeds != 1 and not args.print_config:
+def _model_args(args: argparse.Namespace) -> dict:
+    from lalmbench.config_flags import parse_mapping_arg
+
+    return parse_mapping_arg(args.model_args, "--model-args")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lalmbench.run_configs import parse_task_names
+
+    overrides, task_names = _overrides(args), parse_task_names(args.tasks)
+    run_args = dict(encoder=args.encoder, train=args.train, eval=args.eval, model_args=_model_args(args),
+                    overrides=overrides, output_dir=args.output_dir, force=args.force,
+                    allow_download=not args.no_download, write_report=not args.no_report,
+                    task_names=task_names, limit=args.limit)
+    if args.seeds != 1 and not args.print_config:
         from lalmbench.seeds import run_seeds_command
 
-        return run_seeds_command(args.seeds, encoder=args.encoder, train=args.train, eval=args.eval,
-                                 model_args=parse_json_arg(args.model_args, "--model-args"),
-                                 overrides=args.overrides, output_dir=args.output_dir,
-                                 force=args.force, allow_download=not args.no_download, write_report=not args.no_report,
-                                 task_names=args.task_names, limit=args.limit)
-    if args.command == "run":
-        from lalmbench.runner import run_command
+        return run_seeds_command(args.seeds, **run_args)
+    from lalmbench.runner import run_command
 
-        return run_command(encoder=args.encoder, train=args.train, eval=args.eval,
-                           model_args=parse_json_arg(args.model_args, "--model-args"),
-                           overrides=args.overrides, output_dir=args.output_dir,
-                           force=args.force, allow_download=not args.no_download, write_report=not args.no_report,
-                           limit=args.limit, task_names=args.task_names, print_config=args.print_config)
-    if args.command == "demo":
-        from lalmbench.demo import demo_command
+    return run_command(**run_args, print_config=args.print_config)
 
-        data_only = args.output_dir if args.data_only is True else args.data_only
-        return demo_command(output_dir=args.output_dir, data_only=data_only, seed=args.seed, overrides=args.overrides)
-    if args.command == "check":
-        from lalmbench.encoders.check import check_command
 
-        return check_command(encoder=args.encoder, model_args=parse_json_arg(args.model_args, "--model-args"),
-                             device=args.device, as_json=args.json)
-    if args.command == "tasks":
-        from lalmbench.tasks.listing import tasks_command
+def _demo(args: argparse.Namespace) -> int:
+    from lalmbench.demo import demo_command
 
-        return tasks_command(args.suite)
-    if args.command == "download":
-        from lalmbench.data.download import download_command
+    data_only = args.output_dir if args.data_only is True else args.data_only
+    return demo_command(output_dir=args.output_dir, data_only=data_only, seed=args.seed, overrides=_overrides(args))
 
-        return download_command(args.targets, workers=args.workers, split=args.split, home=args.data_home)
-    if args.command == "bench":
-        from lalmbench.bench import bench_command
 
-        return bench_command(quick=args.quick, device=args.device, output=args.output, compile_paths=args.compile,
-                             measured_steps=args.steps)
-    if args.command == "report":
-        from lalmbench.report.html import report_command
+def _check(args: argparse.Namespace) -> int:
+    from lalmbench.encoders.check import check_command
 
-        return report_command(args.run_dir)
-    if args.command == "leaderboard":
-        from lalmbench.report.leaderboard import leaderboard_command
+    return check_command(encoder=args.encoder, model_args=_model_args(args), device=args.device, as_json=args.json)
 
-        return leaderboard_command(args.run_dirs, baselines=args.baselines, output_dir=args.output_dir,
-                                   mixed_protocols=args.mixed_protocols, resamples=args.resamples,
-                                   allow_different_settings=args.allow_different_settings)
-    if args.command == "compare":
-        from lalmbench.report.compare import compare_command, split_sides
 
-        runs_a, runs_b = split_sides(args.runs, args.vs)
-        return compare_command(runs_a, runs_b, resamples=args.resamples, seed=args.seed,
-                               common_only=args.common_only, json_path=args.json,
+def _tasks(args: argparse.Namespace) -> int:
+    from lalmbench.tasks.listing import tasks_command
+
+    return tasks_command(args.suite)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from lalmbench.data.download import download_command
+
+    return download_command(args.targets, workers=args.workers, split=args.split, home=args.data_home)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from lalmbench.bench import bench_command
+
+    return bench_command(quick=args.quick, device=args.device, output=args.output, compile_paths=args.compile,
+                         measured_steps=args.steps)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lalmbench.report.html import report_command
+
+    return report_command(args.run_dir)
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from lalmbench.report.leaderboard import leaderboard_command
+
+    return leaderboard_command(args.run_dirs, baselines=args.baselines, output_dir=args.output_dir,
+                               mixed_protocols=args.mixed_protocols, resamples=args.resamples,
                                allow_different_settings=args.allow_different_settings)
-    if args.command == "new-encoder":
-        from lalmbench.encoders.scaffold import new_encoder_command
 
-        return new_encoder_command(args.directory, class_name=args.name)
-    if args.command == "package":
-        from lalmbench.encoders.package import package_command
 
-        return package_command(args.directory, include_weights=args.include_weights, output=args.output)
-    raise AssertionError(f"unhandled command {args.command}")
+def _compare(args: argparse.Namespace) -> int:
+    from lalmbench.report.compare import compare_command, split_sides
+
+    runs_a, runs_b = split_sides(args.runs, args.vs)
+    return compare_command(runs_a, runs_b, resamples=args.resamples, seed=args.seed, common_only=args.common_only,
+                           json_path=args.json, allow_different_settings=args.allow_different_settings)
+
+
+def _new_encoder(args: argparse.Namespace) -> int:
+    from lalmbench.encoders.scaffold import new_encoder_command
+
+    return new_encoder_command(args.directory, class_name=args.name)
+
+
+def _package(args: argparse.Namespace) -> int:
+    from lalmbench.encoders.package import package_command
+
+    return package_command(args.directory, include_weights=args.include_weights, output=args.output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(dispatch(args) or 0)
+        return int(args.handler(args) or 0)
     except LalmbenchError as exc:
         print(f"lalmbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
