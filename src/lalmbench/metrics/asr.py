@@ -93,23 +93,17 @@ def error_rate_statistics(unit: str):
 
 # ---------------------------------------------------------------- one example's score, for the report
 
-def _edit_distance(a: list[str], b: list[str]) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
-
-
 def word_accuracy(prediction: str, reference: str) -> float:
     """1 - this example's WER, at least 0."""
+    from rapidfuzz.distance import Levenshtein
+
     pred, ref = normalize_text(prediction).split(), normalize_text(reference).split()
-    return max(0.0, 1.0 - _edit_distance(ref, pred) / max(1, len(ref)))
+    return max(0.0, 1.0 - Levenshtein.distance(ref, pred) / max(1, len(ref)))
 
 
 def char_accuracy(prediction: str, reference: str) -> float:
     """1 - this example's CER, at least 0."""
-    pred, ref = list(normalize_text(prediction)), list(normalize_text(reference))
-    return max(0.0, 1.0 - _edit_distance(ref, pred) / max(1, len(ref)))
+    from rapidfuzz.distance import Levenshtein
+
+    pred, ref = normalize_text(prediction), normalize_text(reference)
+    return max(0.0, 1.0 - Levenshtein.distance(ref, pred) / max(1, len(ref)))

@@ -245,6 +245,7 @@ def plot_loss(rows: list[dict[str, float]]) -> bytes:
 
 def _natural_key(label: str) -> list:
     """Sort key that orders numbers by value inside labels: '2 speakers' before '10 speakers'."""
+    # hand-written: one line, where natsort would be a new dependency
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", label) if part]
 
 
@@ -254,19 +255,22 @@ def confusion(rows: list[dict[str, str]], top: int = CONFUSION_TOP_LABELS) -> tu
     Only the `top` most frequent reference labels get their own row/column; every other reference
     label and every prediction outside them is counted as "(other)".
     """
+    # sklearn counts the matrix; choosing the shown labels and the "(other)" bucket is this report's own rule
     references = [normalize_text(r.get("reference", "")) for r in rows]
     predictions = [normalize_text(r.get("prediction", "")) for r in rows]
     frequency = Counter(references)
     kept = [label for label, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
     labels = sorted(kept, key=_natural_key)  # rows in reading order (1, 2, 10; a, b), not by frequency
-    needs_other = len(frequency) > top or any(p not in labels for p in predictions)
-    if needs_other:
+    if len(frequency) > top or any(p not in labels for p in predictions):  # the rest share one row/column
         labels.append(OTHER_LABEL)
-    index = {label: i for i, label in enumerate(labels)}
-    counts = [[0] * len(labels) for _ in labels]
-    for reference, prediction in zip(references, predictions):
-        counts[index.get(reference, len(labels) - 1)][index.get(prediction, len(labels) - 1)] += 1
-    return labels, counts, len(frequency)
+    if not labels:  # no rows: sklearn refuses an empty label list
+        return [], [], 0
+    from sklearn.metrics import confusion_matrix
+
+    shown = set(labels)
+    counts = confusion_matrix([r if r in shown else OTHER_LABEL for r in references],
+                              [p if p in shown else OTHER_LABEL for p in predictions], labels=labels)
+    return labels, counts.tolist(), len(frequency)
 
 
 def plot_confusion(task: str, labels: list[str], counts: list[list[int]]) -> bytes:
