@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tabulate import tabulate
 
 from lalmbench import metrics
 from lalmbench.errors import LalmbenchError
@@ -240,9 +241,8 @@ def format_comparison(comparison: Comparison) -> str:
         body.append([task_key(row.name) if row.clips is not None else row.name, row.metric, score_a, score_b,
                      _signed(row.difference), f"[{_signed(row.interval.low)}, {_signed(row.interval.high)}]",
                      f"{row.a_better:.1%}", "" if row.clips is None else str(row.clips)])
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    lines += [line(header), line(["-" * w for w in widths])] + [line(cells) for cells in body]
+    # disable_numparse: the cells stay as written above (tabulate would reformat "+0.2500" as 0.25)
+    lines += tabulate(body, header, tablefmt="simple", disable_numparse=True).splitlines()
     noise = " or seed noise." if seeds else " (training-seed noise is not in it: compare seed groups for that)."
     lines += ["", "A better in: the share of resamples in which A scores better than B (above it; below it for a "
               "lower-is-better metric). An interval that excludes 0 says the difference is unlikely to be test-set "

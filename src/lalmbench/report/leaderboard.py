@@ -43,7 +43,6 @@ answers (the published baselines) keep their raw scores fixed.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -54,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from tabulate import tabulate
 
 from lalmbench.errors import LalmbenchError
 from lalmbench.io_utils import atomic_write_text
@@ -119,9 +120,6 @@ class Leaderboard:
     notes: list[str] = field(default_factory=list)  # about the whole board (mixed protocols, fixed scores)
     title: str = ""  # what its entries were scored on (several boards: each has its own)
     higher_is_better: dict[str, bool] = field(default_factory=dict)  # task key -> its metric's direction
-
-    def direction(self, task: str) -> bool:
-        return self.higher_is_better.get(task, True)
 
     def ranked(self, track: str) -> list[int]:
         """Entry indices of `track`, best first; entries without the track's tasks last."""
@@ -442,17 +440,6 @@ def _unique_names(entries: list[Entry]) -> None:
             entry.name = f"{entry.name} [{entry.source}]"
 
 
-def _normalize(entries: list[Entry], task: str, higher_is_better: bool = True) -> dict[int, float]:
-    """The best raw score -> 1, the worst -> 0 (lowest best for a lower-is-better metric)."""
-    values = {i: e.scores[task] for i, e in enumerate(entries) if task in e.scores}
-    low, high = min(values.values()), max(values.values())
-    if high == low:
-        return {i: TIE_SCORE for i in values}
-    if not higher_is_better:
-        return {i: (high - v) / (high - low) for i, v in values.items()}
-    return {i: (v - low) / (high - low) for i, v in values.items()}
-
-
 def _directions(entries: list[Entry], tasks: list[str], ranked: set[str]) -> tuple[dict[str, bool], list[str]]:
     """Task -> whether its metric's higher scores are better (the metric's spec), and notes on the ranked
     tasks whose metric ranks lower scores higher or is not registered in this process (taken as
@@ -476,9 +463,21 @@ def _directions(entries: list[Entry], tasks: list[str], ranked: set[str]) -> tup
     return directions, notes
 
 
-def _competition_ranks(scores: dict[int, float]) -> dict[int, int]:
-    ordered = sorted(scores.values(), reverse=True)
-    return {i: 1 + sum(other > s for other in ordered) for i, s in scores.items()}
+def _track_ranks(raw: pd.DataFrame, tracks: dict[str, list[str]],
+                 higher_is_better: dict[str, bool]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Normalized scores, track means and track ranks of `raw`: a row per (draw, entry), a column per task,
+    NaN where the entry has no score. A draw (the full data, or one resample) is normalized and ranked on
+    its own: the best raw score -> 1, the worst -> 0 (the lowest is best for a lower-is-better metric)."""
+    signs = pd.Series({task: 1.0 if higher_is_better.get(task, True) else -1.0 for task in raw.columns}, dtype=float)
+    oriented = raw.mul(signs, axis="columns")  # the best score is now the highest on every task
+    by_draw = oriented.groupby(level="draw")
+    low = by_draw.transform("min")
+    span = by_draw.transform("max") - low
+    # A task where all entries have the same score (0 / NaN here) normalizes to TIE_SCORE for all of them.
+    normalized = ((oriented - low) / span.where(span > 0)).fillna(TIE_SCORE).where(raw.notna())
+    means = pd.DataFrame({track: normalized[tasks].mean(axis=1) for track, tasks in tracks.items()})
+    ranks = means.groupby(level="draw").rank(method="min", ascending=False)  # ties share a rank: 1, 1, 3
+    return normalized, means, ranks
 
 
 def build_leaderboard(entries: list[Entry]) -> Leaderboard:
@@ -495,23 +494,15 @@ def build_leaderboard(entries: list[Entry]) -> Leaderboard:
         (tracks[track] if track in tracks else other).append(task)
 
     directions, notes = _directions(entries, all_tasks, {t for track in TRACKS for t in tracks[track]})
-    normalized: list[dict[str, float]] = [{} for _ in entries]
-    for task in all_tasks:
-        for i, value in _normalize(entries, task, directions.get(task, True)).items():
-            normalized[i][task] = value
-
-    results: list[dict[str, TrackResult]] = [{} for _ in entries]
-    for track, tasks in tracks.items():
-        means: dict[int, float] = {}
-        for i in range(len(entries)):
-            present = [t for t in tasks if t in normalized[i]]
-            if present:
-                means[i] = sum(normalized[i][t] for t in present) / len(present)
-        ranks = _competition_ranks(means)
-        for i in range(len(entries)):
-            results[i][track] = TrackResult(
-                rank=ranks.get(i), score=means.get(i), tasks_present=sum(t in normalized[i] for t in tasks),
-                tasks_total=len(tasks), missing=[t for t in tasks if t not in normalized[i]])
+    one_draw = pd.MultiIndex.from_product([[0], range(len(entries))], names=["draw", "entry"])
+    raw = pd.DataFrame([entry.scores for entry in entries], columns=all_tasks, index=one_draw, dtype=float)
+    table, means, ranks = (frame.droplevel("draw") for frame in _track_ranks(raw, tracks, directions))
+    normalized = [{task: float(value) for task, value in row.dropna().items()} for _, row in table.iterrows()]
+    results = [{track: TrackResult(rank=None if pd.isna(ranks.at[i, track]) else int(ranks.at[i, track]),
+                                   score=None if pd.isna(means.at[i, track]) else float(means.at[i, track]),
+                                   tasks_present=sum(t in normalized[i] for t in tasks), tasks_total=len(tasks),
+                                   missing=[t for t in tasks if t not in normalized[i]])
+                for track, tasks in tracks.items()} for i in range(len(entries))]
     return Leaderboard(entries=entries, tracks=tracks, other_tasks=other, normalized=normalized, results=results,
                        notes=notes, higher_is_better=directions)
 
@@ -582,31 +573,19 @@ def rank_stability(board: Leaderboard, resamples: int = DEFAULT_RESAMPLES, seed:
             values[i, :len(resampled)] = resampled
             count = min(count, len(resampled))
         raw[task] = values
+    draws = pd.MultiIndex.from_product([range(count), range(len(entries))], names=["draw", "entry"])
+    resampled = pd.DataFrame({task: values[:, :count].T.ravel() for task, values in raw.items()}, index=draws)
+    _, _, ranks = _track_ranks(resampled, board.tracks, board.higher_is_better)
     stability: list[dict[str, RankStability]] = [{} for _ in entries]
     tail = (1.0 - level) / 2.0
     for track in TRACKS:
-        if not board.tracks[track]:
-            continue
-        normalized = []
-        for task in board.tracks[track]:
-            values = raw[task][:, :count]
-            with np.errstate(invalid="ignore"):
-                low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-            span = high - low
-            distance = values - low if board.direction(task) else high - values  # from the worst score
-            scaled = np.where(span > 0, distance / np.where(span > 0, span, 1.0), TIE_SCORE)
-            normalized.append(np.where(np.isnan(values), np.nan, scaled))
-        stack = np.stack(normalized)  # (tasks, entries, resamples)
-        present = (~np.isnan(stack)).sum(axis=0)
-        means = np.where(present > 0, np.nansum(stack, axis=0) / np.maximum(present, 1), np.nan)
-        # Rank = 1 + the number of entries with a higher mean (ties share a rank), in every resample.
-        ranks = 1 + (means[None, :, :] > means[:, None, :]).sum(axis=1)
+        by_entry = ranks[track].unstack("entry").to_numpy()  # (resamples, entries)
         for i in range(len(entries)):
             rank = board.results[i][track].rank
             if rank is None:
                 continue
-            low_rank, high_rank = np.quantile(ranks[i], [tail, 1.0 - tail], method="inverted_cdf")
-            stability[i][track] = RankStability(float(np.mean(ranks[i] == rank)), int(low_rank), int(high_rank))
+            low_rank, high_rank = np.quantile(by_entry[:, i], [tail, 1.0 - tail], method="inverted_cdf")
+            stability[i][track] = RankStability(float(np.mean(by_entry[:, i] == rank)), int(low_rank), int(high_rank))
     return stability, held
 
 
@@ -628,60 +607,49 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _csv_table(board: Leaderboard) -> tuple[list[str], list[list]]:
+def _csv_frame(board: Leaderboard) -> pd.DataFrame:
+    """A row per entry in Track A's order (Track B's without Track A), its cells formatted; None: empty."""
     tasks = [t for track in TRACKS for t in board.tracks[track]] + board.other_tasks
     spread = any(entry.spread for entry in board.entries)
-    header = ["encoder", "source", "protocol", "seeds"]
-    for track in TRACKS:
-        header += [f"track_{track}_rank", f"track_{track}_rank_kept", f"track_{track}_rank_low",
-                   f"track_{track}_rank_high", f"track_{track}_score", f"track_{track}_tasks", f"track_{track}_missing"]
-    header += [f"{task}_raw" for task in tasks] + [f"{task}_normalized" for task in tasks]
-    header += [f"{task}_seed_sd" for task in tasks] if spread else []
-    header += ["notes"]
+    fixed = lambda value, digits=6: None if value is None else f"{value:.{digits}f}"
     rows = []
     for i in board.ranked("A") if board.tracks["A"] else board.ranked("B"):
         entry = board.entries[i]
-        row = [entry.name, entry.source, entry.protocol, max(1, len(entry.members))]
+        row = {"encoder": entry.name, "source": entry.source, "protocol": entry.protocol,
+               "seeds": max(1, len(entry.members))}
         for track in TRACKS:
             result = board.results[i][track]
             stable = board.stability[i].get(track) if board.stability else None
-            row += ["" if result.rank is None else result.rank]
-            row += ["", "", ""] if stable is None else [f"{stable.kept:.4f}", stable.low, stable.high]
-            row += ["" if result.score is None else f"{result.score:.6f}",
-                    f"{result.tasks_present}/{result.tasks_total}", ";".join(result.missing)]
-        row += ["" if t not in entry.scores else repr(entry.scores[t]) for t in tasks]
-        row += ["" if t not in board.normalized[i] else f"{board.normalized[i][t]:.6f}" for t in tasks]
-        row += ["" if t not in entry.spread else f"{entry.spread[t]:.6f}" for t in tasks] if spread else []
-        row.append("; ".join(entry.notes))
-        rows.append(row)
-    return header, rows
+            kept, low, high = (None,) * 3 if stable is None else (fixed(stable.kept, 4), stable.low, stable.high)
+            row |= {f"track_{track}_rank": result.rank, f"track_{track}_rank_kept": kept,
+                    f"track_{track}_rank_low": low, f"track_{track}_rank_high": high,
+                    f"track_{track}_score": fixed(result.score),
+                    f"track_{track}_tasks": f"{result.tasks_present}/{result.tasks_total}",
+                    f"track_{track}_missing": ";".join(result.missing)}
+        row |= {f"{t}_raw": entry.scores.get(t) for t in tasks}  # written in full (repr)
+        row |= {f"{t}_normalized": fixed(board.normalized[i].get(t)) for t in tasks}
+        row |= {f"{t}_seed_sd": fixed(entry.spread.get(t)) for t in tasks} if spread else {}
+        rows.append(row | {"notes": "; ".join(entry.notes)})
+    return pd.DataFrame(rows, dtype=object)  # object: a rank stays 1, not 1.0 beside an empty one
 
 
 def to_csv(board: Leaderboard) -> str:
-    header, rows = _csv_table(board)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
+    return _csv_frame(board).to_csv(index=False, lineterminator="\n")
 
 
 def set_to_csv(found: LeaderboardSet) -> str:
     """Every board's rows in one table: `board` says what the row's ranks and normalized scores are
     relative to (they compare only rows of the same board); task columns are the union of the boards'."""
-    tables = [_csv_table(board) for board in found.boards]
-    header = ["board"] + list(dict.fromkeys(column for table_header, _ in tables for column in table_header))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n", restval="")
-    writer.writeheader()
-    for board, (table_header, rows) in zip(found.boards, tables):
-        for row in rows:
-            writer.writerow({"board": board.title, **dict(zip(table_header, row))})
-    return out.getvalue()
+    table = pd.concat([_csv_frame(board) for board in found.boards], keys=[board.title for board in found.boards],
+                      names=["board"], sort=False)
+    return table.reset_index(level="board").to_csv(index=False, lineterminator="\n")
 
 
-def _md_row(cells: list[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table (tabulate's pipe format, columns aligned); a "|" in a cell is escaped."""
+    escape = lambda cells: [cell.replace("|", "\\|") for cell in cells]
+    # disable_numparse: a cell such as "0.750" stays as written (tabulate would print 0.75)
+    return tabulate([escape(row) for row in rows], escape(header), tablefmt="pipe", disable_numparse=True).splitlines()
 
 
 def _stability_text(stable: RankStability | None) -> str:
@@ -719,8 +687,7 @@ def _board_lines(board: Leaderboard, level: int) -> list[str]:
             lines += ["No entry has a task of this track.", ""]
             continue
         head = ["rank"] + (["rank kept"] if board.stability else []) + ["encoder", "score", "tasks"]
-        lines.append(_md_row(head + tasks))
-        lines.append(_md_row(["---"] * (len(head) + len(tasks))))
+        rows = []
         for i in board.ranked(track):
             entry, result = board.entries[i], board.results[i][track]
             flag = " *" if result.missing and result.rank is not None else ""
@@ -730,16 +697,16 @@ def _board_lines(board: Leaderboard, level: int) -> list[str]:
             cells += [entry.name + flag, _fmt(result.score), f"{result.tasks_present}/{result.tasks_total}"]
             cells += [_task_cell(board.normalized[i][t], entry.scores[t], entry.spread.get(t))
                       if t in entry.scores else "missing" for t in tasks]
-            lines.append(_md_row(cells))
+            rows.append(cells)
+        lines += _md_table(head + tasks, rows)
         seeds_note = " A seed group's raw score is the mean over its seeds ± their standard deviation." \
             if any(entry.spread for entry in board.entries) else ""
         lines += ["", "Task cells: normalized (raw)." + seeds_note, ""]
     if board.other_tasks:
-        lines += [f"{heading} Tasks in no track (not ranked)", "", _md_row(["encoder"] + board.other_tasks),
-                  _md_row(["---"] * (1 + len(board.other_tasks)))]
-        for i, entry in enumerate(board.entries):
-            lines.append(_md_row([entry.name] + [_fmt(entry.scores.get(t)) for t in board.other_tasks]))
-        lines.append("")
+        lines += [f"{heading} Tasks in no track (not ranked)", ""]
+        lines += _md_table(["encoder"] + board.other_tasks,
+                           [[entry.name] + [_fmt(entry.scores.get(t)) for t in board.other_tasks]
+                            for entry in board.entries]) + [""]
     flagged = [(e, r) for e, r in zip(board.entries, board.results)
                if e.notes or any(r[t].missing and r[t].rank is not None for t in TRACKS)]
     if flagged:
