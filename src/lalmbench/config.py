@@ -275,6 +275,7 @@ _KEY_WORDS = {TrainConfig: ("setting", "every setting: `lalmbench run --help`"),
 def config_problems(error: pydantic.ValidationError, model: type[BaseModel], where: str = "") -> list[str]:
     """One line per problem pydantic found in a mapping validated as `model`: the key (dotted after `where`),
     the value given and what is allowed; an unknown key with the closest known one ("did you mean")."""
+    # kept by hand: str(ValidationError) has no did-you-mean and no file, and spends three lines per problem
     problems = []
     for problem in sorted(error.errors(include_url=False), key=lambda p: p["type"] != "extra_forbidden"):
         loc = [str(part) for part in problem["loc"]]

@@ -27,6 +27,7 @@ OVERRIDE_PREFIX = "override__"  # namespace attribute prefix of generated flags
 
 def _parser_for(annotation: Any, name: str):
     """A function str -> value for a field's type; None for structured fields (mappings, lists)."""
+    # kept by hand: pydantic-settings' CLI would own the whole parser, and the CLI's sub-parsers are argparse's
     args = typing.get_args(annotation)
     optional = type(None) in args
     base = next(a for a in args if a is not type(None)) if optional else annotation
