@@ -1,8 +1,11 @@
 """A tiny stand-in for the Hugging Face hub on 127.0.0.1, for download tests.
 
-It answers the requests `huggingface_hub` makes for `hf_hub_download` and `HfApi.dataset_info`:
+It answers the requests `huggingface_hub` makes for `hf_hub_download`, `snapshot_download` and
+`HfApi.dataset_info`:
 
     GET  /api/datasets/<repo>/revision/<rev>        -> JSON {"id", "sha", "siblings"}
+    GET  /api/datasets/<repo>/tree/<rev>[/<dir>]    -> JSON [{"type", "oid", "size", "path", "lfs"?}] (one page;
+                                                       `recursive=true` lists the folders below too)
     HEAD /datasets/<repo>/resolve/<rev>/<path>      -> X-Repo-Commit, ETag, X-Linked-Etag/-Size, Content-Length
     GET  /datasets/<repo>/resolve/<rev>/<path>      -> the bytes (Range: bytes=N- honoured: 206 + Content-Range)
 
@@ -18,6 +21,7 @@ like the hub's redirect to its CDN.
 
 Faults, each used once per path (for GETs of the body): `drop_after[path] = n` sends the full headers then
 only n body bytes and closes; `corrupt[path] = True` flips a byte of the body (size unchanged).
+`refuse[path] = status` answers that HTTP status to every request for the file (HEAD and GET).
 `require_token` answers 401 without `Authorization: Bearer <token>`. Every request for a dataset is
 recorded in `requests`. `bytes_per_second` (None: as fast as possible) slows each body transfer to that
 rate, per connection, so a download lasts long enough to be interrupted (scripts/fault_injection.py).
@@ -85,6 +89,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/api/datasets/") and "/revision/" in path:
             repo_id, revision = path[len("/api/datasets/"):].split("/revision/", 1)
             self._repo_info(hub, repo_id, revision)
+        elif path.startswith("/api/datasets/") and "/tree/" in path:
+            repo_id, rest = path[len("/api/datasets/"):].split("/tree/", 1)
+            revision, _, folder = rest.partition("/")
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            self._tree(hub, repo_id, revision, folder, query.get("recursive", [""])[0].lower() == "true")
         elif path.startswith("/datasets/") and "/resolve/" in path:
             repo_id, rest = path[len("/datasets/"):].split("/resolve/", 1)
             revision, _, rel = rest.partition("/")
@@ -116,6 +125,30 @@ class _Handler(BaseHTTPRequestHandler):
                            "siblings": [{"rfilename": f} for f in files]}).encode()
         self._send(200, {"Content-Type": "application/json"}, body)
 
+    def _tree(self, hub: "HubServer", repo_id: str, revision: str, folder: str, recursive: bool) -> None:
+        """The hub's tree listing: files with their git blob sha1 (`oid`), LFS files also with their sha256."""
+        name = self._find_revision(hub, repo_id, revision)
+        if name is None:
+            return
+        base = hub.root / repo_id / name
+        start = base / folder
+        if not start.is_dir():
+            self._send(404, {"X-Error-Code": "EntryNotFound"})
+            return
+        entries = []
+        for item in sorted(start.rglob("*") if recursive else start.iterdir()):
+            path = item.relative_to(base).as_posix()
+            if item.is_dir():
+                entries.append({"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0,
+                                "path": path})
+                continue
+            data = item.read_bytes()
+            entry = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": path}
+            if hub.etag_style == "lfs":
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            entries.append(entry)
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
+
     def _file(self, hub: "HubServer", repo_id: str, revision: str, rel: str, head: bool, cdn: bool) -> None:
         name = self._find_revision(hub, repo_id, revision)
         if name is None:
@@ -124,6 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
         file = hub.root / repo_id / name / rel
         if not file.is_file():
             self._send(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
+            return
+        if rel in hub.refuse:
+            self._send(hub.refuse[rel], {"X-Repo-Commit": commit})
             return
         data = file.read_bytes()
         meta = {"X-Repo-Commit": commit}
@@ -204,6 +240,7 @@ class HubServer:
         self.honour_range = True
         self.drop_after: dict[str, int] = {}
         self.corrupt: dict[str, bool] = {}
+        self.refuse: dict[str, int] = {}
         self.bytes_per_second: float | None = None
         self.requests: list[dict] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)

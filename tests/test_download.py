@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -62,6 +63,17 @@ def _first() -> list[DatasetSpec]:
     return [DatasetSpec(data=[PATHS[0]], key="label", prompt="Classify.", repo_id=REPO, name="Tiny")]
 
 
+def _listing(request: dict) -> bool:
+    """snapshot_download's own listing of the repo's files at the commit: the tree API (huggingface_hub 1.x,
+    once per commit, then kept in the data home) or the repo info at the commit (0.x, each call)."""
+    return "/tree/" in request["path"] or bool(re.search(r"/revision/[0-9a-f]{40}$", request["path"]))
+
+
+def _ours(hub: HubServer) -> list[dict]:
+    """The requests lalmbench's download makes, the library's listing of the repo left out."""
+    return [r for r in hub.requests if not _listing(r)]
+
+
 def _assert_fetched(home: Path, published: dict[str, bytes]) -> None:
     for path, data in published.items():
         assert (home / path).read_bytes() == data
@@ -78,7 +90,9 @@ def test_full_download_records_the_commit_then_nothing_to_do(hub, tmp_path):
     record = download.read_record(home, PATHS[0])
     assert record.commit == main and record.etag == hashlib.sha256(published[PATHS[0]]).hexdigest()
     # one commit lookup, then a HEAD and a GET per file, each at that commit
-    assert sorted(r["method"] for r in hub.requests) == ["GET"] * 4 + ["HEAD"] * 3
+    assert sorted(r["method"] for r in _ours(hub)) == ["GET"] * 4 + ["HEAD"] * 3
+    assert [r["path"] for r in _ours(hub) if "/api/" in r["path"]] == [f"/api/datasets/{REPO}/revision/main"]
+    assert any(_listing(r) for r in hub.requests)  # huggingface_hub's snapshot_download did the transfers
     assert all(f"/resolve/{main}/" in r["path"] for r in hub.requests if "/resolve/" in r["path"])
     hub.requests.clear()
     ensure_downloaded(_specs(), home=home)  # complete files are checked locally, not fetched again
@@ -228,7 +242,7 @@ def test_files_touched_but_unchanged_are_hashed_not_fetched_again(hub, tmp_path)
     hub.requests.clear()
     ensure_downloaded(_specs(), home=home)
     _assert_fetched(home, published)
-    assert [r["method"] for r in hub.requests] == ["GET", "HEAD"] and hub.downloads_of(PATHS[1]) == []
+    assert [r["method"] for r in _ours(hub)] == ["GET", "HEAD"] and hub.downloads_of(PATHS[1]) == []
     assert find_missing(_specs(), home) == []
 
 
@@ -350,7 +364,7 @@ def test_missing_token_gives_401_advice_and_the_token_is_sent(hub, tmp_path, mon
     hub.requests.clear()
     ensure_downloaded(_specs(), home=home)
     _assert_fetched(home, published)
-    assert len(hub.requests) == 7 and {r["authorization"] for r in hub.requests} == {"Bearer secret"}
+    assert len(_ours(hub)) == 7 and {r["authorization"] for r in hub.requests} == {"Bearer secret"}
 
 
 def test_redirect_to_cdn_keeps_linked_headers_and_drops_the_token(tmp_path, monkeypatch):
@@ -363,7 +377,7 @@ def test_redirect_to_cdn_keeps_linked_headers_and_drops_the_token(tmp_path, monk
         hub.corrupt[PATHS[0]] = True  # only the sha256 from the redirect's X-Linked-Etag can catch this
         ensure_downloaded(_first(), home=home)
     assert (home / PATHS[0]).read_bytes() == published[PATHS[0]]
-    on_hub = [r for r in hub.requests if not r["path"].startswith("/cdn/")]
+    on_hub = [r for r in _ours(hub) if not r["path"].startswith("/cdn/")]
     on_cdn = [r for r in hub.requests if r["path"].startswith("/cdn/")]
     assert [r["method"] for r in on_hub] == ["GET", "HEAD", "HEAD"] and [r["method"] for r in on_cdn] == ["GET"] * 2
     assert {r["authorization"] for r in on_hub} == {"Bearer secret"}
@@ -378,6 +392,21 @@ def test_not_found_names_url_and_status(hub, tmp_path):
     assert "1 of 3 downloads failed" in message and "HTTP 404" in message and "shard pattern" in message
     assert f"{hub.endpoint}/datasets/{REPO}/resolve/{hub.commit_of(REPO)}/{PATHS[2]}" in message
     assert (tmp_path / "home" / PATHS[0]).is_file()  # the others still arrived
+
+
+def test_a_file_the_hub_refuses_fails_alone_and_the_others_arrive(hub, tmp_path):
+    published = _publish(hub, PATHS)
+    hub.refuse[PATHS[1]] = 403
+    home = tmp_path / "home"
+    with pytest.raises(DataError) as info:
+        ensure_downloaded(_specs(), home=home, workers=1)
+    message = str(info.value)
+    assert "1 of 3 downloads failed" in message and "HTTP 403" in message and "gated" in message
+    assert f"{hub.endpoint}/datasets/{REPO}/resolve/{hub.commit_of(REPO)}/{PATHS[1]}" in message
+    assert PATHS[0] not in message and PATHS[2] not in message
+    for path in (PATHS[0], PATHS[2]):  # fetched once each, in the same parallel round (not asked for alone)
+        assert (home / path).read_bytes() == published[path] and len(hub.downloads_of(path)) == 1
+    assert not (home / PATHS[1]).exists()
 
 
 def test_unreachable_hub_fails_fast_listing_the_missing_files(tmp_path, monkeypatch):
@@ -407,6 +436,18 @@ def test_download_command_with_yaml_target_and_split(hub, tmp_path, monkeypatch,
     assert (tmp_path / "home" / PATHS[0]).read_bytes() == published[PATHS[0]]
     with pytest.raises(ConfigError, match="Suites: task1, task2"):
         download_command(["no-such-task"])
+
+
+def test_progress_into_a_file_or_pipe_draws_no_bar(hub, tmp_path, monkeypatch, capfd):
+    """stderr is no terminal here (pytest captures it): the hub client's bars stay off, the summary is printed."""
+    _publish(hub, PATHS)
+    train_yaml = tmp_path / "tiny_train.yaml"
+    train_yaml.write_text(f"train_data:\n  Tiny: {{prompt: Classify., data: ['Tiny/train/train_{{0..1}}.tar.gz'], "
+                          f"key: label, repo_id: {REPO}}}\n")
+    monkeypatch.setenv("LALMBENCH_DATA_HOME", str(tmp_path / "home"))
+    assert download_command([str(train_yaml)]) == 0
+    out, err = capfd.readouterr()
+    assert "fetched 2 file(s)" in out and "\r" not in err and "it/s" not in err and "B/s" not in err
 
 
 def test_specs_for_builtin_targets():

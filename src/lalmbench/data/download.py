@@ -1,10 +1,11 @@
 """Fetch the shards that task definitions name from the Hugging Face hub into the data home.
 
-Glue around `huggingface_hub`: it does the HTTP (redirects, the token, timeouts, resuming a dropped
-transfer, per-file locks, atomic placement); this module decides which files a run needs, pins them to
-one commit per repo, checks what arrived against the hub's ETag, and turns failures into advice.
+Glue around `huggingface_hub`: its `snapshot_download` does the transfers (the thread pool, progress bars,
+redirects, the token, timeouts, resuming a dropped transfer, per-file locks, atomic placement); this
+module decides which files a run needs, pins them to one commit per repo, checks what arrived against the
+hub's ETag, retries each kind of failure within its own limit, and turns failures into advice.
 
-Layout: `<data home>/<path in repo>` (`hf_hub_download(local_dir=...)`), the layout of the published
+Layout: `<data home>/<path in repo>` (`snapshot_download(local_dir=...)`), the layout of the published
 system's cache, so an existing cache is used as it is. The hub client keeps a record per file (commit,
 ETag, time) under `<data home>/.cache/huggingface/download/`; files without one (a cache filled by the
 published system) count as present unless a revision is pinned.
@@ -12,8 +13,10 @@ published system) count as present unless a revision is pinned.
     specs --> files (repo, path, revision) --> local check, no network --> offline? DataError naming the
           files and the `lalmbench download` command
       --> per (repo, revision): one API call gives the commit (and shows at once whether the hub answers)
-      --> per file, in a thread pool: hf_hub_download(revision=commit) --> sha256 / git sha1 vs the ETag
-          --> a bad file is deleted and fetched once more
+      --> per (repo, commit): snapshot_download(revision=commit, allow_patterns=the files) --> per file
+          sha256 / git sha1 vs the ETag --> a bad file is deleted and fetched once more; a file the
+          repo's listing lacks is asked for alone (the hub's 404 names it); a round cut by the network
+          is tried again
 
 A dataset's `revision` (YAML `revision:`, a branch, tag or commit) pins its files; a branch or tag is
 resolved to its commit whenever the hub can be reached. `data_revisions` reports the commits the files
@@ -26,17 +29,15 @@ names them), HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT (seconds, read by h
 from __future__ import annotations
 
 import glob
-import functools
 import gzip
 import hashlib
 import logging
 import os
 import re
 import tarfile
-import threading
 import time
+import urllib.parse
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,11 +237,19 @@ def _revision_key(remote: RemoteFile) -> str:
     return f"{remote.repo_id}@{remote.revision or DEFAULT_REVISION}"
 
 
+def _response_of(exc: BaseException | None):
+    """The HTTP answer behind a hub client failure, anywhere in its cause chain (the client wraps a HEAD that
+    failed in a LocalEntryNotFoundError); None when the hub gave none."""
+    while exc is not None and getattr(exc, "response", None) is None:
+        exc = exc.__cause__ or exc.__context__
+    return getattr(exc, "response", None)
+
+
 def _hub_advice(exc: Exception, what: str, repo_id: str, revision: str) -> str:
     """A hub client failure -> what went wrong and what to do."""
     from huggingface_hub import errors
 
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+    status = getattr(_response_of(exc), "status_code", None)
     token_set = bool(os.environ.get("HF_TOKEN"))
     if isinstance(exc, errors.OfflineModeIsEnabled):  # the hub client's own words would say "unset HF_HUB_OFFLINE"
         return f"{what}: not asked, because {offline_reason() or 'huggingface_hub is in offline mode'}"
@@ -337,95 +346,25 @@ def content_problem(path: Path, etag: str) -> str | None:
 # Downloading
 
 
-class _Progress:
-    """One tqdm bar (bytes, rate, ETA) over all files; the hub client reports into it per file.
+def _bar_class(enabled: bool) -> type:
+    """huggingface_hub's own bars, drawn on a terminal only (tqdm's `disable=None`): a bar redrawn into a log
+    file or a pipe writes every update."""
+    from huggingface_hub.utils import tqdm
 
-    The total is the sum of the sizes known so far plus, for files not started yet, their count times the
-    average known size, so the ETA is sensible early on.
-    """
+    class Bar(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": None if enabled else True})
 
-    def __init__(self, files: int, enabled: bool):
-        from tqdm import tqdm
-
-        self._lock = threading.Lock()
-        self._sizes: dict[str, int] = {}
-        self._shown: dict[str, int] = {}
-        self._files = files
-        self._done = 0
-        self.bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="download",
-                        disable=not enabled, dynamic_ncols=True)
-
-    def file_bar(self, path: str) -> type:
-        """A tqdm stand-in for `hf_hub_download(tqdm_class=...)` that adds to this bar for `path`."""
-        progress = self
-
-        class FileBar:
-            def __init__(self, total: int | None = None, initial: int = 0, **_ignored):
-                progress._start(path, total, initial)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-            def close(self) -> None:
-                pass
-
-            def update(self, n: int | float | None = 1) -> None:
-                progress._update(path, int(n or 0))
-
-            # Xet transfers also report network bytes and rates; the bar counts bytes written only.
-            def update_transfer(self, n: int | float | None = 1) -> None:
-                pass
-
-            def set_postfix_str(self, *args, **kwargs) -> None:
-                pass
-
-            set_transfer_postfix_str = set_postfix_str
-
-        return FileBar
-
-    def _start(self, path: str, total: int | None, initial: int) -> None:
-        with self._lock:
-            self.bar.update(-self._shown.pop(path, 0))  # a second try starts this file's count again
-            self._shown[path] = 0
-            if total:
-                self._sizes[path] = total
-                known = sum(self._sizes.values())
-                self.bar.total = int(known + known / len(self._sizes) * (self._files - len(self._sizes)))
-            if initial:
-                self._update_locked(path, initial)
-            self.bar.refresh()
-
-    def _update(self, path: str, nbytes: int) -> None:
-        with self._lock:
-            self._update_locked(path, nbytes)
-
-    def _update_locked(self, path: str, nbytes: int) -> None:
-        self._shown[path] = self._shown.get(path, 0) + nbytes
-        self.bar.update(nbytes)
-
-    def bytes_for(self, path: str) -> int:
-        with self._lock:
-            return self._shown.get(path, 0)
-
-    def file_done(self) -> None:
-        with self._lock:
-            self._done += 1
-            self.bar.set_postfix_str(f"{self._done}/{self._files} files", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
+    return Bar
 
 
 def remove_abandoned_transfers(home: Path, path: str) -> int:
     """Delete the partial files of `path` that stopped processes left in the data home; returns how many.
 
-    huggingface_hub writes each transfer to a file of its own (`<name hash>.<etag>.<random>.incomplete`
-    beside the file's record) and deletes it when the transfer fails, but a process that is killed
-    (SIGKILL, the out-of-memory killer, a scheduler's SIGTERM) leaves it there and no later download
-    reuses it: each kill would leave up to a shard's size behind (measured with
+    Kept by hand: huggingface_hub has no call that does it. It writes each transfer to a file of its own
+    (`<name hash>.<etag>.<random>.incomplete` beside the file's record) and deletes it when the transfer
+    fails, but a process that is killed (SIGKILL, the out-of-memory killer, a scheduler's SIGTERM) leaves it
+    there and no later download reuses it: each kill would leave up to a shard's size behind (measured with
     scripts/fault_injection.py). Done under the client's lock of the file, so a transfer under way in
     another process is never touched; skipped while the lock is held, or if the client's layout changed.
     huggingface_hub 0.x names its partial file `<name hash>.<etag>.incomplete` and resumes it: kept.
@@ -451,15 +390,6 @@ def remove_abandoned_transfers(home: Path, path: str) -> int:
     return removed
 
 
-@functools.cache
-def _client_takes_tqdm_class() -> bool:
-    """huggingface_hub >= 1.1 reports each file's bytes through `tqdm_class`; 0.x (beside transformers 4.x)
-    does not take it."""
-    import inspect
-
-    from huggingface_hub import hf_hub_download
-
-    return "tqdm_class" in inspect.signature(hf_hub_download).parameters
 
 
 def _dropped_connection(exc: BaseException) -> bool:
@@ -472,46 +402,87 @@ def _dropped_connection(exc: BaseException) -> bool:
     return False
 
 
-def _fetch_one(remote: RemoteFile, home: Path, commit: str, progress: _Progress, refetch: bool) -> int:
-    """hf_hub_download one file at `commit`, check it against its ETag; returns the bytes transferred."""
-    from huggingface_hub import hf_hub_download
+def _failed_path(exc: BaseException, paths: dict[str, RemoteFile]) -> str | None:
+    """The file an HTTP error is about: its URL (on the hub or a CDN that keeps the path) ends with the path."""
+    url = urllib.parse.unquote(str(getattr(_response_of(exc), "url", "")))
+    return next((path for path in paths if url.endswith("/" + path)), None)
 
-    remove_abandoned_transfers(home, remote.path)
-    revision = remote.revision or DEFAULT_REVISION
-    force, dropped, checks_failed = refetch, 0, 0
-    while True:  # a dropped connection and a failed content check each count against their own limit
+
+def _fetch_commit(repo_id: str, commit: str, files: list[RemoteFile], home: Path, workers: int,
+                  bar: type) -> tuple[int, list[str]]:
+    """Fetch `files` of `repo_id` at `commit` (absent from `home`) and check each against its ETag; returns
+    the bytes fetched and an error per file given up on.
+
+    Rounds of snapshot_download over the files still to fetch. A file that arrives is checked; one that
+    fails the check is deleted and fetched again, MAX_TRIES times in all. A round cut by a dropped
+    connection is tried again, MAX_NETWORK_TRIES rounds in a row with nothing arriving at most.
+    """
+    # Kept by hand around snapshot_download: it skips files its listing lacks and raises the first failure
+    # of a batch only; a run needs each file checked, each kind of failure counted, and each file's error.
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    pending = {remote.path: remote for remote in files}
+    checks_failed = dict.fromkeys(pending, 0)
+    fetched, stalled, errors = 0, 0, []
+    while pending:
+        cut = None
         try:
-            per_file_bar = {"tqdm_class": progress.file_bar(remote.path)} if _client_takes_tqdm_class() else {}
-            path = Path(hf_hub_download(remote.repo_id, remote.path, repo_type="dataset", revision=commit,
-                                        local_dir=home, endpoint=hub_endpoint(), force_download=force,
-                                        **per_file_bar))
-            if not per_file_bar:  # an older client (< 1.1) reports no bytes: count the file when it is there
-                size = path.stat().st_size
-                progress._start(remote.path, size, 0)
-                progress._update(remote.path, size)
-        except Exception as exc:  # the hub client's errors, translated into advice
-            if not _dropped_connection(exc):
-                raise DataError(_hub_advice(exc, f"GET {remote.url(commit)}", remote.repo_id, revision)) from exc
-            dropped += 1
-            if dropped >= MAX_NETWORK_TRIES:
-                raise DataError(_dropped_advice(remote, commit, dropped, exc)) from exc
-            # Clients before 1.x give up on a connection cut mid-body; their partial file stays and the
-            # next call resumes it with a Range request.
-            log.warning("%s: the connection dropped (%s); resuming", remote.url(commit), type(exc).__name__)
+            snapshot_download(repo_id, repo_type="dataset", revision=commit, local_dir=home, endpoint=hub_endpoint(),
+                              allow_patterns=[glob.escape(path) for path in pending], max_workers=workers,
+                              tqdm_class=bar)
+            failure = None
+        except Exception as exc:  # one failure of the batch; the files in flight ran on, the rest were left
+            failure = exc
+        failed = _failed_path(failure, pending) if failure is not None else None
+        if failure is not None and _dropped_connection(failure):
+            cut = failure
+        elif failed is not None:  # an HTTP error about one file: that file's answer; the others go on
+            remote = pending.pop(failed)
+            errors.append(_hub_advice(failure, f"GET {remote.url(commit)}", repo_id,
+                                      remote.revision or DEFAULT_REVISION))
+        else:  # no file named: each file not here is asked for alone, for the hub's own answer about it
+            for path, remote in list(pending.items()):
+                if not (home / path).is_file():
+                    try:
+                        hf_hub_download(repo_id, path, repo_type="dataset", revision=commit, local_dir=home,
+                                        endpoint=hub_endpoint())
+                    except Exception as exc:  # the hub client's errors, translated into advice
+                        if _dropped_connection(exc):
+                            cut = exc
+                            continue
+                        del pending[path]
+                        errors.append(_hub_advice(exc, f"GET {remote.url(commit)}", repo_id,
+                                                  remote.revision or DEFAULT_REVISION))
+        arrived = [path for path in pending if (home / path).is_file()]
+        for path in arrived:
+            remote = pending.pop(path)
+            record = read_record(home, path)
+            problem = content_problem(home / path, record.etag if record is not None else "")
+            if problem is None:
+                fetched += (home / path).stat().st_size
+                continue
+            (home / path).unlink(missing_ok=True)  # also drops the record: it is stale without its file
+            checks_failed[path] += 1
+            if checks_failed[path] >= MAX_TRIES:
+                errors.append(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) "
+                              f"{MAX_TRIES} times; nothing was kept. Try again later, or report the file to the "
+                              "dataset's owners")
+            else:
+                log.warning("%s failed its content check (%s); fetching it again", remote.url(commit), problem)
+                pending[path] = remote
+        if arrived:
+            stalled = 0
+        if cut is None:
             continue
-        record = read_record(home, remote.path)
-        problem = content_problem(path, record.etag if record is not None else "")
-        if problem is None:
-            progress.file_done()
-            return progress.bytes_for(remote.path)
-        path.unlink(missing_ok=True)  # also drops the record: it is stale without its file
-        checks_failed += 1
-        if checks_failed >= MAX_TRIES:
-            raise DataError(f"{remote.url(commit)}: downloaded file failed its content check ({problem}) "
-                            f"{MAX_TRIES} times; nothing was kept. Try again later, or report the file to the "
-                            "dataset's owners")
-        log.warning("%s failed its content check (%s); fetching it again", remote.url(commit), problem)
-        force = True
+        if not arrived:
+            stalled += 1
+        left = [remote for path, remote in pending.items() if not (home / path).is_file()]
+        if stalled >= MAX_NETWORK_TRIES:
+            errors += [_dropped_advice(pending.pop(remote.path), commit, stalled, cut) for remote in left]
+        else:  # clients before 1.x give up on a cut body at once; their partial file is resumed next round
+            log.warning("%s: the connection dropped (%s); fetching %d file(s) again", repo_id, type(cut).__name__,
+                        len(left))
+    return fetched, errors
 
 
 def _dropped_advice(remote: RemoteFile, commit: str, times: int, exc: BaseException) -> str:
@@ -534,8 +505,9 @@ def _dropped_advice(remote: RemoteFile, commit: str, times: int, exc: BaseExcept
 def download_files(files: list[RemoteFile], home: str | os.PathLike | None = None, workers: int = 4,
                    progress: bool = True, commits: dict[str, str] | None = None,
                    refetch: frozenset[str] = frozenset()) -> DownloadStats:
-    """Fetch `files` in parallel under one progress bar. `commits` (repo_id@revision -> commit) is looked
-    up for the revisions it lacks; paths in `refetch` are downloaded even if the client thinks them current."""
+    """Fetch `files`, `workers` at a time (huggingface_hub's snapshot_download). `commits` (repo_id@revision
+    -> commit) is looked up for the revisions it lacks; paths in `refetch` are deleted and fetched whole even
+    if the client's record calls them current."""
     root = data_home(home)
     stats = DownloadStats(files_requested=len(files))
     if not files:
@@ -544,24 +516,19 @@ def download_files(files: list[RemoteFile], home: str | os.PathLike | None = Non
     commits = dict(commits or {})
     commits.update(resolve_revisions([f for f in files if _revision_key(f) not in commits]))
     stats.commits = {_revision_key(f): commits[_revision_key(f)] for f in files}
-    bar = _Progress(len(files), enabled=progress)
+    groups: dict[tuple[str, str], list[RemoteFile]] = {}
+    for remote in files:
+        if remote.path in refetch:
+            remote.local_path(root).unlink(missing_ok=True)  # damaged: the client would take it as current
+        remove_abandoned_transfers(root, remote.path)
+        groups.setdefault((remote.repo_id, commits[_revision_key(remote)]), []).append(remote)
     errors: list[str] = []
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="lalmbench-download")
-    try:
-        futures = [pool.submit(_fetch_one, remote, root, commits[_revision_key(remote)], bar,
-                               remote.path in refetch) for remote in files]
-        for future in futures:
-            try:
-                stats.bytes_downloaded += future.result()
-                stats.files_downloaded += 1
-            except DataError as exc:
-                errors.append(str(exc))
-    except BaseException:  # Ctrl-C: queued files are dropped; files in flight finish, into the client's temp files
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        bar.close()
-    pool.shutdown(wait=True)
+    for (repo_id, commit), members in groups.items():
+        log.info("fetching %d file(s) of %s at commit %s", len(members), repo_id, commit[:12])
+        fetched, failed = _fetch_commit(repo_id, commit, members, root, max(1, workers), _bar_class(progress))
+        stats.bytes_downloaded += fetched
+        stats.files_downloaded += len(members) - len(failed)
+        errors += failed
     stats.seconds = time.monotonic() - started
     if errors:
         shown = "\n  - ".join(dict.fromkeys(errors[:10]))
