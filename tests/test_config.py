@@ -204,3 +204,19 @@ def test_identity_hashes_of_builtin_configs_are_pinned():
     assert {name: digest(load_train_config(name).identity_dict()) for name in pinned} == pinned
     tasks = {t.name: digest(t.model_dump()) for t in load_eval_configs("task1")}
     assert tasks["eval_esc-50"] == "ffe46dd76ffd2e0eedac554c7b8429ff423d04ccf60558337e33a36d9ad6cac7"
+
+
+def test_a_name_key_inside_an_entry_is_refused_not_overwritten_by_the_key(tmp_path):
+    """Datasets and test sets are named by their YAML key; a `name:` beside the other fields was an unknown
+    field before the configs became pydantic models and must not be silently replaced by the key."""
+    bad = {"train_data": {"A": {"name": "B", "prompt": "P", "data": "a.tar"}}}
+    assert _problems(bad) == ["  - train_data: A: `name` is not a dataset field: a dataset is named by its key "
+                              "('A'); remove `name: B` or rename the key"]
+    entry = {"data": {"data": ["a.tar"], "name": "x"}, "metric": "Accuracy", "name": "y"}
+    with pytest.raises(ConfigError) as info:
+        load_eval_configs(_write(tmp_path / "e.yaml", {"e": entry}))
+    where = tmp_path / "e.yaml"
+    assert str(info.value).splitlines()[1:] == [
+        f"  - {where}: e: `name` is not a field: a test set is named by its key ('e'); remove `name: y` or rename the key",
+        f"  - {where}: e.data: `name` is not a field: a test set is named by its key ('e'); remove `name: x` or "
+        "rename the key"]

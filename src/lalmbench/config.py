@@ -191,6 +191,10 @@ class TrainConfig(BaseModel):
             return {}
         if not isinstance(value, dict):
             return value
+        for name, spec in value.items():
+            if isinstance(spec, dict) and "name" in spec:
+                raise ValueError(f"{name}: `name` is not a dataset field: a dataset is named by its key "
+                                 f"({str(name)!r}); remove `name: {spec['name']}` or rename the key")
         return {str(name): {**spec, "name": str(name)} if isinstance(spec, dict) else spec
                 for name, spec in value.items()}
 
@@ -353,6 +357,10 @@ def eval_configs_from_mapping(raw: dict, where: str = "eval config") -> list[Eva
     tasks = []
     for name, entry in raw.items():
         if isinstance(entry, dict):
+            for part, fields in (("", entry), (".data", entry.get("data"))):
+                if isinstance(fields, dict) and "name" in fields:
+                    problems.append(f"{where}: {name}{part}: `name` is not a field: a test set is named by its key "
+                                    f"({str(name)!r}); remove `name: {fields['name']}` or rename the key")
             entry = {**entry, "name": str(name)}
             if isinstance(entry.get("data"), dict):
                 entry["data"] = {**entry["data"], "name": str(name)}
