@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lalmbench.bench import PATHS, TINY, run_bench
 
@@ -65,4 +66,54 @@ def test_a_compile_path_that_fails_is_reported_and_the_rest_stands(tmp_path, mon
     assert set(results["train"]) == {"naive", "target_logits"} and results["best_path"] == "target_logits"
     assert "kv_cache" in results["eval"]  # evaluation still ran, on the last path that trained
     assert any("compile_exact  failed: RuntimeError" in line for line in lines)
+    streams = results["data_stream"]  # official's stream timed, the other's rate beside it
+    assert (results["protocol"], streams["stream"], streams["other_stream"]) == ("official", "PublishedStream",
+                                                                                 "TrainStream")
+    assert f"TrainStream {streams['other_steps_per_second']:.1f} steps/s: x{streams['ratio_vs_other']:.2f}" in lines[2]
     assert lines[-1].startswith("speedup: ")
+
+
+def test_bench_trains_and_times_the_protocols_stream(tmp_path, monkeypatch):
+    """Under official a path trains on PublishedStream (what `lalmbench run` trains on) and the data figures
+    time it first, with TrainStream's rate beside it from the same run; under corrected the other way."""
+    from lalmbench.bench import time_data_streams, train_path, write_workload
+    from lalmbench.data import mixture, official_stream
+
+    built: list[str] = []  # the streams constructed, in order
+
+    def recorded(cls):
+        original = cls.__init__
+
+        def init(self, *args, **kwargs):
+            built.append(cls.__name__)
+            original(self, *args, **kwargs)
+        return init
+
+    for cls in (official_stream.PublishedStream, mixture.TrainStream):
+        monkeypatch.setattr(cls, "__init__", recorded(cls))
+    cpu = torch.device("cpu")
+    train_data, _ = write_workload(tmp_path / "data", TINY["train_clips_per_task"], 1)
+    streams = time_data_streams(train_data, TINY, cpu, "official", steps=2)
+    assert built == ["PublishedStream", "TrainStream"]
+    assert (streams["protocol"], streams["stream"], streams["other_stream"]) == ("official", "PublishedStream",
+                                                                                 "TrainStream")
+    assert streams["steps"] == 2 and streams["steps_per_second"] > 0 and streams["other_steps_per_second"] > 0
+    assert streams["ratio_vs_other"] == pytest.approx(streams["steps_per_second"] / streams["other_steps_per_second"])
+
+    built.clear()
+    figures, _, config = train_path("naive", {}, TINY, train_data, cpu, tmp_path)
+    assert config.protocol == "official" and built == ["PublishedStream"] and figures["steps_per_second"] > 0
+
+    built.clear()
+    corrected = time_data_streams(train_data, TINY, cpu, "corrected", steps=2)
+    assert built == ["TrainStream", "PublishedStream"]
+    assert (corrected["stream"], corrected["other_stream"]) == ("TrainStream", "PublishedStream")
+
+
+def test_peak_memory_sees_what_a_block_allocates():
+    from lalmbench.devices import PeakMemory
+
+    with PeakMemory("cpu") as memory:
+        held = torch.ones(2 ** 26)  # 256 MiB, written (so resident), held past the block
+    assert memory.increase >= 0.95 * 2 ** 28 and memory.peak >= memory.start + memory.increase
+    assert held.numel() == 2 ** 26

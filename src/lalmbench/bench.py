@@ -4,8 +4,9 @@ The workload is the one of the published speed reference: a Dasheng-base-sized e
 (MelTransformerEncoder, random init), a SmolLM2-135M-shaped decoder (random init, vocabulary 49,152)
 with LoRA r=8 on every linear layer, and a five-task mixture of synthetic clips (a class-pitched tone
 plus noise, one-word labels) written as real .tar.gz WebDataset shards. Every path runs the project's
-own pipeline (TrainStream -> BatchMaker -> Trainer; evaluate_task), from the same initial weights
-over the same batches, in one process:
+own pipeline (the protocol's training stream, as `lalmbench run` builds it: PublishedStream under
+official, TrainStream under corrected -> BatchMaker -> Trainer; evaluate_task), from the same initial
+weights over the same batches, in one process:
 
   naive            fp32, encoder every step, vocabulary logits at every position, no loader workers
   target_logits    + logits only where a label exists (the exact default)
@@ -21,6 +22,10 @@ deterministic kernels and whose loss curve stays within EXACT_TOLERANCE of the n
 training, each path takes one more step on a batch of four 30 s clips, the protocol's longest crop, to
 measure the peak memory of the worst case. The figures file is rewritten after every path, so a run cut
 short keeps what it measured; evaluation runs after the bf16 path, before the compile paths.
+
+Before the paths, the data pipeline alone (stream -> BatchMaker) is timed for the protocol's stream and
+then the other protocol's, over the same shards: both steps/s and their ratio are printed and recorded
+(`data_stream`).
 
 Evaluation compares a naive greedy loop (no KV cache, every row decoded until all rows end) with
 AudioLLM.generate (KV cache, each row leaves the batch at EOS), in fp32 and bf16, each with and
@@ -40,14 +45,15 @@ import logging
 import os
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lalmbench.devices import PeakMemory
 from lalmbench.process_state import restores_process_state
+from lalmbench.protocols import DEFAULT_PROTOCOL
 
 log = logging.getLogger("lalmbench")
 
@@ -59,20 +65,20 @@ FULL = {  # 200 steps per path: the span over which the exact paths must follow 
     "encoder": {"dim": 768, "layers": 12, "heads": 12},
     "decoder": {"hidden": 576, "layers": 30, "heads": 9, "kv_heads": 3, "intermediate": 1536, "vocab": 49152},
     "batch_size": 4, "train_clips_per_task": 24, "warmup_steps": 5, "measured_steps": 195,
-    "eval_clips_per_task": 64, "eval_batch_size": 16, "max_new_tokens": 150,
+    "eval_clips_per_task": 64, "eval_batch_size": 16, "max_new_tokens": 150, "data_steps": 50,
 }
 QUICK = {
     "encoder": {"dim": 768, "layers": 1, "heads": 12},
     "decoder": {"hidden": 576, "layers": 2, "heads": 9, "kv_heads": 3, "intermediate": 1536, "vocab": 49152},
     "batch_size": 4, "train_clips_per_task": 4, "warmup_steps": 2, "measured_steps": 6,
-    "eval_clips_per_task": 4, "eval_batch_size": 4, "max_new_tokens": 12,
+    "eval_clips_per_task": 4, "eval_batch_size": 4, "max_new_tokens": 12, "data_steps": 10,
 }
 
 TINY = {  # for tests: every code path in seconds
     "encoder": {"dim": 32, "layers": 1, "heads": 2},
     "decoder": {"hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "intermediate": 64, "vocab": 2048},
     "batch_size": 2, "train_clips_per_task": 2, "warmup_steps": 1, "measured_steps": 2,
-    "eval_clips_per_task": 1, "eval_batch_size": 1, "max_new_tokens": 2,
+    "eval_clips_per_task": 1, "eval_batch_size": 1, "max_new_tokens": 2, "data_steps": 3,
 }
 
 _FAST = {"feature_cache": "memory", "bf16": True, "tf32": True, "deterministic": False}
@@ -158,54 +164,14 @@ def build_model(sizes: dict, config, device: torch.device, seed: int = 0):
 
 
 # -- measuring ----------------------------------------------------------------------------------------------
-class PeakMemory:
-    """Peak memory during a block: CUDA allocator peak, or the process RSS sampled every 10 ms on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
-
-    @staticmethod
-    def _rss() -> int:
-        try:
-            with open("/proc/self/statm") as handle:
-                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    def _watch(self):
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self.peak = self._rss()
-            self._thread = threading.Thread(target=self._watch, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._rss())
-        return False
-
-
-def _make_config(train_data: dict, sizes: dict, overrides: dict, device: torch.device):
+def _make_config(train_data: dict, sizes: dict, overrides: dict, device: torch.device,
+                 protocol: str = DEFAULT_PROTOCOL):
     from lalmbench.config import TrainConfig
 
     steps = sizes["warmup_steps"] + sizes["measured_steps"]
-    raw = {"train_data": train_data, "config_name": "bench", "max_steps": steps, "warmup_steps": 1,
-           "learning_rate": 1e-3, "per_device_train_batch_size": sizes["batch_size"], "save_steps": 10**9,
-           "logging_steps": 10**9, "shuffle_buffer": 32, "sort_buffer": 16, "device": str(device),
+    raw = {"train_data": train_data, "config_name": "bench", "protocol": protocol, "max_steps": steps,
+           "warmup_steps": 1, "learning_rate": 1e-3, "per_device_train_batch_size": sizes["batch_size"],
+           "save_steps": 10**9, "logging_steps": 10**9, "shuffle_buffer": 32, "sort_buffer": 16, "device": str(device),
            "max_new_tokens": sizes["max_new_tokens"], "eval_batch_size": sizes["eval_batch_size"], **overrides}
     return TrainConfig.from_mapping(raw, "bench")
 
@@ -234,27 +200,59 @@ def _fill_cache(cache, config, specs, shards, tokenizing, counter) -> int:
     return filled
 
 
+def time_data_streams(train_data: dict, sizes: dict, device: torch.device, protocol: str, steps: int) -> dict:
+    """Steps per second of the data pipeline alone (stream -> BatchMaker: shards read, examples ordered, audio
+    decoded, cropped and tokenized; a step is one global batch) for the protocol's training stream and for
+    the other protocol's, one after the other in this process over the same shards."""
+    from torch.utils.benchmark import Timer
+
+    from lalmbench.data.batches import BatchMaker, stream_batches
+    from lalmbench.data.examples import BadDataCounter
+    from lalmbench.data.tokenizing import Tokenizing
+    from lalmbench.model.decoder import _train_tiny_tokenizer
+    from lalmbench.phases.training import train_stream
+    from lalmbench.train import batch_plan
+
+    config = _make_config(train_data, sizes, {}, device, protocol)
+    specs = list(config.train_data.values())
+    shards = {s.name: [Path(p) for p in s.data] for s in specs}
+    tokenizing = Tokenizing(_train_tiny_tokenizer(), {s.name: s.prompt for s in specs}, config.protocol)
+    _, micro, accumulation = batch_plan(config, 1)
+    rates = {}
+    for published in (protocol == "official", protocol != "official"):  # the protocol's own stream first
+        stream = train_stream(config, specs, shards, tokenizing.count, micro, published=published)
+        maker = BatchMaker(tokenizing, BadDataCounter(), config.sample_rate, config.crop_audio_length,
+                           stream.crop_fraction)
+        batches = stream_batches(stream, maker, config.max_bad_fraction)
+        timer = Timer("for _ in range(accumulation): next(batches)", num_threads=torch.get_num_threads(),
+                      globals={"batches": batches, "accumulation": accumulation})
+        rates[type(stream).__name__] = 1 / timer.timeit(steps).mean  # after two warm-up steps
+    (timed, rate), (other, other_rate) = rates.items()
+    return {"protocol": protocol, "stream": timed, "steps_per_second": rate, "other_stream": other,
+            "other_steps_per_second": other_rate, "ratio_vs_other": rate / other_rate, "steps": steps}
+
+
 def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device: torch.device,
-               workdir: Path) -> tuple[dict, object, object]:
-    """Train one path; (figures, model, config)."""
+               workdir: Path, protocol: str = DEFAULT_PROTOCOL) -> tuple[dict, object, object]:
+    """Train one path on the protocol's training stream; (figures, model, config)."""
     from lalmbench.data.batches import BatchMaker
     from lalmbench.data.examples import BadDataCounter
-    from lalmbench.data.mixture import TrainStream
     from lalmbench.distributed import DistInfo
     from lalmbench.model.audio_llm import apply_speed_switches
     from lalmbench.model.feature_cache import attach_feature_cache
     from lalmbench.data.tokenizing import Tokenizing
-    from lalmbench.train import Trainer, configure_determinism
+    from lalmbench.phases.training import train_stream
+    from lalmbench.train import Trainer, batch_plan, configure_determinism
 
     _release(device)
-    config = _make_config(train_data, sizes, overrides, device)
+    config = _make_config(train_data, sizes, overrides, device, protocol)
     configure_determinism(config)
     model, tokenizer = build_model(sizes, config, device, seed=config.seed)
     apply_speed_switches(model, config)
     specs = list(config.train_data.values())
     shards = {s.name: [Path(p) for p in s.data] for s in specs}
     counter = BadDataCounter()
-    tokenizing = Tokenizing(tokenizer, {s.name: s.prompt for s in specs})
+    tokenizing = Tokenizing(tokenizer, {s.name: s.prompt for s in specs}, config.protocol)
     figures: dict = {"config": {k: v for k, v in overrides.items()}}
     run_dir = workdir / f"run-{name}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -266,9 +264,7 @@ def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device
         figures["cache_fill_clips"] = _fill_cache(cache, config, specs, shards, tokenizing, counter)
         figures["cache_fill_seconds"] = round(time.perf_counter() - started, 3)
         cache.hits = cache.misses = 0
-    stream = TrainStream(specs, shards, config.per_device_train_batch_size, config.seed, tokenizing.count, counter,
-                         shuffle_buffer=config.shuffle_buffer, sort_buffer=config.sort_buffer,
-                         crop_seconds=config.crop_audio_length)
+    stream = train_stream(config, specs, shards, tokenizing.count, batch_plan(config, 1)[1])
     maker = BatchMaker(tokenizing, BadDataCounter(), config.sample_rate, config.crop_audio_length,
                        stream.crop_fraction, workers=config.num_workers)  # decode failures: the maker's own count
     trainer = Trainer(model, config, run_dir, DistInfo(), device, stream, maker, stream.counter, f"bench-{name}",
@@ -397,7 +393,7 @@ def eval_path(name: str, model, config, tokenizer, eval_data: dict, sizes: dict,
     from lalmbench.data.tokenizing import Tokenizing
 
     tasks = eval_configs_from_mapping(eval_data, "bench eval")
-    tokenizing = Tokenizing(tokenizer, {t.name: t.data.prompt for t in tasks})
+    tokenizing = Tokenizing(tokenizer, {t.name: t.data.prompt for t in tasks}, config.protocol)
     model.feature_hook = None
     if naive:
         model.generate = lambda batch, max_new, penalty: naive_generate(model, batch, max_new, penalty)
@@ -441,11 +437,13 @@ def _gib(value: int) -> str:
 
 @restores_process_state  # its quieter lalmbench logger, and the runs' settings, end with it
 def run_bench(sizes: dict, device: str | None = None, output: str | Path = "bench.json", paths=None,
-              compile_paths: bool | None = None, measured_steps: int | None = None, echo=print) -> dict:
+              compile_paths: bool | None = None, measured_steps: int | None = None, echo=print,
+              protocol: str = DEFAULT_PROTOCOL) -> dict:
     """Run every path on `sizes`; write the figures to `output` and return them.
 
     compile_paths: include the torch.compile paths (None: on a GPU only). measured_steps overrides the
-    measured steps per path of `sizes`.
+    measured steps per path of `sizes`. protocol: whose training stream the paths train on and the data
+    figures time first (the other protocol's stream is timed beside it).
     """
     from lalmbench import __version__
 
@@ -460,7 +458,7 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
     results = {"lalmbench_version": __version__, "torch": torch.__version__, "device": device_name(dev),
                "device_type": dev.type, "sizes": sizes, "workload": [
                    {"task": t, "seconds": s, "sample_rate": r, "classes": c, "weight": w} for t, s, r, c, w in WORKLOAD],
-               "published": PUBLISHED, "train": {}, "eval": {}, "failed": {}}
+               "published": PUBLISHED, "protocol": protocol, "train": {}, "eval": {}, "failed": {}}
     echo(f"lalmbench bench on {results['device']}, torch {torch.__version__}")
     echo(f"sizes: encoder {sizes['encoder']}, decoder {sizes['decoder']}, batch {sizes['batch_size']}, "
          f"{sizes['warmup_steps']}+{sizes['measured_steps']} steps (warm-up + measured) per path, "
@@ -477,10 +475,15 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
         workdir = Path(tmp)
         train_data, eval_data = write_workload(workdir / "data", sizes["train_clips_per_task"],
                                                sizes["eval_clips_per_task"])
+        streams = results["data_stream"] = time_data_streams(train_data, sizes, dev, protocol, sizes["data_steps"])
+        echo(f"data  {streams['stream']} ({protocol}'s stream) {streams['steps_per_second']:.1f} steps/s; "
+             f"{streams['other_stream']} {streams['other_steps_per_second']:.1f} steps/s: "
+             f"x{streams['ratio_vs_other']:.2f} (stream -> batches alone, {streams['steps']} steps each)")
         model = config = None
         for name, overrides in paths:
             try:
-                figures, trained, trained_config = train_path(name, overrides, sizes, train_data, dev, workdir)
+                figures, trained, trained_config = train_path(name, overrides, sizes, train_data, dev, workdir,
+                                                              protocol)
             except Exception as exc:  # a compiler that cannot build on this machine must not cost the run
                 if name not in COMPILE_PATHS:
                     raise
@@ -517,6 +520,9 @@ def run_bench(sizes: dict, device: str | None = None, output: str | Path = "benc
     for name, ratio in results.get("eval_ratios", {}).items():
         echo(f"  eval {name:26s} x{ratio:.2f} vs the naive decoding loop "
              f"({results['eval'][name]['answers_agree_with_kv_cache']:.0%} of answers as the fp32 KV-cached ones)")
+    streams = results["data_stream"]
+    echo(f"  data {streams['stream']:18s} x{streams['ratio_vs_other']:.2f} vs {streams['other_stream']} "
+         f"(steps/s of the data pipeline alone, same run; training above used {streams['stream']})")
     if results.get("best_exact_path"):
         echo(f"best exact path: {results['best_exact_path']} (x{results['exact_speedup']:.2f})")
     published = results["vs_published"]
@@ -532,7 +538,7 @@ def _evaluate_all(results, answers, model, config, train_data, eval_data, sizes,
     """Decode the test clips with `model`: naive loop vs KV-cached generate, in fp32 and (when the path
     uses it) bf16, each with and without LoRA merged into the base weights."""
     def variant(**overrides):
-        return _make_config(train_data, sizes, overrides, dev)
+        return _make_config(train_data, sizes, overrides, dev, config.protocol)
 
     runs = [("naive", variant(), True), ("kv_cache", variant(), False),
             ("kv_cache_merged_lora", variant(merge_lora_for_eval=True), False)]
@@ -585,7 +591,8 @@ def _summarize(results: dict, answers: dict) -> None:
 
 
 def bench_command(quick: bool = False, device: str | None = None, output: str = "bench.json",
-                  compile_paths: bool | None = None, measured_steps: int | None = None) -> int:
+                  compile_paths: bool | None = None, measured_steps: int | None = None,
+                  protocol: str = DEFAULT_PROTOCOL) -> int:
     from lalmbench.errors import ConfigError
 
     if measured_steps is not None and measured_steps < 1:
@@ -595,5 +602,6 @@ def bench_command(quick: bool = False, device: str | None = None, output: str = 
 
         require_device(device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    run_bench(QUICK if quick else FULL, device, output, compile_paths=compile_paths, measured_steps=measured_steps)
+    run_bench(QUICK if quick else FULL, device, output, compile_paths=compile_paths, measured_steps=measured_steps,
+              protocol=protocol)
     return 0

@@ -73,8 +73,7 @@ class PeakMemory:
     the block (a spike the sampler missed).
     """
 
-    # a hand-written sampler: psutil reads the RSS but keeps no peak on Linux, and getrusage keeps only
-    # the process lifetime's
+    # hand-written sampler: psutil reads the RSS but keeps no peak on Linux; getrusage keeps the lifetime's only
     def __init__(self, device: torch.device | str, interval: float = 0.01):
         self.device, self.interval = torch.device(device), interval
         self.start = self.peak = self.increase = 0

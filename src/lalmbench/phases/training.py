@@ -60,20 +60,28 @@ def _reuse(prepared: Prepared) -> Trained:
 
 
 def make_train_stream(prepared: Prepared, micro_batch: int) -> TrainStream | PublishedStream:
-    """The training stream of the run's protocol: the published trainer's order under `official`
+    """The training stream of the run's protocol (`train_stream`) on this process's rank."""
+    return train_stream(prepared.config, prepared.train_specs, prepared.train_shards, prepared.tokenizing.count,
+                        micro_batch, rank=prepared.dist.rank, world=prepared.dist.world)
+
+
+def train_stream(config, specs: list, shards: dict[str, list[Path]], token_count, micro_batch: int, *,
+                 rank: int = 0, world: int = 1, published: bool | None = None) -> TrainStream | PublishedStream:
+    """The training stream of `config.protocol`: the published trainer's order under `official`
     (data/official_stream.py, shaped by the published `num_training_workers`), lalmbench's own under
-    `corrected` (data/mixture.py: every example once per pass, in an order the seed picks)."""
-    config, dist = prepared.config, prepared.dist
-    common = dict(rank=dist.rank, world=dist.world, shuffle_buffer=config.shuffle_buffer,
+    `corrected` (data/mixture.py: every example once per pass, in an order the seed picks). `published`
+    picks the stream against the protocol (the speed benchmark times both)."""
+    common = dict(rank=rank, world=world, shuffle_buffer=config.shuffle_buffer,
                   sort_buffer=config.sort_buffer, crop_seconds=config.crop_audio_length,
                   max_bad_fraction=config.max_bad_fraction, protocol=config.protocol)
-    if config.protocol == "official":
-        per_device = batch_plan(config, dist.world)[0] // dist.world  # the published per-device batch
-        return PublishedStream(prepared.train_specs, prepared.train_shards, micro_batch, config.seed,
-                               prepared.tokenizing.count, BadDataCounter(), workers=config.num_training_workers or 0,
-                               sample_rate=config.sample_rate, dataset_batch=per_device, **common)
-    return TrainStream(prepared.train_specs, prepared.train_shards, micro_batch, config.seed,
-                       prepared.tokenizing.count, BadDataCounter(), **common)
+    if published is None:
+        published = config.protocol == "official"
+    if published:
+        per_device = batch_plan(config, world)[0] // world  # the published per-device batch
+        return PublishedStream(specs, shards, micro_batch, config.seed, token_count, BadDataCounter(),
+                               workers=config.num_training_workers or 0, sample_rate=config.sample_rate,
+                               dataset_batch=per_device, **common)
+    return TrainStream(specs, shards, micro_batch, config.seed, token_count, BadDataCounter(), **common)
 
 
 def _train(prepared: Prepared) -> Trained:
