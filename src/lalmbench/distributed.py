@@ -105,12 +105,17 @@ def _quiet_third_party() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+# The four collectives below stay: each is torch's own call, made a no-op for a plain run (world 1, no process
+# group, where torch's calls raise); calling torch directly would repeat that guard at 14 call sites, and
+# accelerate's versions need its PartialState (which makes the process group its own way) and the optional extra.
 def barrier(info: DistInfo) -> None:
+    # kept: dist.barrier() with the plain-run no-op (above)
     if info.enabled:
         dist.barrier()
 
 
 def all_sum(info: DistInfo, value: float, device) -> float:
+    # kept: dist.all_reduce takes a tensor on the backend's device (CUDA for NCCL); callers pass a float
     if not info.enabled:
         return value
     tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
@@ -119,6 +124,7 @@ def all_sum(info: DistInfo, value: float, device) -> float:
 
 
 def gather_objects(info: DistInfo, obj) -> list:
+    # kept: dist.all_gather_object with the plain-run no-op and the output list it fills
     if not info.enabled:
         return [obj]
     out = [None] * info.world
@@ -127,6 +133,7 @@ def gather_objects(info: DistInfo, obj) -> list:
 
 
 def broadcast_object(info: DistInfo, obj):
+    # kept: dist.broadcast_object_list with the plain-run no-op and the one-item list it goes through
     if not info.enabled:
         return obj
     box = [obj]
