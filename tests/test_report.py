@@ -194,16 +194,3 @@ def test_text_from_the_run_directory_is_escaped(tmp_path):
     page = report_html.write_report(run_dir).read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<td>k&lt;1&gt;</td>" in page and "a &amp; b" in page
-
-
-def test_the_template_is_package_data():
-    # The page comes from a template file: it is read through the package (as from an installed wheel),
-    # and pyproject's package-data names it, so a wheel carries it.
-    from fnmatch import fnmatch
-    from importlib.resources import files
-
-    template = "report/templates/report.html.j2"
-    assert files("lalmbench").joinpath(template).is_file()
-    tomllib = pytest.importorskip("tomllib")
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert any(fnmatch(template, pattern) for pattern in pyproject["tool"]["setuptools"]["package-data"]["lalmbench"])

@@ -2,8 +2,7 @@
 PNG files in `<run_dir>/report/`.
 
 Flow: read what the run directory holds (scores.tsv, run_summary.json, train_log.csv,
-predictions_<task>.csv; see docs/HELPERS.md) -> gather each section's data -> render it with its macro in
-templates/report.html.j2 (Jinja2, autoescaped) -> embed every plot as base64 PNG.
+predictions_<task>.csv; see docs/HELPERS.md) -> build each section -> embed every plot as base64 PNG.
 Sections: run facts, scores beside the published baselines (chart + table), the training loss
 curve, then per task a confusion matrix (Accuracy) or AP per class (mAP) and the best and worst
 predictions. A missing file or a section that fails becomes a note in that section, never an
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import csv
-import functools
+import html
 import importlib.util
 import io
 import json
@@ -26,8 +25,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-
-import jinja2
 
 from lalmbench.errors import LalmbenchError
 from lalmbench.io_utils import atomic_write_bytes, atomic_write_text
@@ -338,14 +335,24 @@ def example_score(metric: str | None, prediction: str, reference: str) -> float:
     return float(_example_scorer(metric)[0](prediction, reference))
 
 
-# ---------------------------------------------------------------- HTML (templates/report.html.j2)
+# ---------------------------------------------------------------- HTML
 
-@functools.cache
-def _sections():
-    """The template's macros, one per section (autoescaped: every value comes from the run's files)."""
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("lalmbench.report"), autoescape=True,
-                                     trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    return environment.get_template("report.html.j2").module
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f3f4f6;color:#111827}
+main{max-width:1060px;margin:0 auto;padding:24px}
+h1{font-size:1.6rem;margin:0 0 4px}h2{font-size:1.25rem;margin:0 0 12px}h3{font-size:1.05rem;margin:18px 0 8px}
+section{background:#fff;border-radius:10px;padding:18px 22px;margin:18px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.sub{color:#6b7280;margin:0 0 8px}.note{background:#fef3c7;border-left:4px solid #f59e0b;padding:8px 12px;margin:8px 0}
+table{border-collapse:collapse;width:100%;font-size:.9rem;margin:8px 0}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #e5e7eb;vertical-align:top}
+th{background:#f9fafb;font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tr:nth-child(even) td{background:#fcfcfd}.better{color:#047857;font-weight:600}.worse{color:#b91c1c}
+img{max-width:100%;height:auto;display:block;margin:8px auto}
+.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:8px 18px;margin:0}
+.facts div{font-size:.9rem;overflow-wrap:anywhere}.facts b{display:block;color:#6b7280;font-weight:500;font-size:.78rem}
+nav a{margin-right:12px;font-size:.9rem;color:#2563eb;text-decoration:none}
+.ok{color:#047857}.bad{color:#b91c1c}td.text{max-width:380px;word-wrap:break-word}
+"""
 
 
 class _Report:
@@ -355,15 +362,23 @@ class _Report:
         self.images_written: list[Path] = []
         self.plots_available = importlib.util.find_spec("matplotlib") is not None
 
-    def image(self, name: str, make: Callable[[], bytes], alt: str) -> dict | None:
-        """Write the plot to report/<name>.png and return what the page embeds (None without matplotlib)."""
+    def image(self, name: str, make: Callable[[], bytes], alt: str) -> str:
         if not self.plots_available:
-            return None
+            return ""
         png = make()
         path = self.image_dir / f"{name}.png"
         atomic_write_bytes(path, png)
         self.images_written.append(path)
-        return {"base64": base64.b64encode(png).decode("ascii"), "alt": alt}
+        encoded = base64.b64encode(png).decode("ascii")
+        return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_esc(text)}</p>'
 
 
 def _safe_section(builder: Callable[[], str], title: str) -> str:
@@ -371,7 +386,7 @@ def _safe_section(builder: Callable[[], str], title: str) -> str:
         return builder()
     except Exception as exc:  # a broken input file must not take the whole report down
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return _sections().error_section(title, detail)
+        return f"<section><h2>{_esc(title)}</h2>{_note(f'This section could not be built: {detail}')}</section>"
 
 
 def _short(value):
@@ -410,46 +425,81 @@ def _facts_section(data: RunData) -> str:
              ("lalmbench", summary.get("lalmbench_version")),
              ("status", "completed" if (data.run_dir / "COMPLETED").exists() else "not marked COMPLETED")]
     partial = summary.get("partial") if isinstance(summary.get("partial"), dict) else None
-    notes = list(data.notes)
     if partial:
         facts.insert(0, ("evaluation", f"PARTIAL: first {partial.get('limit')} test examples per task"))
-        notes.insert(0, f"Partial evaluation (--limit {partial.get('limit')}): only the first {partial.get('limit')} "
-                        "examples of each test set were answered. These scores are a quick look, not comparable "
-                        "with full evaluations or the published baselines.")
+    cells = "".join(f"<div><b>{_esc(k)}</b>{_esc(v)}</div>" for k, v in facts if v not in (None, ""))
+    notes = "".join(_note(n) for n in data.notes)
+    if partial:
+        notes = _note(f"Partial evaluation (--limit {partial.get('limit')}): only the first {partial.get('limit')} "
+                      "examples of each test set were answered. These scores are a quick look, not comparable "
+                      "with full evaluations or the published baselines.") + notes
     if not summary:
-        notes.append("run_summary.json is missing: encoder facts, metric names and metric arguments are unknown.")
-    return _sections().facts(summary.get("encoder_name") or data.run_dir.name, data.run_dir, facts, notes)
+        notes += _note("run_summary.json is missing: encoder facts, metric names and metric arguments are unknown.")
+    return (f'<section id="run"><h1>lalmbench report: {_esc(summary.get("encoder_name") or data.run_dir.name)}</h1>'
+            f'<p class="sub">{_esc(data.run_dir)}</p><div class="facts">{cells}</div>{notes}</section>')
 
 
 def _scores_section(report: _Report, data: RunData) -> str:
+    title = "Scores beside the published baselines"
+    if data.scores is None:
+        return f'<section id="scores"><h2>{title}</h2>{_note("scores.tsv is missing: the run has not been evaluated.")}</section>'
     if not data.scores:
-        return _sections().scores("scores.tsv is missing: the run has not been evaluated." if data.scores is None
-                                  else "scores.tsv lists no task.")
+        return f'<section id="scores"><h2>{title}</h2>{_note("scores.tsv lists no task.")}</section>'
+    tasks = [task for task, _, _ in data.scores]
+    intervals = [data.interval(task) for task in tasks]
+    image = report.image("scores", lambda: _png(scores_figure(data)), "scores per task")
+    level = (data.summary.get("confidence") or {}).get("level", 0.95)
+    head = ("<tr><th>task</th><th>metric</th><th class=num>score</th>"
+            f"<th class=num>{level:.0%} interval</th><th class=num>Dasheng-base</th>"
+            "<th class=num>Whisper-base</th><th class=num>weight</th><th class=num>examples</th></tr>")
     rows = []
     for task, score, weight in data.scores:
+        baseline_cells = []
+        for name in PUBLISHED_BASELINES:
+            published = PUBLISHED_BASELINES[name].get(task_key(task))
+            css = "" if published is None else (" better" if score > published else " worse" if score < published else "")
+            baseline_cells.append(f'<td class="num{css}">{"-" if published is None else f"{published:.3f}"}</td>')
         info = (data.summary.get("tasks") or {}).get(task) or {}
-        rows.append({"task": task, "key": task_key(task), "metric": info.get("metric", "-"), "score": score,
-                     "interval": data.interval(task), "weight": weight, "examples": info.get("num_examples", "-"),
-                     "baselines": [baseline.get(task_key(task)) for baseline in PUBLISHED_BASELINES.values()]})
+        rows.append(f"<tr><td title=\"{_esc(task)}\">{_esc(task_key(task))}</td><td>{_esc(info.get('metric', '-'))}</td><td class=num><b>{score:.4f}</b></td>"
+                    f"<td class=num>{_interval_text(data.interval(task))}</td>"
+                    + "".join(baseline_cells)
+                    + f"<td class=num>{weight:g}</td><td class=num>{_esc(info.get('num_examples', '-'))}</td></tr>")
     overall_interval = (data.summary.get("confidence") or {}).get("overall") or {}
-    bounds = (_float(overall_interval.get("ci_low")), _float(overall_interval.get("ci_high")))
-    overall = None if data.overall is None else {"score": data.overall, "interval": None if None in bounds else bounds}
-    return _sections().scores(None, report.plots_available, report.image("scores", lambda: _png(scores_figure(data)),
-                                                                         "scores per task"),
-                              (data.summary.get("confidence") or {}).get("level", 0.95), list(PUBLISHED_BASELINES),
-                              rows, overall)
+    overall_bounds = (_float(overall_interval.get("ci_low")), _float(overall_interval.get("ci_high")))
+    overall = "" if data.overall is None else (
+        f"<tr><th>Overall</th><th>weighted mean</th><th class=num>{data.overall:.4f}</th>"
+        f"<th class=num>{_interval_text(None if None in overall_bounds else overall_bounds)}</th>"
+        "<th></th><th></th><th></th><th></th></tr>")
+    legend = ('<p class="sub">The interval is a seeded bootstrap over the test clips (black error bars in the chart): '
+              "overlapping intervals do not settle whether two runs differ: <code>lalmbench compare</code> tests a difference "
+              "between two runs on the same clips. "
+              "Baseline cells are green where this run scores higher, red where it scores lower. "
+              "The published numbers come from the XARES-LLM README (100k steps on an A100); a shorter run is not "
+              "expected to reach them.</p>")
+    plots_note = "" if report.plots_available else _note(
+        "matplotlib is not installed, so this report has no plots; install them with: pip install 'lalmbench[report]'")
+    return (f'<section id="scores"><h2>{title}</h2>{plots_note}{image}<table>{head}{"".join(rows)}{overall}</table>'
+            f"{legend}</section>")
+
+
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    return "-" if interval is None else f"{interval[0]:.4f} – {interval[1]:.4f}"
 
 
 def _loss_section(report: _Report, data: RunData) -> str:
+    title = "Training loss"
     if data.train_log is None:
-        return _sections().loss("train_log.csv is missing: no training curve to show.")
+        return f'<section id="loss"><h2>{title}</h2>{_note("train_log.csv is missing: no training curve to show.")}</section>'
     points = [r for r in data.train_log if r.get("step") is not None and r.get("loss") is not None]
     if not points:
-        return _sections().loss("train_log.csv has no step with a loss.")
-    head = max(1, len(points) // 10)
-    return _sections().loss(None, len(points), points[-1]["step"], head, sum(p["loss"] for p in points[:head]) / head,
-                            sum(p["loss"] for p in points[-head:]) / head,
-                            report.image("loss", lambda: plot_loss(data.train_log), "training loss"))
+        return f'<section id="loss"><h2>{title}</h2>{_note("train_log.csv has no step with a loss.")}</section>'
+    image = report.image("loss", lambda: plot_loss(data.train_log), "training loss")
+    head_n = max(1, len(points) // 10)
+    first = sum(p["loss"] for p in points[:head_n]) / head_n
+    last = sum(p["loss"] for p in points[-head_n:]) / head_n
+    text = (f'<p class="sub">{len(points)} logged steps (last step {points[-1]["step"]:.0f}); mean loss of the first '
+            f"{head_n} logged steps {first:.4f}, of the last {head_n} {last:.4f}.</p>")
+    return f'<section id="loss"><h2>{title}</h2>{text}{image}</section>'
 
 
 def _samples_table(metric: str | None, rows: list[dict[str, str]]) -> str:
@@ -458,42 +508,65 @@ def _samples_table(metric: str | None, rows: list[dict[str, str]]) -> str:
     sign = 1.0 if higher_is_better else -1.0  # best first: the highest, or the lowest when lower is better
     best = sorted(scored, key=lambda t: (-sign * t[0], t[1]))[:SAMPLES_SHOWN]
     worst = sorted(scored, key=lambda t: (sign * t[0], t[1]))[:SAMPLES_SHOWN]
-    return _sections().samples(name, [(s, r) for s, _, r in best], [(s, r) for s, _, r in worst])
+
+    def table(title: str, chosen) -> str:
+        body = "".join(f"<tr><td>{_esc(r.get('key', ''))}</td><td class=text>{_esc(r.get('prediction', ''))}</td>"
+                       f"<td class=text>{_esc(r.get('reference', ''))}</td><td class=num>{s:.2f}</td></tr>"
+                       for s, _, r in chosen)
+        return (f"<h3>{title}</h3><table><tr><th>key</th><th>prediction</th><th>reference</th>"
+                f"<th class=num>{_esc(name)}</th></tr>{body}</table>")
+
+    return (f'<p class="sub">Samples are ordered by a per-example {_esc(name)} (a quick proxy, not the task '
+            "metric).</p>" + table("Best predictions", best) + table("Worst predictions", worst))
 
 
 def _task_section(report: _Report, data: RunData, task: str) -> str:
+    metric = data.metric(task)
     rows = data.predictions.get(task)
-    section = {"task": task, "metric": data.metric(task), "count": len(rows or []),
-               "score": next((value for name, value, _ in data.scores or [] if name == task), None)}
+    score = next((f" · score {value:.4f}" for name, value, _ in data.scores or [] if name == task), "")
+    count = f" · {len(rows)} examples" if rows else ""
+    parts = [f'<section id="task-{_esc(task)}"><h2>{_esc(task)}</h2>'
+             f'<p class="sub">metric: {_esc(metric or "unknown (no run_summary.json)")}{score}{count}</p>']
+    if rows is None:
+        parts.append(_note(f"predictions_{task}.csv is missing: no per-example view for this task."))
+        return "".join(parts) + "</section>"
     if not rows:
-        return _sections().task(**section, missing=f"predictions_{task}.csv is missing: no per-example view for this "
-                                "task." if rows is None else f"predictions_{task}.csv has no rows.")
+        parts.append(_note(f"predictions_{task}.csv has no rows."))
+        return "".join(parts) + "</section>"
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
-    if section["metric"] == "Accuracy":
+    if metric == "Accuracy":
         labels, counts, vocabulary = confusion(rows)
-        section.update(vocabulary=vocabulary, shown=len(labels) - (OTHER_LABEL in labels), other=OTHER_LABEL,
-                       picture=report.image(f"confusion_{safe}", lambda: plot_confusion(task, labels, counts),
-                                            f"{task} confusion matrix"))
-    elif section["metric"] == "mAP":
+        shown = len(labels) - (OTHER_LABEL in labels)
+        if vocabulary > shown:
+            parts.append(f'<p class="sub">{vocabulary} reference labels; the {shown} most frequent are shown, '
+                         f'the rest and unexpected predictions are counted as "{OTHER_LABEL}" (so its diagonal cell '
+                         "mixes hits and misses among those labels).</p>")
+        parts.append(report.image(f"confusion_{safe}", lambda: plot_confusion(task, labels, counts),
+                                  f"{task} confusion matrix"))
+    elif metric == "mAP":
         from lalmbench.metrics.classification import average_precision_per_class
 
         references = [r.get("reference", "") for r in rows]
         num_classes = data.metric_args(task).get("num_classes")
         if num_classes is None:
-            num_classes = len({label.strip() for ref in references
-                               for label in normalize_text(ref, keep_label_separator=True).split(";")})
-            section["ap_note"] = True
+            vocabulary = {label.strip() for ref in references
+                          for label in normalize_text(ref, keep_label_separator=True).split(";")}
+            num_classes = len(vocabulary)
+            parts.append(_note("num_classes is not in run_summary.json; using the number of reference labels."))
         per_class = average_precision_per_class([r.get("prediction", "") for r in rows], references, int(num_classes))
-        section["picture"] = report.image(f"ap_{safe}", lambda: plot_average_precision(task, per_class),
-                                          f"{task} AP per class")
+        parts.append(report.image(f"ap_{safe}", lambda: plot_average_precision(task, per_class),
+                                  f"{task} AP per class"))
         if per_class:
-            section["mean_ap"] = {"classes": len(per_class), "mean": sum(per_class.values()) / len(per_class),
-                                  "num_classes": num_classes}
-    return _sections().task(**section, samples=_samples_table(section["metric"], rows))
+            mean = sum(per_class.values()) / len(per_class)
+            parts.append(f'<p class="sub">Mean AP over the {len(per_class)} classes the references use: {mean:.4f} '
+                         f"(the task score divides by num_classes={num_classes}).</p>")
+    parts.append(_samples_table(metric, rows))
+    return "".join(parts) + "</section>"
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write `<run_dir>/report.html` (self-contained) and the plots as `<run_dir>/report/*.png`."""
+    # kept as f-strings: a Jinja2 template of this page was tried (commit 02cbc04) and came out 57 lines longer
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LalmbenchError(f"run directory {run_dir} does not exist; pass a directory written by `lalmbench run`")
@@ -506,9 +579,14 @@ def write_report(run_dir: str | Path) -> Path:
                 _safe_section(lambda: _loss_section(report, data), "Training loss")]
     for task in tasks:
         sections.append(_safe_section(lambda task=task: _task_section(report, data, task), task))
+    navigation = "".join(f'<a href="#task-{_esc(t)}">{_esc(task_key(t))}</a>' for t in tasks)
     title = f"lalmbench report: {data.summary.get('encoder_name') or run_dir.name}"
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body><main>'
+            f'<nav><a href="#scores">scores</a><a href="#loss">loss</a>{navigation}</nav>'
+            + "".join(sections) + "</main></body></html>\n")
     path = run_dir / "report.html"
-    atomic_write_text(path, _sections().page(title, [(task, task_key(task)) for task in tasks], sections))
+    atomic_write_text(path, page)
     return path
 
 
