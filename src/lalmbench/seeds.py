@@ -22,6 +22,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from tabulate import tabulate
+
 from lalmbench.errors import ConfigError
 from lalmbench.io_utils import atomic_write_json, atomic_write_text
 
@@ -48,9 +50,8 @@ def seed_table(results: list, seeds: list[int]) -> tuple[list[dict], str]:
     header = ["Task", "metric", "mean", "sd", "min", "max"] + [f"seed {s}" for s in seeds]
     body = [[r["task"], r["metric"], f"{r['mean']:.4f}", f"{r['std']:.4f}", f"{r['min']:.4f}", f"{r['max']:.4f}"]
             + [f"{v:.4f}" for v in r["scores"]] for r in rows]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return rows, "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+    # disable_numparse: the cells stay as formatted above (tabulate would print 0.5000 as 0.5)
+    return rows, tabulate(body, header, tablefmt="simple", disable_numparse=True)
 
 
 def run_seeds(encoder: str, train: str = "task1", eval: str | None = None, model_args: dict | None = None,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tabulate import tabulate
+
 from lalmbench import __version__
 from lalmbench.distributed import barrier
 from lalmbench.identity import run_environment
@@ -192,6 +194,5 @@ def format_table(rows: list[dict], overall: float, extra: dict[str, dict[str, st
             [extra.get(r["task"], {}).get(c, "") for c in extra_cols] for r in rows]
     body.append(["Overall", "", f"{overall:.4f}", f"{sum(r['weight'] for r in rows):g}"] +
                 [extra.get("Overall", {}).get(c, "") for c in extra_cols])
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+    # disable_numparse: the cells stay as formatted above (tabulate would print 0.5000 as 0.5)
+    return tabulate(body, header, tablefmt="simple", disable_numparse=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from tabulate import tabulate
+
 from lalmbench.config import load_eval_configs, load_train_config
 from lalmbench.data.mixture import mixture_weights
 from lalmbench.data.shards import data_home, hub_relative_paths
@@ -54,14 +56,9 @@ def format_table(rows: list[dict]) -> str:
     body = [[r["name"] + (" *" if r["new"] else ""), r["domain"], r["task_type"], r["metric"],
              "-" if r["num_classes"] is None else str(r["num_classes"]), str(r["train_shards"]),
              str(r["test_shards"]), f"{100 * r['train_share']:.1f}%", r["downloaded"], r["suites"]] for r in rows]
-    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-    numeric = {4, 5, 6, 7}
-    lines = []
-    for line in [header] + body:
-        cells = [cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(line)]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    # the counts and the share right-aligned; disable_numparse: the cells stay as formatted above
+    align = ["left"] * 4 + ["right"] * 4 + ["left"] * 2
+    return tabulate(body, header, tablefmt="simple", colalign=align, disable_numparse=True)
 
 
 def tasks_command(suite: str = "all") -> int:
