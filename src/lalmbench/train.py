@@ -24,9 +24,10 @@ import pickle
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -109,15 +110,9 @@ def batch_plan(config: TrainConfig, world: int) -> tuple[int, int, int]:
     return global_batch, micro, per_rank // micro
 
 
-def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return factor
-
-
 def make_optimizer(model: torch.nn.Module, config: TrainConfig):
+    from transformers import get_linear_schedule_with_warmup  # here: a heavy import, loaded with the decoder anyway
+
     # As the published (Hugging Face Trainer) setup: no weight decay on biases and norm weights.
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -126,7 +121,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig):
         (no_decay if name.endswith("bias") or "norm" in name.lower() else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(config.warmup_steps, config.max_steps))
+    # The published schedule: linear warmup to learning_rate, then linear decay to 0 at max_steps.
+    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
     return optimizer, scheduler
 
 
@@ -370,7 +366,7 @@ class Trainer:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
         for index, batch in enumerate(micro_batches):
             last = index == len(micro_batches) - 1
-            sync = self.ddp_model.no_sync() if (self.dist.enabled and not last) else _null()
+            sync = self.ddp_model.no_sync() if (self.dist.enabled and not last) else nullcontext()
             failure = None
             with sync, autocast:
                 try:
@@ -495,14 +491,6 @@ def training_time_estimate(seconds_per_step: float, remaining_steps: int) -> str
     remaining = seconds_per_step * remaining_steps
     return (f"time estimate: {seconds_per_step:.3g} s per step over {ESTIMATE_STEPS} steps; {remaining_steps} steps "
             f"left, about {format_duration(remaining)} of training on this device at this pace")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def find_resume_checkpoint(run_dir: Path, identity: str) -> Path | None:
