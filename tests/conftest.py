@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny synthetic shards written with webdataset, and a small demo suite."""
+"""Shared fixtures: tiny synthetic shards written with webdataset, encoder files, and a small demo suite.
+
+The helpers of tests that train (tiny runs, kills, resumes) are plain functions in run_helpers.py."""
 
 from __future__ import annotations
 
@@ -36,6 +38,17 @@ def write_shard(path, samples: list[dict]) -> str:
 def _small_threads():
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture
+def encoder_file(tmp_path):
+    """encoder_file(name, source) -> the path (a str, as `lalmbench run` takes it) of tmp_path/<name>.py
+    holding `source`: an encoder given to a run as a file. Its run directory is `<output>/train/<name>`."""
+    def write(name: str, source: str) -> str:
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        return str(path)
+    return write
 
 
 @pytest.fixture(scope="session")

@@ -11,20 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from test_faults import nan_wav
-from test_resume import _interrupted_copy, good_records, run_dir_of, run_inprocess, write_configs, write_shard
+from run_helpers import (good_records, nan_wav, resume_copy, run_dir_of, run_inprocess, tone_data, tones_stream,
+                         write_shard)
 
 from lalmbench.errors import DataError
-
-
-def _tones_stream(shards: list[Path], max_bad_fraction: float = 0.01):
-    from lalmbench.config import DatasetSpec
-    from lalmbench.data.examples import BadDataCounter
-    from lalmbench.data.mixture import TrainStream
-
-    spec = DatasetSpec(name="tones", data=[str(p) for p in shards], key="label", prob=1)
-    return TrainStream([spec], {"tones": shards}, 2, 0, lambda name, text: 1, BadDataCounter(),
-                       max_bad_fraction=max_bad_fraction)
 
 
 def _records_before(full: Path, cut: bytes) -> int:
@@ -69,7 +59,7 @@ def test_a_truncated_shard_stops_the_run_instead_of_losing_its_examples_unseen(t
     assert counter.as_dict()["tones"]["skipped_total"] == 0  # stopped, not counted
 
     # In training the stream stops within its first pass over the two shards, whatever the limit.
-    stream = _tones_stream([good, cut], max_bad_fraction=0.01)
+    stream = tones_stream([good, cut], max_bad_fraction=0.01)
     with pytest.raises(DataError, match=f"shard {cut} is damaged after {whole_records} complete record"):
         for _ in range(460):
             stream.next_batch()
@@ -129,9 +119,7 @@ def _nan_clips_data(root: Path) -> tuple[Path, Path]:
     records = good_records("r", 20, seed=7)
     for index in (3, 8, 13):
         records[index]["wav"] = nan_wav()
-    shard = write_shard(root / "tones.tar", records)
-    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
-    return write_configs(root, {"tones": [shard]}, [test])
+    return tone_data(root, records, good_records("test", 4, seed=2))
 
 
 def test_decode_failures_stop_a_fresh_run_and_a_resumed_one_alike(tmp_path):
@@ -186,7 +174,7 @@ def test_unusable_examples_count_once_whatever_the_number_of_passes(tmp_path, ma
         records[index]["wav"] = NOT_AUDIO
     records.insert(240, {"__key__": "README", "txt": b"how these clips were recorded"})
     shard = write_shard(tmp_path / "tones.tar", records)
-    stream = _tones_stream([shard], max_bad_fraction=max_bad_fraction)
+    stream = tones_stream([shard], max_bad_fraction=max_bad_fraction)
     examples = stream._dataset_examples(0)
     for _ in range(5 * 477 + 1):
         next(examples)
@@ -211,9 +199,8 @@ def test_the_account_of_distinct_examples_survives_resume(tmp_path, protocol):
     records[9]["wav"] = nan_wav()
     records.insert(5, {"__key__": "README", "txt": b"notes"})
     root = tmp_path / "data"
-    shard = write_shard(root / "tones.tar", records)
-    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
+    train_yaml, eval_yaml = tone_data(root, records, good_records("test", 4, seed=2))
+    shard = root / "tones.tar"
     args = {"shuffle_buffer": 1, "sort_buffer": 2, "per_device_train_batch_size": 2, "max_steps": 15,
             "save_steps": 3, "max_bad_fraction": 0.1, "protocol": protocol}
     reference = run_inprocess(train_yaml, eval_yaml, tmp_path / "reference", args)
@@ -227,8 +214,5 @@ def test_the_account_of_distinct_examples_survives_resume(tmp_path, protocol):
     saved = json.loads((reference.run_dir / "checkpoint-6" / "data_state.json").read_text())["ranks"][0]
     assert (saved["bad_data"]["tones"]["examples_seen"], saved["bad_data"]["tones"]["skipped_total"]) == (20, 2)
 
-    output = tmp_path / "resumed"
-    _interrupted_copy(reference.run_dir, run_dir_of(output), 6)
-    resumed = run_inprocess(train_yaml, eval_yaml, output, args)
-    assert f"resumed from {resumed.run_dir / 'checkpoint-6'}" in (resumed.run_dir / "log.txt").read_text()
+    resumed = resume_copy(reference.run_dir, tmp_path / "resumed", 6, train_yaml, eval_yaml, args)
     assert json.loads((resumed.run_dir / "run_summary.json").read_text())["bad_data"]["tones"] == summary

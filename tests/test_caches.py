@@ -9,17 +9,14 @@ import json
 import pytest
 import yaml
 
-from test_resume import assert_same_weights, run_dir_of, run_inprocess, tiny_data, trained_weights
+from run_helpers import assert_same_weights, finished_tiny_run, run_dir_of, run_inprocess, trained_weights
 
 ENCODER = "lalmbench.encoders.LogMelEncoder"
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("caches")
-    train_yaml, eval_yaml = tiny_data(root / "data")
-    result = run_inprocess(train_yaml, eval_yaml, root / "out", model_args={"n_mels": 32})
-    return root, train_yaml, eval_yaml, result
+    return finished_tiny_run(tmp_path_factory.mktemp("caches"), model_args={"n_mels": 32})
 
 
 def _log(run_dir):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_resume import good_records, run_dir_of, run_inprocess, write_configs, write_shard
+from run_helpers import good_records, run_dir_of, run_inprocess, tone_data, write_shard
 
 from lalmbench.errors import EncoderRuntimeError
 
@@ -34,20 +34,17 @@ class QuietNanEncoder(logmel.LogMelEncoder):
 '''
 
 
-def _data(root: Path) -> tuple[Path, Path, Path, Path]:
-    train = write_shard(root / "tones.tar", good_records("r", 8, seed=1))
-    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [train]}, [test])
-    return train_yaml, eval_yaml, train, test
+def _data(root: Path) -> tuple[Path, Path]:
+    return tone_data(root, good_records("r", 8, seed=1), good_records("test", 4, seed=2))
 
 
 @pytest.mark.parametrize("protocol", ["official", "corrected"])
-def test_an_encoder_returning_nan_on_real_clips_stops_before_the_run_directory(tmp_path, protocol):
-    train_yaml, eval_yaml, train, _ = _data(tmp_path / "data")
-    encoder = tmp_path / "quiet_nan.py"
-    encoder.write_text(QUIET_NAN_ENCODER)
+def test_an_encoder_returning_nan_on_real_clips_stops_before_the_run_directory(tmp_path, encoder_file, protocol):
+    train_yaml, eval_yaml = _data(tmp_path / "data")
+    train = tmp_path / "data" / "tones.tar"
     with pytest.raises(EncoderRuntimeError) as caught:
-        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"protocol": protocol}, encoder=str(encoder))
+        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"protocol": protocol},
+                      encoder=encoder_file("quiet_nan", QUIET_NAN_ENCODER))
     message = str(caught.value)
     assert message.startswith("the encoder failed on real clips of this run's data, checked before training: "
                               "the encoder returned NaN or Inf features")
@@ -57,15 +54,14 @@ def test_an_encoder_returning_nan_on_real_clips_stops_before_the_run_directory(t
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("checkpoint-*"))
 
 
-def test_the_test_sets_clips_are_checked_in_evaluation_mode(tmp_path):
+def test_the_test_sets_clips_are_checked_in_evaluation_mode(tmp_path, encoder_file):
     """NaN only in eval mode (corrected keeps the encoder in eval mode in training too, so use official,
     where it follows the trainer into train mode): the test set's first clip stops the run."""
-    train_yaml, eval_yaml, _, test = _data(tmp_path / "data")
-    encoder = tmp_path / "quiet_nan.py"
-    encoder.write_text(QUIET_NAN_ENCODER)
+    train_yaml, eval_yaml = _data(tmp_path / "data")
+    test = tmp_path / "data" / "test.tar"
     with pytest.raises(EncoderRuntimeError) as caught:
-        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"protocol": "official"}, encoder=str(encoder),
-                      model_args={"on": "eval"})
+        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"protocol": "official"},
+                      encoder=encoder_file("quiet_nan", QUIET_NAN_ENCODER), model_args={"on": "eval"})
     assert f"{test} key test_0000 (0.25 s)" in str(caught.value)
     assert not run_dir_of(tmp_path / "out", "quiet_nan").exists()
 

@@ -145,7 +145,7 @@ def test_stand_in_hub_throttles_each_transfer(tmp_path):
 def test_evaluation_resumed_from_cached_scores_keeps_their_bad_data_account(tmp_path):
     """Killed after a test set was scored, the run reuses that score on resume; run_summary.json must still
     count that test set's examples (it reported only the training data before)."""
-    from test_resume import run_inprocess, tiny_data
+    from run_helpers import run_inprocess, tiny_data
 
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
     first = run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 2, "save_steps": 2})

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_resume import (_interrupted_copy, good_records, run_dir_of, run_inprocess, tiny_data, tone, wav_bytes,
-                         write_configs, write_shard)
+from run_helpers import (assert_same_run, good_records, nan_wav, resume_copy, run_dir_of, run_inprocess, tiny_data,
+                         tone, tone_data, tones_stream, wav_bytes, write_configs, write_shard)
 
 from lalmbench.errors import DataError, EncoderRuntimeError
 from lalmbench.io_utils import OutputDirError, atomic_directory, atomic_path
@@ -115,16 +115,6 @@ def test_bad_data_above_the_limit_stops_naming_dataset_and_shards(tmp_path):
     assert not (run_dir / "training_complete.json").exists() and not (run_dir / "scores.tsv").exists()
 
 
-def _stream(shards: list[Path], max_bad_fraction: float, key: str = "label", seed: int = 0):
-    from lalmbench.config import DatasetSpec
-    from lalmbench.data.examples import BadDataCounter
-    from lalmbench.data.mixture import TrainStream
-
-    spec = DatasetSpec(name="tones", data=[str(p) for p in shards], key=key, prob=1)
-    return TrainStream([spec], {"tones": shards}, 2, seed, lambda name, text: 1, BadDataCounter(),
-                       max_bad_fraction=max_bad_fraction)
-
-
 def test_one_bad_example_in_a_small_first_shard_does_not_stop_a_sound_dataset(tmp_path):
     # 1 unusable example in 200 (0.5%, under the 1% limit), in a first shard of 4: 1 of the 4 counted
     # after that shard used to stop the run. Now the fraction is judged from 1000 examples on, or at
@@ -133,7 +123,7 @@ def test_one_bad_example_in_a_small_first_shard_does_not_stop_a_sound_dataset(tm
     small_records[3]["json"] = json.dumps({"colour": "red"}).encode()
     small = write_shard(tmp_path / "small.tar", small_records)
     big = write_shard(tmp_path / "big.tar", good_records("big", 196, seed=2, seconds=0.05))
-    stream = _stream([small, big], max_bad_fraction=0.01)
+    stream = tones_stream([small, big], max_bad_fraction=0.01)
     assert stream._epoch_shards(0, 0)[0] == [str(small), str(big)]  # the small shard is read first
     examples = stream._dataset_examples(0)
     taken = [next(examples) for _ in range(4)]  # the small shard's 3, then the big shard's first
@@ -153,7 +143,7 @@ def test_bad_fraction_is_judged_once_enough_examples_are_seen(tmp_path):
     records = good_records("r", 300, seed=3, seconds=0.05)
     for index in range(4, 300, 5):
         records[index]["json"] = json.dumps({"colour": "red"}).encode()
-    stream = _stream([write_shard(tmp_path / "tones.tar", records)], max_bad_fraction=0.1)
+    stream = tones_stream([write_shard(tmp_path / "tones.tar", records)], max_bad_fraction=0.1)
     examples = stream._dataset_examples(0)
     for _ in range(80):
         next(examples)
@@ -182,7 +172,7 @@ def test_a_plainly_broken_dataset_stops_after_50_unusable_examples(tmp_path):
     # judge), after the 2nd 60 were read and none usable: the run stops before the end of the pass (90).
     shards = [write_shard(tmp_path / f"tones-{i}.tar", good_records(f"s{i}", 30, seed=i, seconds=0.05))
               for i in range(3)]
-    stream = _stream(shards, max_bad_fraction=0.01, key="colour")
+    stream = tones_stream(shards, max_bad_fraction=0.01, key="colour")
     first_two = sorted(Path(p).name for p in stream._epoch_shards(0, 0)[0][:2])
     with pytest.raises(DataError) as caught:
         next(stream._dataset_examples(0))
@@ -193,26 +183,13 @@ def test_a_plainly_broken_dataset_stops_after_50_unusable_examples(tmp_path):
     assert stream.counter.as_dict()["tones"]["examples_seen"] == 60
 
 
-def nan_wav() -> bytes:
-    """A float WAV whose header is fine (it passes the read-time probe) and whose samples are NaN."""
-    import io
-
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, np.full(4000, np.nan, dtype=np.float32), 16_000, format="WAV", subtype="FLOAT")
-    return buffer.getvalue()
-
-
 def _bad_data_at(root: Path) -> dict:
     """One training shard of 20 records: r5 has no label (skipped when read), r9 holds NaN samples
     (read fine, skipped when its batch is decoded); every other record is a good tone."""
     records = good_records("r", 20, seed=7)
     records[5]["json"] = json.dumps({"colour": "red"}).encode()
     records[9]["wav"] = nan_wav()
-    shard = write_shard(root / "tones.tar", records)
-    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
+    train_yaml, eval_yaml = tone_data(root, records, good_records("test", 4, seed=2))
     return {"train_yaml": train_yaml, "eval_yaml": eval_yaml}
 
 
@@ -251,10 +228,8 @@ def test_workers_decoding_ahead_count_bad_data_once_across_resume(tmp_path):
     assert "holds NaN or Inf samples" in summary["samples"][nan]
 
     for step in (2, 4):
-        output = tmp_path / f"resumed-{step}"
-        _interrupted_copy(reference.run_dir, run_dir_of(output), step)
-        resumed = run_inprocess(data["train_yaml"], data["eval_yaml"], output, args)
-        assert f"resumed from {resumed.run_dir / f'checkpoint-{step}'}" in (resumed.run_dir / "log.txt").read_text()
+        resumed = resume_copy(reference.run_dir, tmp_path / f"resumed-{step}", step, data["train_yaml"],
+                              data["eval_yaml"], args)
         assert _checkpoint_bad_data(resumed.run_dir, 6) == _checkpoint_bad_data(reference.run_dir, 6)
         assert json.loads((resumed.run_dir / "run_summary.json").read_text())["bad_data"]["tones"] == summary
 
@@ -299,16 +274,14 @@ def _poison_records(prefix: str) -> list[dict]:
     ("inf", "the encoder returned NaN or Inf features"),
     ("oom", "the encoder raised torch.OutOfMemoryError: CUDA out of memory"),
 ])
-def test_encoder_failing_on_a_clip_stops_with_where_after_a_checkpoint(tmp_path, mode, reason):
+def test_encoder_failing_on_a_clip_stops_with_where_after_a_checkpoint(tmp_path, encoder_file, mode, reason):
     root = tmp_path / "data"
-    shard = write_shard(root / "poisoned.tar", good_records("ok", 5, seed=12) + _poison_records("train"))
-    test = write_shard(root / "test.tar", good_records("test", 2, seed=2))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
-    encoder = tmp_path / "faulty.py"
-    encoder.write_text(BAD_ENCODER)
+    train_yaml, eval_yaml = tone_data(root, good_records("ok", 5, seed=12) + _poison_records("train"),
+                                      good_records("test", 2, seed=2))
+    shard = root / "tones.tar"
     with pytest.raises(EncoderRuntimeError) as caught:
         run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 30, "save_steps": 50},
-                      encoder=str(encoder), model_args={"mode": mode})
+                      encoder=encoder_file("faulty", BAD_ENCODER), model_args={"mode": mode})
     message = str(caught.value)
     assert reason in message
     # The culprit alone, by shard, key and length (its batch mates are not blamed).
@@ -321,16 +294,14 @@ def test_encoder_failing_on_a_clip_stops_with_where_after_a_checkpoint(tmp_path,
     assert not (run_dir / "training_complete.json").exists()
 
 
-def test_encoder_failing_in_evaluation_names_the_clip(tmp_path):
+def test_encoder_failing_in_evaluation_names_the_clip(tmp_path, encoder_file):
     root = tmp_path / "data"
-    shard = write_shard(root / "train.tar", good_records("ok", 6, seed=12))
-    test = write_shard(root / "test.tar", good_records("test", 2, seed=2) + _poison_records("test"))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [shard]}, [test])
-    encoder = tmp_path / "faulty.py"
-    encoder.write_text(BAD_ENCODER)
+    train_yaml, eval_yaml = tone_data(root, good_records("ok", 6, seed=12),
+                                      good_records("test", 2, seed=2) + _poison_records("test"))
+    test = root / "test.tar"
     with pytest.raises(EncoderRuntimeError) as caught:
-        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 2}, encoder=str(encoder),
-                      model_args={"mode": "nan"})
+        run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 2},
+                      encoder=encoder_file("faulty", BAD_ENCODER), model_args={"mode": "nan"})
     message = str(caught.value)
     assert message.startswith("the encoder failed while evaluating eval_tones: the encoder returned NaN or Inf")
     assert f"{test} key test_poison (4.05 s)" in message
@@ -457,6 +428,4 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint_and_resumes
     assert not (run_dir / "checkpoint-4").exists() and _leftovers(run_dir) == []
     result = run_inprocess(train_yaml, eval_yaml, output)  # space freed: the same command resumes
     assert "resumed from" in (run_dir / "log.txt").read_text()
-    for name, value in torch.load(reference.run_dir / "final_weights.pt").items():
-        assert torch.equal(value, torch.load(result.run_dir / "final_weights.pt")[name])
-    assert (result.run_dir / "scores.tsv").read_text() == (reference.run_dir / "scores.tsv").read_text()
+    assert_same_run(result.run_dir, reference.run_dir)

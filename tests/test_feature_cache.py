@@ -20,7 +20,7 @@ from lalmbench.encoders.contract import FrozenEncoder
 from lalmbench.encoders.logmel import LogMelEncoder
 from lalmbench.model.feature_cache import (ENTRY_SUFFIX, FeatureCache, cache_namespace, compute_context, decode_entry,
                                            feature_cache_root, namespace_identity)
-from test_resume import cli_env, run_inprocess, tiny_data
+from run_helpers import cli_env, run_inprocess, tiny_data
 
 IDENTITY = namespace_identity({"class": "lalmbench.encoders.LogMelEncoder"}, {}, 16_000)
 NAMESPACE = cache_namespace({"class": "lalmbench.encoders.LogMelEncoder"}, {}, 16_000)
@@ -218,21 +218,20 @@ class CountingFileEncoder(logmel.LogMelEncoder):
 '''
 
 
-def test_a_second_run_with_other_max_steps_encodes_nothing_again(tmp_path, monkeypatch):
+def test_a_second_run_with_other_max_steps_encodes_nothing_again(tmp_path, monkeypatch, encoder_file):
     """Two runs of one encoder file, 6 then 8 steps: two run directories, one cache. The tiny task's clips
     (0.25 s) are shorter than the 30 s crop, so a clip's samples are the same in every epoch and run."""
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
-    encoder = tmp_path / "counting_encoder.py"
-    encoder.write_text(COUNTING_ENCODER_FILE)
+    encoder = encoder_file("counting_encoder", COUNTING_ENCODER_FILE)
     calls = tmp_path / "calls.txt"
     monkeypatch.setenv("ENCODER_CALLS", str(calls))
     # corrected: no exactness probe, so every encoder call counted is one the cache made
     settings = {"feature_cache": "disk", "cache_dir": str(tmp_path / "cache"), "protocol": "corrected"}
 
-    first = run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {**settings, "max_steps": 6}, encoder=str(encoder))
+    first = run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {**settings, "max_steps": 6}, encoder=encoder)
     first_calls = [int(n) for n in calls.read_text().split()]
     calls.write_text("")
-    second = run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {**settings, "max_steps": 8}, encoder=str(encoder))
+    second = run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {**settings, "max_steps": 8}, encoder=encoder)
     assert second.run_dir != first.run_dir and not second.reused_training
 
     stats = [json.loads((run.run_dir / "run_summary.json").read_text())["feature_cache"]

@@ -107,7 +107,7 @@ def hub_unreachable(monkeypatch):
 
 
 def test_a_run_leaves_the_process_as_it_found_it(tmp_path, hub_unreachable):
-    from test_resume import run_inprocess, tiny_data
+    from run_helpers import run_inprocess, tiny_data
 
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
     before = _process_state()

@@ -12,7 +12,7 @@ import pytest
 
 from lalmbench import identity
 from lalmbench.config import TrainConfig
-from test_resume import FAST, _interrupted_copy, run_dir_of, run_inprocess, tiny_data
+from run_helpers import finished_tiny_run, interrupted_copy, run_dir_of, run_inprocess, tiny_data
 
 ENCODER_FILE = '''
 import helper_frames
@@ -94,10 +94,7 @@ def test_evaluation_only_settings_are_not_in_the_training_identity():
 # -- end to end -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("identity")
-    train_yaml, eval_yaml = tiny_data(root / "data")
-    result = run_inprocess(train_yaml, eval_yaml, root / "out")
-    return root, train_yaml, eval_yaml, result
+    return finished_tiny_run(tmp_path_factory.mktemp("identity"))
 
 
 def _log_after(run_dir: Path, marker: str) -> str:
@@ -133,7 +130,7 @@ def test_rewritten_shards_train_anew_in_their_own_directory(tmp_path):
 def test_turning_on_the_feature_cache_resumes_an_interrupted_run(trained, tmp_path):
     root, train_yaml, eval_yaml, first = trained
     output = tmp_path / "out"
-    run_dir = _interrupted_copy(first.run_dir, run_dir_of(output), 4)
+    run_dir = interrupted_copy(first.run_dir, run_dir_of(output), 4)
     result = run_inprocess(train_yaml, eval_yaml, output, {"feature_cache": "memory"})
     assert result.run_dir == run_dir and not result.reused_training
     log = (run_dir / "log.txt").read_text()

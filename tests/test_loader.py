@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from test_resume import (FAST, SLOW_ENCODER, _interrupted_copy, assert_same_weights, cli_command, cli_env, losses,
-                         run_dir_of, run_inprocess, tiny_data, trained_weights)
+from run_helpers import (FAST, SLOW_ENCODER, assert_same_run, cli_command, cli_env, kill_when, resume_copy, run_cli,
+                         run_dir_of, run_inprocess, tiny_data)
 
 # Notes, at every forward (the pre-run check, training, evaluation), the command lines of the run's children.
 PEEKING_ENCODER = '''
@@ -62,16 +61,15 @@ def _spawned(command_line: str) -> bool:
 
 
 @needs_proc
-def test_two_spawned_loader_workers_train_and_resume_exactly_as_none(tmp_path, monkeypatch):
+def test_two_spawned_loader_workers_train_and_resume_exactly_as_none(tmp_path, monkeypatch, encoder_file):
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
-    encoder = tmp_path / "peek_encoder.py"
-    encoder.write_text(PEEKING_ENCODER)
+    encoder = encoder_file("peek_encoder", PEEKING_ENCODER)
     notes = {workers: tmp_path / f"children-{workers}.jsonl" for workers in (0, 2)}
     runs = {}
     for workers in (0, 2):
         monkeypatch.setenv("PEEK_NOTES", str(notes[workers]))
         runs[workers] = run_inprocess(train_yaml, eval_yaml, tmp_path / f"workers-{workers}",
-                                      {"num_workers": workers}, encoder=str(encoder))
+                                      {"num_workers": workers}, encoder=encoder)
 
     # Every training forward (6 steps of 2 micro-batches) saw two workers, each a fresh interpreter
     # (spawn): a forked worker keeps the command line of its parent, here pytest's. None is left for
@@ -84,17 +82,11 @@ def test_two_spawned_loader_workers_train_and_resume_exactly_as_none(tmp_path, m
     assert len(without) == len(seen) and not any(_spawned(line) for lines in without for line in lines)
 
     plain, parallel = runs[0].run_dir, runs[2].run_dir
-    assert losses(parallel) == losses(plain)
-    assert_same_weights(trained_weights(plain), trained_weights(parallel))
-    assert (parallel / "scores.tsv").read_text() == (plain / "scores.tsv").read_text()
+    assert_same_run(parallel, plain)
 
     # Stopped after checkpoint 2 and resumed with workers: the run without workers again.
-    output = tmp_path / "resumed"
-    _interrupted_copy(parallel, output / parallel.relative_to(tmp_path / "workers-2"), 2)
-    resumed = run_inprocess(train_yaml, eval_yaml, output, {"num_workers": 2}, encoder=str(encoder))
-    assert f"resumed from {resumed.run_dir / 'checkpoint-2'}" in (resumed.run_dir / "log.txt").read_text()
-    assert losses(resumed.run_dir) == losses(plain)
-    assert_same_weights(trained_weights(plain), trained_weights(resumed.run_dir))
+    resumed = resume_copy(parallel, tmp_path / "resumed", 2, train_yaml, eval_yaml, {"num_workers": 2}, encoder=encoder)
+    assert_same_run(resumed.run_dir, plain)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -122,51 +114,36 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @needs_proc
-def test_sigkilled_run_with_workers_leaves_no_worker_behind_and_resumes_exactly(tmp_path):
+def test_sigkilled_run_with_workers_leaves_no_worker_behind_and_resumes_exactly(tmp_path, encoder_file):
     """Real CLI with 2 loader workers, SIGKILLed after checkpoint 2: its workers (and multiprocessing's
     helper) notice and exit; the same command resumes and ends as an uninterrupted run with workers."""
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
-    encoder = tmp_path / "slow_encoder.py"
-    encoder.write_text(SLOW_ENCODER)
+    encoder = encoder_file("slow_encoder", SLOW_ENCODER)
     overrides = {**FAST, "max_steps": 8, "num_workers": 2}
     model_args = {"delay": 0.15}  # two encoder calls a step: time to see the workers before the kill
     reference = tmp_path / "reference"
-    done = subprocess.run(cli_command(str(encoder), train_yaml, eval_yaml, reference, overrides, model_args),
-                          env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_cli(cli_command(encoder, train_yaml, eval_yaml, reference, overrides, model_args), timeout=300)
 
     output = tmp_path / "interrupted"
-    command = cli_command(str(encoder), train_yaml, eval_yaml, output, overrides, model_args)
+    command = cli_command(encoder, train_yaml, eval_yaml, output, overrides, model_args)
     run_dir = run_dir_of(output, "slow_encoder")
-    process = subprocess.Popen(command, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    helpers: set[int] = set()
-    try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "checkpoint-2" / "checkpoint.json").is_file():
-            assert process.poll() is None, process.stderr.read()[-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+
+    def workers_of(process) -> set[int]:
         helpers = _descendants(process.pid)
         command_lines = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in helpers]
         assert sum(_spawned(line) for line in command_lines) == 2, command_lines
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stderr.close()
+        return helpers
+
+    helpers = kill_when(command, (run_dir / "checkpoint-2" / "checkpoint.json").is_file, "checkpoint-2 appeared",
+                        timeout=120, inspect=workers_of)
     deadline = time.monotonic() + 30  # a worker checks on its parent every 5 s when idle
     while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in helpers if _alive(pid)], "loader workers outlived the killed run"
 
-    finished = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    finished = run_cli(command, timeout=300)
     assert "resumed from" in finished.stderr
-    ref_dir = run_dir_of(reference, "slow_encoder")
-    assert_same_weights(trained_weights(ref_dir), trained_weights(run_dir))
-    assert losses(run_dir) == losses(ref_dir)
-    assert (run_dir / "scores.tsv").read_text() == (ref_dir / "scores.tsv").read_text()
+    assert_same_run(run_dir, run_dir_of(reference, "slow_encoder"))
 
 
 UNGUARDED_SCRIPT = '''

@@ -15,7 +15,7 @@ import pytest
 
 from lalmbench.errors import DecoderLoadError, RunInUseError
 from lalmbench.io_utils import DirectoryLock
-from test_resume import cli_env, run_dir_of, run_inprocess, tiny_data
+from run_helpers import cli_env, finished_tiny_run, run_dir_of, run_inprocess, tiny_data
 
 HOLDER = '''
 import sys, time
@@ -63,9 +63,7 @@ def test_the_lock_names_its_holder_and_goes_with_it(tmp_path, hold):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lock")
-    train_yaml, eval_yaml = tiny_data(root / "data")
-    result = run_inprocess(train_yaml, eval_yaml, root / "out")
+    root, train_yaml, eval_yaml, result = finished_tiny_run(tmp_path_factory.mktemp("lock"))
     return root, train_yaml, eval_yaml, result.run_dir
 
 

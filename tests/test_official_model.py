@@ -304,8 +304,16 @@ def test_feature_cache_under_official_needs_the_same_output_in_train_and_eval_mo
     assert attach_feature_cache(corrected, config, {"class": "BatchNormConvEncoder"}, {}, tmp_path) is corrected.feature_hook
 
 
-def test_feature_cache_under_official_gives_the_losses_of_no_cache(tmp_path):
+@pytest.fixture
+def deterministic():
+    """torch's deterministic algorithms on for one test, then as they were (they stayed on for later tests)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_feature_cache_under_official_gives_the_losses_of_no_cache(tmp_path, deterministic):
     plain, cached = _model("masked"), _model("masked")
     cache = attach_feature_cache(cached, TrainConfig(feature_cache="memory"), {"class": "MaskConvEncoder"}, {}, tmp_path)
     losses = []
@@ -348,17 +356,15 @@ class BatchNormEncoder(torch.nn.Module):
 '''
 
 
-def test_official_run_with_batchnorm_resumes_to_the_same_state(tmp_path):
+def test_official_run_with_batchnorm_resumes_to_the_same_state(tmp_path, encoder_file):
     """Stopped after checkpoint 2 and resumed: final weights, BatchNorm statistics included, losses and
     scores equal an uninterrupted run's; the statistics moved during training."""
-    from test_resume import (_interrupted_copy, assert_same_weights, losses, run_dir_of, run_inprocess,
-                             tiny_data, trained_weights)
+    from run_helpers import assert_same_run, resume_copy, run_inprocess, tiny_data, trained_weights
 
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
-    encoder = tmp_path / "bn_encoder.py"
-    encoder.write_text(BATCHNORM_ENCODER)
+    encoder = encoder_file("bn_encoder", BATCHNORM_ENCODER)
     overrides = {"max_steps": 4}
-    reference = run_inprocess(train_yaml, eval_yaml, tmp_path / "reference", overrides, encoder=str(encoder))
+    reference = run_inprocess(train_yaml, eval_yaml, tmp_path / "reference", overrides, encoder=encoder)
     final = trained_weights(reference.run_dir)
     assert int(final["encoder.inner.bn.num_batches_tracked"]) == 1 + 4 * 2  # the check, then 2 micro-batches a step
     checkpoint = torch.load(reference.run_dir / "checkpoint-2" / "trainable.pt")
@@ -366,19 +372,15 @@ def test_official_run_with_batchnorm_resumes_to_the_same_state(tmp_path):
     assert not torch.equal(checkpoint["encoder.inner.bn.running_mean"], final["encoder.inner.bn.running_mean"])
 
     output = tmp_path / "interrupted"
-    _interrupted_copy(reference.run_dir, run_dir_of(output, "bn_encoder"), 2)
-    resumed = run_inprocess(train_yaml, eval_yaml, output, overrides, encoder=str(encoder))
-    assert "resumed from" in (resumed.run_dir / "log.txt").read_text()
-    assert_same_weights(final, trained_weights(resumed.run_dir))
-    assert losses(resumed.run_dir) == losses(reference.run_dir)
-    assert (resumed.run_dir / "scores.tsv").read_text() == (reference.run_dir / "scores.tsv").read_text()
+    resumed = resume_copy(reference.run_dir, output, 2, train_yaml, eval_yaml, overrides, encoder=encoder)
+    assert_same_run(resumed.run_dir, reference.run_dir)
     assert json.loads((resumed.run_dir / "run_summary.json").read_text())["protocol"] == "official"
 
     # Reused: the finished training's weights and statistics come back from final_weights.pt, and the
     # test set is answered again (cached scores removed) with the answers of the uninterrupted run.
     shutil.rmtree(resumed.run_dir / "scores")
     (resumed.run_dir / "predictions_eval_tones.csv").unlink()
-    reused = run_inprocess(train_yaml, eval_yaml, output, overrides, encoder=str(encoder))
+    reused = run_inprocess(train_yaml, eval_yaml, output, overrides, encoder=encoder)
     assert reused.reused_training
     assert ((reused.run_dir / "predictions_eval_tones.csv").read_text()
             == (reference.run_dir / "predictions_eval_tones.csv").read_text())

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from test_resume import good_records, run_dir_of, write_configs, write_shard
+from run_helpers import FAST, good_records, run_dir_of, tone_data
 
 from lalmbench.progress import Progress, format_duration
 
@@ -84,12 +84,8 @@ def test_a_run_whose_output_goes_to_a_file_writes_plain_lines(tmp_path, capfd):
     return), the training's step lines every logging_steps with the time left, and the test set's progress
     with its total."""
     from lalmbench.runner import run
-    from test_resume import FAST
 
-    root = tmp_path / "data"
-    train = write_shard(root / "tones.tar", good_records("r", 12, seed=1))
-    test = write_shard(root / "test.tar", good_records("test", 6, seed=2))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [train]}, [test])
+    train_yaml, eval_yaml = tone_data(tmp_path / "data", good_records("r", 12, seed=1), good_records("test", 6, seed=2))
     run("lalmbench.encoders.LogMelEncoder", str(train_yaml), str(eval_yaml), {},
         {**FAST, "max_steps": 6, "logging_steps": 3}, tmp_path / "out", allow_download=False, write_report=False,
         show_progress=True)

@@ -102,13 +102,12 @@ class ScatterEncoder(logmel.LogMelEncoder):
 '''
 
 
-def test_an_operation_without_a_deterministic_kernel_stops_a_deterministic_run(tmp_path, capsys):
-    from test_resume import FAST, tiny_data
+def test_an_operation_without_a_deterministic_kernel_stops_a_deterministic_run(tmp_path, capsys, encoder_file):
+    from run_helpers import FAST, tiny_data
 
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
-    encoder = tmp_path / "scatter.py"
-    encoder.write_text(NONDETERMINISTIC_ENCODER)
-    command = ["run", str(encoder), str(train_yaml), str(eval_yaml), "--output-dir", str(tmp_path / "out"),
+    encoder = encoder_file("scatter", NONDETERMINISTIC_ENCODER)
+    command = ["run", encoder, str(train_yaml), str(eval_yaml), "--output-dir", str(tmp_path / "out"),
                "--no-report"]
     code = main(command + ["--args", json.dumps({**FAST, "max_steps": 2})])
     assert code == 2

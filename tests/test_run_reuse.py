@@ -9,14 +9,12 @@ import json
 
 import pytest
 
-from test_resume import run_inprocess, tiny_data
+from run_helpers import FAST, finished_tiny_run, run_inprocess
 
 
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reuse")
-    train_yaml, eval_yaml = tiny_data(root / "data")
-    first = run_inprocess(train_yaml, eval_yaml, root / "out")
+    root, train_yaml, eval_yaml, first = finished_tiny_run(tmp_path_factory.mktemp("reuse"))
     summary = json.loads((first.run_dir / "run_summary.json").read_text())
     return root, train_yaml, eval_yaml, first, summary
 
@@ -66,7 +64,6 @@ def test_a_rerun_keeps_the_training_figures_and_records_the_reuse(trained_once):
 
 def test_a_limit_run_on_a_reused_training_keeps_the_training_figures(trained_once):
     from lalmbench.runner import run
-    from test_resume import FAST
 
     root, train_yaml, eval_yaml, first, before = trained_once
     result = run("lalmbench.encoders.LogMelEncoder", str(train_yaml), str(eval_yaml), {}, FAST, root / "out",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from lalmbench.seeds import run_seeds
-from test_resume import FAST, tiny_data
+from run_helpers import FAST, tiny_data
 
 ENCODER = "lalmbench.encoders.LogMelEncoder"
 

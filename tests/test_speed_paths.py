@@ -186,7 +186,7 @@ def test_merged_lora_decodes_the_same_tokens_and_restores_the_exact_weights():
 
 
 def test_a_run_with_compile_and_length_buckets_trains_and_scores(tmp_path):
-    from test_resume import run_inprocess, tiny_data
+    from run_helpers import run_inprocess, tiny_data
 
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
     result = run_inprocess(train_yaml, eval_yaml, tmp_path / "out",

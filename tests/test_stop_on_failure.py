@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from lalmbench.config import dump_yaml
 from lalmbench.distributed import EXIT_GRACE_SECONDS, PEER_FAILED_EXIT_STATUS
+from run_helpers import write_configs
 from test_distributed import PROMPT, _env, _free_port, _write_tones
 
 HERE = Path(__file__).parent
@@ -243,14 +243,8 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("stop_data")
     train = _write_tones(root, "train", 2, 4, 1)
     test = _write_tones(root, "test", 1, 4, 2)
-    train_yaml, eval_yaml = root / "train.yaml", root / "eval.yaml"
-    train_yaml.write_text(dump_yaml({
-        "decoder_model_name": "tiny-random",
-        "train_data": {"tones": {"prompt": PROMPT, "data": [str(p) for p in train], "key": "label", "prob": 1}}}))
-    eval_yaml.write_text(dump_yaml({"eval_tones": {
-        "data": {"data": [str(p) for p in test], "key": "label", "prompt": PROMPT},
-        "batch_size": 2, "num_workers": 0, "metric": "Accuracy", "metric_args": {}, "weight": 1}}))  # a batch each
-    return train_yaml, eval_yaml
+    return write_configs(root, {"tones": train}, test, prompt=PROMPT, batch_size=2, prob=1,  # a test batch each
+                         train_settings={"decoder_model_name": "tiny-random"})
 
 
 RUN_ARGS = {"max_steps": 2, "save_steps": 1, "max_new_tokens": 1, "torch_num_threads": 1, "lora_r": 2,

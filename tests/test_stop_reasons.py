@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_faults import nan_wav
-from test_resume import good_records, run_dir_of, run_inprocess, write_configs, write_shard
+from run_helpers import good_records, nan_wav, run_dir_of, run_inprocess, tone_data
 
 from lalmbench.errors import DataError, EncoderRuntimeError
 
@@ -38,17 +37,12 @@ class LaterEncoder(logmel.LogMelEncoder):
     ("encoder", EncoderRuntimeError, "run stopped: the encoder failed at step 3: the encoder raised "
                                      "builtins.ValueError: cannot handle this clip"),
 ])
-def test_the_reason_of_a_stop_is_the_last_entry_of_log_txt(tmp_path, capfd, mode, error, logged):
-    root = tmp_path / "data"
-    train = write_shard(root / "tones.tar", good_records("r", 12, seed=1))
-    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [train]}, [test])
-    encoder = tmp_path / "later.py"
-    encoder.write_text(FAILING_LATER)
+def test_the_reason_of_a_stop_is_the_last_entry_of_log_txt(tmp_path, capfd, encoder_file, mode, error, logged):
+    train_yaml, eval_yaml = tone_data(tmp_path / "data", good_records("r", 12, seed=1), good_records("test", 4, seed=2))
     with pytest.raises(error):
         run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 6, "save_steps": 2,
                                                                 "protocol": "corrected"},
-                      encoder=str(encoder), model_args={"mode": mode})
+                      encoder=encoder_file("later", FAILING_LATER), model_args={"mode": mode})
     log = (run_dir_of(tmp_path / "out", "later") / "log.txt").read_text().rstrip("\n")
     last = log.splitlines()[-1]
     assert last.split("] ", 1)[1].startswith(logged), last
@@ -57,14 +51,11 @@ def test_the_reason_of_a_stop_is_the_last_entry_of_log_txt(tmp_path, capfd, mode
     assert "run stopped:" not in capfd.readouterr().err
 
 
-def test_a_data_error_and_an_unexpected_exception_are_logged_too(tmp_path, capfd):
-    root = tmp_path / "data"
+def test_a_data_error_and_an_unexpected_exception_are_logged_too(tmp_path, capfd, encoder_file):
     records = good_records("r", 20, seed=7)
     for index in (3, 8, 13):
         records[index]["wav"] = nan_wav()
-    train = write_shard(root / "tones.tar", records)
-    test = write_shard(root / "test.tar", good_records("test", 4, seed=2))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [train]}, [test])
+    train_yaml, eval_yaml = tone_data(tmp_path / "data", records, good_records("test", 4, seed=2))
     args = {"shuffle_buffer": 1, "sort_buffer": 2, "per_device_train_batch_size": 2, "max_steps": 10,
             "save_steps": 2, "max_bad_fraction": 0.1, "protocol": "corrected"}
     with pytest.raises(DataError) as caught:
@@ -72,11 +63,9 @@ def test_a_data_error_and_an_unexpected_exception_are_logged_too(tmp_path, capfd
     log = (run_dir_of(tmp_path / "out") / "log.txt").read_text()
     assert log.rstrip("\n").splitlines()[-1].endswith(f"run stopped: {caught.value}")
 
-    encoder = tmp_path / "later.py"
-    encoder.write_text(FAILING_LATER)
     with pytest.raises(EncoderRuntimeError):  # an encoder's own exception is the encoder's failure
         run_inprocess(train_yaml, eval_yaml, tmp_path / "bug", {**args, "max_bad_fraction": 0.5},
-                      encoder=str(encoder), model_args={"mode": "bug"})
+                      encoder=encoder_file("later", FAILING_LATER), model_args={"mode": "bug"})
     log = (run_dir_of(tmp_path / "bug", "later") / "log.txt").read_text()
     assert "run stopped: the encoder failed at step 3: the encoder raised builtins.SystemError: an internal error" in log
 
@@ -88,10 +77,7 @@ def test_any_other_exception_is_logged_with_its_traceback(tmp_path, monkeypatch,
         raise RuntimeError("the metric crashed")
 
     monkeypatch.setattr(lalmbench.runner, "evaluate_or_reuse", crash)
-    root = tmp_path / "data"
-    train = write_shard(root / "tones.tar", good_records("r", 8, seed=1))
-    train_yaml, eval_yaml = write_configs(root, {"tones": [train]}, [write_shard(root / "test.tar",
-                                                                                 good_records("test", 2, seed=2))])
+    train_yaml, eval_yaml = tone_data(tmp_path / "data", good_records("r", 8, seed=1), good_records("test", 2, seed=2))
     with pytest.raises(RuntimeError, match="the metric crashed"):
         run_inprocess(train_yaml, eval_yaml, tmp_path / "out", {"max_steps": 2})
     log = (run_dir_of(tmp_path / "out") / "log.txt").read_text()

@@ -29,7 +29,7 @@ def _events(run_dir):
 
 def test_event_files_hold_every_logged_row_once_also_after_a_resume(tmp_path):
     pytest.importorskip("tensorboard")
-    from test_resume import FAST, tiny_data
+    from run_helpers import FAST, tiny_data
 
     train_yaml, eval_yaml = tiny_data(tmp_path / "data")
     command = ["run", "lalmbench.encoders.LogMelEncoder", str(train_yaml), str(eval_yaml), "--output-dir",

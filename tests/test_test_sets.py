@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_resume import good_records, run_dir_of, run_inprocess, write_configs, write_shard
+from run_helpers import good_records, run_dir_of, run_inprocess, write_configs, write_shard
 
 from lalmbench.errors import DataError
 

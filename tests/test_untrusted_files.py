@@ -22,7 +22,8 @@ import torch
 
 from lalmbench.config import DatasetSpec
 from lalmbench.errors import ConfigError, LalmbenchError
-from test_resume import _interrupted_copy, run_dir_of, run_inprocess, tiny_data
+from run_helpers import (finished_tiny_run, good_records, interrupted_copy, run_dir_of, run_inprocess, tiny_data,
+                         write_shard)
 
 STEPS = {"max_steps": 4, "save_steps": 2}
 CHECKPOINT_FILES = ["checkpoint.json", "data_state.json", "optimizer.pt", "rng.pt", "scheduler.pt", "trainable.pt"]
@@ -48,10 +49,8 @@ def plant(path: Path, marker: Path) -> None:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished 4-step run keeping checkpoints 2 and 4."""
-    root = tmp_path_factory.mktemp("untrusted")
-    train_yaml, eval_yaml = tiny_data(root / "data")
-    result = run_inprocess(train_yaml, eval_yaml, root / "reference", {**STEPS, "save_total_limit": 10})
-    return train_yaml, eval_yaml, result.run_dir
+    run = finished_tiny_run(tmp_path_factory.mktemp("untrusted"), "reference", {**STEPS, "save_total_limit": 10})
+    return run.train_yaml, run.eval_yaml, run.result.run_dir
 
 
 def test_the_planted_pickle_runs_its_command_when_fully_unpickled(tmp_path):
@@ -85,7 +84,7 @@ def test_a_pickle_planted_in_a_checkpoint_file_does_not_run(finished, tmp_path, 
     the run stops with an error naming the file and what to do."""
     train_yaml, eval_yaml, ref_dir = finished
     output = tmp_path / "out"
-    run_dir = _interrupted_copy(ref_dir, run_dir_of(output), keep_step=2)
+    run_dir = interrupted_copy(ref_dir, run_dir_of(output), keep_step=2)
     marker = tmp_path / "ran"
     plant(run_dir / "checkpoint-2" / name, marker)
     with pytest.raises(LalmbenchError) as error:
@@ -115,11 +114,9 @@ def test_a_pickle_planted_in_the_final_weights_does_not_run(finished, tmp_path):
 def test_a_data_position_naming_a_file_outside_the_run_s_shards_is_refused(finished, tmp_path):
     """A checkpoint's data position names the shards its buffered examples are read again from; one naming
     any other file (a tar elsewhere on the machine) stops the resume instead of reading that file."""
-    from test_resume import good_records, write_shard
-
     train_yaml, eval_yaml, ref_dir = finished
     output = tmp_path / "out"
-    run_dir = _interrupted_copy(ref_dir, run_dir_of(output), keep_step=2)
+    run_dir = interrupted_copy(ref_dir, run_dir_of(output), keep_step=2)
     elsewhere = write_shard(tmp_path / "elsewhere" / "private.tar", good_records("tone", 12, seed=1))
     state_file = run_dir / "checkpoint-2" / "data_state.json"
     state = json.loads(state_file.read_text())
@@ -152,7 +149,7 @@ def test_a_checkpoint_of_the_older_format_is_refused_unread_and_force_starts_ane
     trains anew, keeping the old directory."""
     train_yaml, eval_yaml, ref_dir = finished
     output = tmp_path / "out"
-    run_dir = _interrupted_copy(ref_dir, run_dir_of(output), keep_step=2)
+    run_dir = interrupted_copy(ref_dir, run_dir_of(output), keep_step=2)
     checkpoint = run_dir / "checkpoint-2"
     marker_file = json.loads((checkpoint / "checkpoint.json").read_text())
     del marker_file["format"]  # as the older lalmbench wrote it
