@@ -71,7 +71,8 @@ QUICK = {
     "encoder": {"dim": 768, "layers": 1, "heads": 12},
     "decoder": {"hidden": 576, "layers": 2, "heads": 9, "kv_heads": 3, "intermediate": 1536, "vocab": 49152},
     "batch_size": 4, "train_clips_per_task": 4, "warmup_steps": 2, "measured_steps": 6,
-    "eval_clips_per_task": 4, "eval_batch_size": 4, "max_new_tokens": 12, "data_steps": 10,
+    "eval_clips_per_task": 4, "eval_batch_size": 4, "max_new_tokens": 12,
+    "data_steps": 50,  # fewer steps leave the rate to which datasets the first batches drew
 }
 
 TINY = {  # for tests: every code path in seconds
