@@ -236,6 +236,7 @@ def time_data_streams(train_data: dict, sizes: dict, device: torch.device, proto
 def train_path(name: str, overrides: dict, sizes: dict, train_data: dict, device: torch.device,
                workdir: Path, protocol: str = DEFAULT_PROTOCOL) -> tuple[dict, object, object]:
     """Train one path on the protocol's training stream; (figures, model, config)."""
+    # timed from the trainer's own log and one clock read around the cache fill: one-shot work, no Timer repeats
     from lalmbench.data.batches import BatchMaker
     from lalmbench.data.examples import BadDataCounter
     from lalmbench.distributed import DistInfo
