@@ -10,7 +10,6 @@ on to DIR-2.zip, DIR-3.zip, ... and says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import zipfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from lalmbench.encoders.check import CheckOptions, run_checks
 from lalmbench.errors import PackageError
+from lalmbench.identity import file_sha256
 from lalmbench.io_utils import atomic_path
 
 WEIGHT_SUFFIXES = (".pt", ".bin", ".safetensors", ".ckpt", ".pth")
@@ -75,14 +75,6 @@ def collect_files(directory: Path, include_weights: bool, exclude: set[Path]) ->
     return packed, left_out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _choose_output(directory: Path, output: str | None) -> tuple[Path, str]:
     if output is not None:
         path = Path(output)
@@ -121,7 +113,7 @@ def package_command(directory: str, include_weights: bool = False, output: str |
         return 1
     zip_path, note = _choose_output(root, output)
     files, left_out = collect_files(root, include_weights, exclude={zip_path.resolve()})
-    entries = [{"path": p.as_posix(), "size": (root / p).stat().st_size, "sha256": _sha256(root / p)} for p in files]
+    entries = [{"path": p.as_posix(), "size": (root / p).stat().st_size, "sha256": file_sha256(root / p)} for p in files]
     manifest = {
         "lalmbench_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
