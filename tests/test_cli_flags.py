@@ -132,3 +132,17 @@ def test_demo_data_only_writes_into_output_dir(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--data-only", "--output-dir", str(tmp_path / "shards")]) == 0
     assert (tmp_path / "shards" / "train.yaml").is_file() and (tmp_path / "shards" / "eval.yaml").is_file()
     assert len(list((tmp_path / "shards").glob("*/*.tar.gz"))) == 12
+
+
+def test_bench_protocol_flag_reaches_the_bench(monkeypatch):
+    """`lalmbench bench --protocol corrected` trains the paths on corrected's stream; official is the default."""
+    from lalmbench import bench
+    from lalmbench.cli import main
+
+    seen = []
+    monkeypatch.setattr(bench, "bench_command", lambda **kwargs: seen.append(kwargs["protocol"]) or 0)
+    assert main(["bench", "--quick", "--protocol", "corrected"]) == 0
+    assert main(["bench", "--quick"]) == 0
+    assert seen == ["corrected", "official"]
+    with pytest.raises(SystemExit):
+        main(["bench", "--protocol", "oficial"])

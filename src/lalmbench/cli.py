@@ -6,7 +6,7 @@
     lalmbench check ENCODER [--model-args JSON] [--device cpu|cuda] [--json]
     lalmbench tasks [SUITE]
     lalmbench download SUITE|TASK...
-    lalmbench bench [--quick] [--device cpu|cuda] [--compile|--no-compile] [--steps N]
+    lalmbench bench [--quick] [--device cpu|cuda] [--compile|--no-compile] [--steps N] [--protocol P]
     lalmbench report RUN_DIR
     lalmbench leaderboard RUN_DIR... [--baselines] [--mixed-protocols] [--allow-different-settings] [--output-dir DIR]
     lalmbench compare RUN_A RUN_B | RUN_A... --vs RUN_B... [--output FILE]
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lalmbench.config import TrainConfig
     from lalmbench.config_flags import add_config_flags
     from lalmbench.demo import DEMO_TRAINING
+    from lalmbench.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
     parser = argparse.ArgumentParser(
         prog="lalmbench",
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="include the torch.compile paths (default: on a GPU only; compiling takes minutes on a CPU)")
     bench.add_argument("--steps", type=int, default=None, metavar="N",
                        help="measured steps per path (default: 195 after 5 warm-up steps, 6 with --quick)")
+    bench.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS,
+                       help="the protocol whose training stream the paths train on; the other protocol's stream is "
+                            "timed beside it (default: official)")
     bench.set_defaults(handler=_bench)
 
     report = commands.add_parser("report", help="write an HTML report (and PNGs) for a run directory")
@@ -244,7 +248,7 @@ def _bench(args: argparse.Namespace) -> int:
     from lalmbench.bench import bench_command
 
     return bench_command(quick=args.quick, device=args.device, output=args.output, compile_paths=args.compile,
-                         measured_steps=args.steps)
+                         measured_steps=args.steps, protocol=args.protocol)
 
 
 def _report(args: argparse.Namespace) -> int:
