@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+from tabulate import tabulate
 from torch import nn
 
 from lalmbench.devices import PeakMemory
@@ -608,26 +609,21 @@ def _fold_skipped(results: list[CheckResult]) -> tuple[list[CheckResult], dict[s
 
 def render_table(report: CheckReport, width: int = 140) -> str:
     """One table: check, mandatory or informational, result, measured value, what to fix."""
-    name_w, kind_w, status_w = 19, 4, 6
-    value_w = max(30, (width - name_w - kind_w - status_w - 8) // 2)
-    fix_w = max(30, width - name_w - kind_w - status_w - value_w - 8)
+    value_w = max(30, (width - 37) // 2)  # the value and fix columns share what the other three leave of `width`
+    fix_w = max(30, width - 37 - value_w)
     lines = [f"lalmbench check: {report.encoder}" + (f" ({report.class_name})" if report.class_name else "")
              + f" on {report.device}" + (f", model args {json.dumps(report.model_args)}" if report.model_args else "")]
-    header = f"{'check':<{name_w}}  {'kind':<{kind_w}}  {'result':<{status_w}}  {'value':<{value_w}}  fix"
-    lines += [header, "-" * min(width, len(header) + fix_w)]
     results, not_run = _fold_skipped(report.results)
+    body = []
     for r in results:
         fix = r.fix if r.status in (FAIL, WARN) else ""
         if fix and r.expected and r.status == FAIL:
             fix = f"expected {r.expected}. {fix}"
-        value_lines = textwrap.wrap(r.value, value_w) or [""]
-        fix_lines = textwrap.wrap(fix, fix_w) or [""]
-        for i in range(max(len(value_lines), len(fix_lines))):
-            first = i == 0
-            lines.append(f"{r.name if first else '':<{name_w}}  {('must' if r.mandatory else 'info') if first else '':<{kind_w}}  "
-                         f"{r.status.upper() if first else '':<{status_w}}  "
-                         f"{value_lines[i] if i < len(value_lines) else '':<{value_w}}  "
-                         f"{fix_lines[i] if i < len(fix_lines) else ''}".rstrip())
+        body.append([r.name, "must" if r.mandatory else "info", r.status.upper(), r.value, fix])
+    # maxcolwidths: a long value or fix wraps onto more lines of its row (textwrap, as before); tabulate 0.9.0
+    # fails on it for a table without rows
+    lines += tabulate(body, ["check", "kind", "result", "value", "fix"], tablefmt="simple", disable_numparse=True,
+                      maxcolwidths=[None, None, None, value_w, fix_w] if body else None).splitlines()
     for reason, names in not_run.items():
         lines.append(textwrap.fill(f"not run ({len(names)}, {reason}): {', '.join(names)}", width))
     mandatory = [r for r in report.results if r.mandatory]
