@@ -119,6 +119,7 @@ def sorted_runs(items: Iterable[T], key: Callable[[T], float], run: int = SORT_C
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    # hand-written: itertools.batched is Python 3.12+ (we support 3.10)
     source = iter(items)
     while batch := list(itertools.islice(source, size)):
         yield batch

@@ -46,6 +46,7 @@ def is_terminal(stream: IO) -> bool:
 def _log_lines_above(bar, stream: IO) -> Iterator[None]:
     """While `bar` is live, the lalmbench console handlers that write to `stream` write through tqdm, which
     clears the bar, writes the line and draws the bar again below it."""
+    # hand-written: tqdm's logging_redirect_tqdm matches only stdout/stderr, drops the level, adds a console handler
     from tqdm import tqdm
 
     logger = logging.getLogger("lalmbench")
