@@ -410,8 +410,7 @@ def test_two_processes_report_the_bad_data_of_both(tmp_path):
     # 7 seen, 1 skipped. Test set: 5 records, r1 holds NaN samples (header fine), r3 has no label; the
     # batches of the usable ones are dealt to the processes in turn, and the one that decodes r1 counts its
     # failure; the counts are gathered.
-    from test_faults import nan_wav
-    from test_resume import good_records, write_configs, write_shard
+    from run_helpers import good_records, nan_wav, write_configs, write_shard
 
     root = tmp_path / "data"
     train = []

@@ -14,8 +14,6 @@ import pytest
 from run_helpers import (FAST, SLOW_ENCODER, assert_same_run, assert_same_weights, cli_command, finished_tiny_run,
                          interrupted_copy, kill_when, losses, resume_copy, run_cli, run_dir_of, run_inprocess,
                          tiny_data, trained_weights)
-# test_distributed.py still imports these from here; they live in run_helpers.py.
-from run_helpers import good_records, write_configs, write_shard  # noqa: F401
 
 
 def test_sigkilled_cli_run_resumes_to_the_same_weights_and_scores(tmp_path, encoder_file):
