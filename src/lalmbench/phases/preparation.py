@@ -206,6 +206,11 @@ def _build_model(config: TrainConfig, tasks: list[EvalTaskConfig], encoder_modul
     decoder = add_lora(decoder, config.lora_r, config.lora_alpha, config.lora_dropout)
     model = AudioLLM(FrozenEncoder(encoder_module), decoder, tokenizer, config.target_logits_only,
                      protocol=config.protocol).to(device)
+    if config.protocol == "official":
+        # The published trainer's DataLoader draws its workers' base seed, one int64, from the global torch
+        # generator when its iterator starts, after the model is built and before step 1: the same draw here
+        # gives the same dropout masks step for step (docs/fidelity.md, "End to end").
+        torch.empty((), dtype=torch.int64).random_()
     prompts = {**{s.name: s.prompt for s in config.train_data.values()}, **{t.name: t.data.prompt for t in tasks}}
     return model, Tokenizing(tokenizer, prompts, config.protocol), decoder_id
 
