@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from lalmbench.data.audio import AudioDecodeError, prepare_audio
@@ -126,13 +127,9 @@ class _GroupSampler:
 
 
 def pad_audio(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(len(c) for c in clips)
-    audio = torch.zeros(len(clips), longest, dtype=torch.float32)
-    mask = torch.zeros(len(clips), longest, dtype=torch.long)
-    for row, clip in enumerate(clips):
-        audio[row, : len(clip)] = torch.from_numpy(clip)
-        mask[row, : len(clip)] = 1
-    return audio, mask
+    """Clips zero-padded on the right to the longest, float32 [B, T], and their mask (1 = audio)."""
+    audio = pad_sequence([torch.from_numpy(clip) for clip in clips], batch_first=True).float()
+    return audio, (torch.arange(audio.shape[1]) < torch.tensor([len(clip) for clip in clips])[:, None]).long()
 
 
 class BatchMaker:

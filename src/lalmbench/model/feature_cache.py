@@ -51,6 +51,7 @@ import zlib
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from lalmbench.devices import module_device
 from lalmbench.errors import ConfigError
@@ -289,12 +290,8 @@ class FeatureCache:
                     self._put(digest, features[row][mask[row]])
             return features, mask.long()
         self.hits += len(found)
-        longest = max(f.shape[0] for f in found)
-        features = found[0].new_zeros(len(found), longest, found[0].shape[-1])
-        mask = torch.zeros(len(found), longest, dtype=torch.long)
-        for row, rows in enumerate(found):
-            features[row, : rows.shape[0]] = rows
-            mask[row, : rows.shape[0]] = 1
+        features = pad_sequence(found, batch_first=True)
+        mask = (torch.arange(features.shape[1]) < torch.tensor([f.shape[0] for f in found])[:, None]).long()
         return features.to(device, non_blocking=True), mask.to(device)
 
     def stats(self) -> dict:
