@@ -7,16 +7,23 @@ round trip) of docs/fidelity.md, under protocol official.
 
 Part 1, one batch: four 16 kHz clips of 8 / 1.5 / 3 / 6 s (bit-identical audio in both systems), identical
 weights, the published model's `generate` exactly as its trainer calls it (150 new tokens, repetition
-penalty 1.05, greedy) beside lalmbench's AudioLLM.generate. Target: every row's tokens identical. With the
-encoder that returns no mask, padded frames are attended, so the batch mates matter: each clip alone is
-generated too, to show how far that moves the answer (no target).
+penalty 1.05, greedy) beside lalmbench's AudioLLM.generate. Targets: every row's tokens identical, and the
+rows' answers not all the same (a test of identical answers that a constant answer would pass is no test).
+The tiny decoder as made by make_decoders.py (weights of sd 0.02) answers the same token for every clip, so
+parts 1 and 2 redraw its layer matrices with sd 0.1 (VARIED): its greedy answers then depend on the audio.
+With the encoder that returns no mask, padded frames are attended, so the batch mates matter: each clip
+alone is generated too, to show how far that moves the answer (no target).
 
 Part 2, whole evaluations (tiny decoder): the published trainer's `predict` over its own evaluation
 pipeline (shards split over the YAML's num_workers, batches interleaved, sorted within 256 examples) beside
 lalmbench's `evaluate_task`, on crafted test sets: several shards, clips of many lengths, caption lists
-(one example per caption), an empty reference and a reference holding a special-token string. Targets:
-identical batch composition (which examples, in which order), identical predictions and scored references
-for every example, and the same score.
+(one example per caption), a reference holding a special-token string, and a second caption set with an
+empty reference. The caption references are real text near the answers: a first lalmbench pass over the
+clips gives each clip's answer, and its reference is that answer with every third word replaced, so iWER
+lands mid-range (neither clamped at 0 nor 1) and moves with every prediction (random references, or an
+empty one among answers of 150 tokens, give iWER 0 whatever the predictions). Targets: identical batch
+composition (which examples, in which order), identical predictions and scored references for every
+example, the same score, and more than one distinct prediction.
 
 Part 3 (with --trained): the weights a lalmbench run trained on the demo suite with the tiny decoder
 (`end_to_end.py` leaves them in each run directory) are put into both systems, which then evaluate the
@@ -41,6 +48,7 @@ from kit import (DEMO, WORK, Tally, build_pair, build_pair_from_published, build
 
 ENCODERS = ("parity_encoders.NoMaskConvEncoder", "parity_encoders.MaskConvEncoder")
 PROMPT = "Describe the sound."
+VARIED = 0.1  # sd of the tiny decoder's layer matrices in parts 1 and 2 (its own 0.02 answers one token for all)
 MAX_NEW_TOKENS, PENALTY = 150, 1.05
 
 
@@ -52,10 +60,12 @@ def published_generate(model, batch, eos_id: int) -> list[list[int]]:
     return [row[: row.index(eos_id)] if eos_id in row else row for row in out.tolist()]
 
 
-def one_batch(tally: Tally, label: str, decoder: str, encoder: str, lora_scale: float) -> None:
+def one_batch(tally: Tally, label: str, decoder: str, encoder: str, lora_scale: float,
+              decoder_scale: float | None) -> None:
     short = encoder.split(".")[-1]
     torch.manual_seed(0)
-    published, ours, _ = build_pair(encoder, decoder, lora_scale=lora_scale, protocol="official")
+    published, ours, _ = build_pair(encoder, decoder, lora_scale=lora_scale, protocol="official",
+                                    decoder_scale=decoder_scale)
     tokenizer = published_tokenizer(decoder)
     published.eval(); ours.eval()
     shard = write_lens_shard()
@@ -70,6 +80,9 @@ def one_batch(tally: Tally, label: str, decoder: str, encoder: str, lora_scale: 
         first = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
         tally.same(f"[{label}/{short}] row {row} tokens ({len(a)}/{len(b)} long, first differing index {first})",
                    a, b)
+    distinct = len({tuple(row) for row in reference})
+    tally.check(f"[{label}/{short}] rows answer differently", distinct > 1,
+                f"{distinct} distinct answers of {len(reference)} rows")
     print(f"    time: reference {middle - started:.1f} s, lalmbench {ended - middle:.1f} s")
     alone = []
     for row in range(len(our_batch["refs"])):
@@ -82,21 +95,52 @@ def one_batch(tally: Tally, label: str, decoder: str, encoder: str, lora_scale: 
 
 
 # -- whole evaluations ------------------------------------------------------------------------------------------
-def caption_shards() -> list[str]:
-    """Three shards of 16 kHz clips, 0.4-5 s, with caption lists, an empty reference, a special-token string."""
+def caption_clips() -> list[list[tuple[str, np.ndarray]]]:
+    """Three shards of five 16 kHz clips each, 0.4-5 s, keyed cap<shard>_<row>."""
     rng = np.random.default_rng(7)
-    texts = [["a dog barks", "dog barking loudly", "a dog"], "rain on a roof", "", "<|im_end|> x", "a man speaks",
-             ["birds sing", "many birds"], "True", "an engine idles", "music plays softly", "two people talk",
-             "a door slams", ["wind blows", "strong wind"], "water drips", "a bell rings", "keys jingle"]
     shards = []
     for index in range(3):
-        items = []
+        rows = []
         for row in range(5):
             seconds = float(rng.uniform(0.4, 5.0))
-            clip = (0.3 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)
-            items.append((f"cap{index}_{row}", clip, 16_000, "PCM_16", "wav", {"caption": texts[index * 5 + row]}))
-        shards.append(write_shard(WORK / f"captions-{index}.tar.gz", items))
+            rows.append((f"cap{index}_{row}", (0.3 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)))
+        shards.append(rows)
     return shards
+
+
+def write_caption_shards(name: str, clips, captions: dict) -> list[str]:
+    return [write_shard(WORK / f"{name}-{index}.tar.gz",
+                        [(key, clip, 16_000, "PCM_16", "wav", {"caption": captions[key]}) for key, clip in rows])
+            for index, rows in enumerate(clips)]
+
+
+def near_reference(answer: str) -> str:
+    """"a recording of" and the answer with every third word replaced: a reference a third or more off it.
+    The three words in front keep a one-word answer of few letters ("deddedd...") from a reference that
+    the published corrupt-text heuristic (few distinct characters) would drop in both systems."""
+    words = answer.split()
+    return " ".join(["a", "recording", "of"] + ["noise" if k % 3 == 2 else word for k, word in enumerate(words)])
+
+
+def caption_test_sets(model, tokenizer) -> list[dict]:
+    """The caption set (references near the model's answers, three caption lists, one reference holding a
+    special-token string) and the same first shard with one reference empty."""
+    clips = caption_clips()
+    keys = [key for rows in clips for key, _ in rows]
+    first_pass = {"name": "captions", "shards": write_caption_shards("captions", clips, dict.fromkeys(keys, "x")),
+                  "prompt": PROMPT, "key": "caption", "metric": "iWER", "metric_args": {}, "batch_size": 4,
+                  "num_workers": 2}
+    _, pairs, _, _ = lalmbench_evaluation(model, tokenizer, first_pass)
+    references = {key: near_reference(prediction) for (key, _), (prediction, _) in pairs.items()}
+    captions = dict(references)
+    for key in ("cap0_0", "cap1_0", "cap2_1"):  # caption lists: one example per caption
+        words = references[key].split()
+        captions[key] = [references[key], " ".join(words[: max(1, len(words) // 2)])]
+    captions["cap0_3"] = "<|im_end|> " + references["cap0_3"]
+    with_empty = {**references, "cap0_2": ""}
+    return [{**first_pass, "shards": write_caption_shards("captions", clips, captions)},
+            {**first_pass, "name": "captions-empty", "num_workers": 0,
+             "shards": write_caption_shards("captions-empty", clips[:1], with_empty)}]
 
 
 def label_shards() -> list[str]:
@@ -114,11 +158,10 @@ def label_shards() -> list[str]:
     return shards
 
 
-def test_sets() -> list[dict]:
-    return [{"name": "captions", "shards": caption_shards(), "prompt": "Describe the sound.", "key": "caption",
-             "metric": "iWER", "metric_args": {}, "batch_size": 4, "num_workers": 2},
-            {"name": "labels", "shards": label_shards(), "prompt": "Which labels apply?", "key": "labels",
-             "metric": "mAP", "metric_args": {"num_classes": 12}, "batch_size": 3, "num_workers": 0}]
+def test_sets(model, tokenizer) -> list[dict]:
+    return caption_test_sets(model, tokenizer) + [
+        {"name": "labels", "shards": label_shards(), "prompt": "Which labels apply?", "key": "labels",
+         "metric": "mAP", "metric_args": {"num_classes": 12}, "batch_size": 3, "num_workers": 0}]
 
 
 def published_evaluation(model, tokenizer, test: dict):
@@ -186,7 +229,8 @@ def lalmbench_evaluation(model, tokenizer, test: dict):
     return result.score, pairs, batches, len(result.predictions) == len(raw)
 
 
-def compare_evaluations(tally: Tally, label: str, published, ours, tokenizer, test: dict) -> None:
+def compare_evaluations(tally: Tally, label: str, published, ours, tokenizer, test: dict,
+                        require_varied: bool = False) -> None:
     started = time.perf_counter()
     reference_score, order, reference_pairs, reference_batches = published_evaluation(published, tokenizer, test)
     middle = time.perf_counter()
@@ -206,17 +250,23 @@ def compare_evaluations(tally: Tally, label: str, published, ours, tokenizer, te
             print(f"    {item}: reference {pair!r} lalmbench {mine!r}")
     tally.compare(f"{label} {test['metric']} score", reference_score, our_score, 1e-6)
     distinct = len({prediction for prediction, _ in reference_pairs})
-    print(f"    {distinct} distinct answers; time: reference {middle - started:.1f} s, lalmbench {ended - middle:.1f} s")
+    if require_varied:
+        tally.check(f"{label} predictions differ between examples", distinct > 1,
+                    f"{distinct} distinct predictions of {len(order)}")
+    else:
+        print(f"    {distinct} distinct predictions of {len(order)}")
+    print(f"    time: reference {middle - started:.1f} s, lalmbench {ended - middle:.1f} s")
 
 
-def whole_evaluations(tally: Tally, decoder: str) -> None:
-    for encoder in ENCODERS:
+def whole_evaluations(tally: Tally, decoder: str, encoders: list[str]) -> None:
+    for encoder in encoders:
         short = encoder.split(".")[-1]
         torch.manual_seed(0)
-        published, ours, _ = build_pair(encoder, decoder, protocol="official")
+        published, ours, _ = build_pair(encoder, decoder, protocol="official", decoder_scale=VARIED)
         tokenizer = published_tokenizer(decoder)
-        for test in test_sets():
-            compare_evaluations(tally, f"[eval {test['name']}/{short}]", published, ours, tokenizer, test)
+        for test in test_sets(ours, tokenizer):
+            compare_evaluations(tally, f"[eval {test['name']}/{short}]", published, ours, tokenizer, test,
+                                require_varied=True)
 
 
 def demo_test_sets() -> list[dict]:
@@ -247,18 +297,20 @@ def main() -> None:
     parser.add_argument("--published-checkpoint", help="checkpoint-N folder of a published run on the demo suite (tiny decoder)")
     parser.add_argument("--part", choices=("batch", "evaluation", "both", "none"), default="both",
                         help="part 1 (one batch), part 2 (whole evaluations), both, or none (--trained alone)")
+    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS,
+                        help="the encoders of parts 1 and 2 (default both)")
     args = parser.parse_args()
     tally = Tally("generation and evaluation (protocol official)")
     decoders = []
     if args.decoder in ("tiny", "both"):
-        decoders.append(("tiny", tiny_decoder(), 0.05))
+        decoders.append(("tiny", tiny_decoder(), 0.05, VARIED))
     if args.decoder in ("smollm2", "both"):
-        decoders.append(("SmolLM2", smollm2_decoder(), 0.01))
-    for label, decoder, scale in decoders if args.part in ("batch", "both") else []:
-        for encoder in ENCODERS:
-            one_batch(tally, label, decoder, encoder, scale)
+        decoders.append(("SmolLM2", smollm2_decoder(), 0.01, None))
+    for label, decoder, scale, decoder_scale in decoders if args.part in ("batch", "both") else []:
+        for encoder in args.encoders:
+            one_batch(tally, label, decoder, encoder, scale, decoder_scale)
     if args.part in ("evaluation", "both"):
-        whole_evaluations(tally, tiny_decoder())
+        whole_evaluations(tally, tiny_decoder(), args.encoders)
     if args.trained:
         published, ours, _ = build_trained_pair(args.trained_encoder, tiny_decoder(), args.trained)
         trained_evaluations(tally, "lalmbench-trained", published, ours)

@@ -137,9 +137,11 @@ def lalmbench_name(published: str) -> str:
     return published.replace("audio_encoder.", "encoder.inner.", 1).replace("audio_projector.", "projector.", 1)
 
 
-def set_canonical_weights(published_model, lalmbench_model=None, lora_scale: float = 0.05) -> None:
+def set_canonical_weights(published_model, lalmbench_model=None, lora_scale: float = 0.05,
+                          decoder_scale: float | None = None) -> None:
     """Overwrite every randomly initialised tensor (LoRA A/B, projector, encoder) of the published model with
-    canonical values, and copy every tensor of it into the lalmbench model (when given)."""
+    canonical values, and copy every tensor of it into the lalmbench model (when given). With
+    `decoder_scale`, the decoder layers' weight matrices are redrawn too, with that standard deviation."""
     targets = {}
     if lalmbench_model is not None:
         targets = {**dict(lalmbench_model.named_buffers()), **dict(lalmbench_model.named_parameters())}
@@ -149,6 +151,8 @@ def set_canonical_weights(published_model, lalmbench_model=None, lora_scale: flo
             random_init = "lora_" in name or name.startswith(("audio_projector", "audio_encoder"))
             if random_init and tensor.is_floating_point() and "running_var" not in name:
                 tensor.copy_(canonical(name, tensor.shape, lora_scale if "lora_" in name else 0.1))
+            elif decoder_scale and ".layers." in name and tensor.dim() == 2:
+                tensor.copy_(canonical(name, tensor.shape, decoder_scale))
             if lalmbench_model is not None:
                 target = targets.get(lalmbench_name(name))
                 if target is None:
@@ -162,8 +166,9 @@ def set_canonical_weights(published_model, lalmbench_model=None, lora_scale: flo
 
 
 def build_pair(encoder: str, decoder_dir: str, dim: int = 32, lora_scale: float = 0.05,
-               protocol: str = "official"):
-    """(published XaresLLMModel, lalmbench AudioLLM, lalmbench tokenizer) with identical weights."""
+               protocol: str = "official", decoder_scale: float | None = None):
+    """(published XaresLLMModel, lalmbench AudioLLM, lalmbench tokenizer) with identical weights
+    (`decoder_scale`: see set_canonical_weights)."""
     from xares_llm.modeling_audiollm import XaresLLMModel, XaresLLMModelConfig
     from lalmbench.encoders.contract import FrozenEncoder
     from lalmbench.encoders.loading import load_encoder
@@ -175,7 +180,7 @@ def build_pair(encoder: str, decoder_dir: str, dim: int = 32, lora_scale: float 
     decoder, tokenizer = load_decoder(decoder_dir)
     ours = AudioLLM(FrozenEncoder(load_encoder(encoder, {"dim": dim})), add_lora(decoder), tokenizer,
                     protocol=protocol)
-    set_canonical_weights(published, ours, lora_scale)
+    set_canonical_weights(published, ours, lora_scale, decoder_scale)
     return published, ours, tokenizer
 
 
