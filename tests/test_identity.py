@@ -154,3 +154,20 @@ def test_demo_keeps_one_data_folder_per_seed(tmp_path):
     assert seed1[0] != seed0[0]
     first = tmp_path / "seed-0" / "tones" / "tones-train-000000.tar.gz"
     assert first.read_bytes() != (tmp_path / "seed-1" / "tones" / "tones-train-000000.tar.gz").read_bytes()
+
+
+def test_the_package_version_is_one_and_keys_the_training_identity():
+    """Runs trained by a lalmbench whose numbers differ (0.1.1: the resampling filter rounds as the published
+    one, and official draws the published loader's seed before step 1) must not be reused: the version is part
+    of the training identity, and pyproject and the package agree on it."""
+    import tomllib
+    from pathlib import Path
+
+    import lalmbench
+    from lalmbench.config import TrainConfig
+    from lalmbench.identity import training_identity
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == lalmbench.__version__ == "0.1.1"
+    identity = training_identity("lalmbench.encoders.LogMelEncoder", None, TrainConfig(), {"name": "x"}, {}, Path("."))
+    assert identity["lalmbench"] == lalmbench.__version__

@@ -3,4 +3,4 @@
 The run flows one way: config -> tasks -> data -> model -> train -> evaluate -> metrics -> report.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
