@@ -4,7 +4,7 @@
 #   PYTHON (default: python; may carry a prefix, e.g. "nice -n 10 python").
 #   SCRIPTS (default: every script below; name a subset to run fewer).
 #   LOSS_ARGS (default "--decoder both"), GENERATE_ARGS (default "--decoder tiny"), STATE_ARGS (default "--steps 10"),
-#   ORDER_ARGS (default "--steps 2000").
+#   ORDER_ARGS (default "--steps 2000"), RANKS_ARGS (default "--steps 200").
 # Each script's stdout goes to $PARITY_WORK/out/<script>.out, stderr to <script>.err. Exit status 1 when any
 # script missed a target or failed.
 set -uo pipefail
@@ -13,11 +13,12 @@ PROJECT="$(cd "$HERE/../.." && pwd)"
 export PARITY_WORK="$(realpath -m "${PARITY_WORK:-./parity-work}")"
 export XARES_SRC="$(realpath -m "${XARES_SRC:-./xares-llm}")"
 PYTHON="${PYTHON:-python}"
-SCRIPTS="${SCRIPTS:-metrics_side_by_side inputs_side_by_side mixture_weights compare_yamls loss_side_by_side encoder_state_side_by_side generate_side_by_side data_order_side_by_side}"
+SCRIPTS="${SCRIPTS:-metrics_side_by_side inputs_side_by_side mixture_weights compare_yamls loss_side_by_side encoder_state_side_by_side generate_side_by_side data_order_side_by_side ranks_order_side_by_side}"
 LOSS_ARGS="${LOSS_ARGS:---decoder both}"
 GENERATE_ARGS="${GENERATE_ARGS:---decoder tiny}"
 STATE_ARGS="${STATE_ARGS:---steps 10}"
 ORDER_ARGS="${ORDER_ARGS:---steps 2000}"
+RANKS_ARGS="${RANKS_ARGS:---steps 200}"
 
 fail() { echo "run_all.sh: $*" >&2; exit 1; }
 [ -f "$XARES_SRC/src/xares_llm/__init__.py" ] || fail "XARES_SRC=$XARES_SRC holds no src/xares_llm: extract commit 105be68 there (README.md)"
@@ -42,6 +43,7 @@ for script in $SCRIPTS; do
     generate_side_by_side) args="$GENERATE_ARGS" ;;
     encoder_state_side_by_side) args="$STATE_ARGS" ;;
     data_order_side_by_side) args="$ORDER_ARGS" ;;
+    ranks_order_side_by_side) args="$RANKS_ARGS" ;;
     compare_yamls) args="$XARES_SRC" ;;
     *) args="" ;;
   esac

@@ -91,8 +91,8 @@ def published_order(train_data: dict, steps: int, seed: int, workers: int, token
 
 
 def lalmbench_stream(train_data: dict, seed: int, workers: int, tokenizer, batch_size: int = 4,
-                     sort_by_length: int = 128, crop_seconds: float = 30.0):
-    """lalmbench's official training stream over the same data."""
+                     sort_by_length: int = 128, crop_seconds: float = 30.0, rank: int = 0, world: int = 1):
+    """lalmbench's official training stream over the same data (of process `rank` of `world`)."""
     import glob
 
     from lalmbench.config import DatasetSpec
@@ -107,7 +107,7 @@ def lalmbench_stream(train_data: dict, seed: int, workers: int, tokenizer, batch
                        for p in (glob.glob(expanded) or [expanded])] for s in specs}
     tokenizing = Tokenizing(tokenizer, {s.name: s.prompt for s in specs}, "official")
     return PublishedStream(specs, shards, batch_size, seed, tokenizing.count, BadDataCounter(), workers=workers,
-                           sort_buffer=sort_by_length, crop_seconds=crop_seconds)
+                           sort_buffer=sort_by_length, crop_seconds=crop_seconds, rank=rank, world=world)
 
 
 def as_items(batch) -> Batch:
