@@ -19,9 +19,10 @@ pipeline (shards split over the YAML's num_workers, batches interleaved, sorted 
 lalmbench's `evaluate_task`, on crafted test sets: several shards, clips of many lengths, caption lists
 (one example per caption), a reference holding a special-token string, and a second caption set with an
 empty reference. The caption references are real text near the answers: a first lalmbench pass over the
-clips gives each clip's answer, and its reference is that answer with every third word replaced, so iWER
-lands mid-range (neither clamped at 0 nor 1) and moves with every prediction (random references, or an
-empty one among answers of 150 tokens, give iWER 0 whatever the predictions). Targets: identical batch
+same examples (placeholder captions of the same shape, so the same batches) gives each example's answer,
+and its reference is "a recording of" and that answer with every third word replaced, so iWER lands
+mid-range (neither clamped at 0 nor 1) and moves with every prediction (random references, or an empty one
+among answers of 150 tokens, give iWER 0 whatever the predictions). Targets: identical batch
 composition (which examples, in which order), identical predictions and scored references for every
 example, the same score, and more than one distinct prediction.
 
@@ -122,25 +123,47 @@ def near_reference(answer: str) -> str:
     return " ".join(["a", "recording", "of"] + ["noise" if k % 3 == 2 else word for k, word in enumerate(words)])
 
 
+LISTS = ("cap0_0", "cap1_0", "cap2_1")  # clips with a caption list: one example per caption
+SPECIAL = "cap0_3"  # its reference starts with a special-token string
+
+
+def half(text: str) -> str:
+    words = text.split()
+    return " ".join(words[: max(4, len(words) // 2)])
+
+
+def answers_of(model, tokenizer, test: dict, shape: dict) -> dict:
+    """A first lalmbench pass over the set with placeholder captions of the final shape (the same examples,
+    so the same batches: without a mask the batch mates change the answers): (key, copy) -> answer."""
+    placeholders = {key: ["x", "y"] if isinstance(value, list) else "x" for key, value in shape.items()}
+    first = {**test, "shards": write_caption_shards(test["name"], test["clips"], placeholders)}
+    _, pairs, _, _ = lalmbench_evaluation(model, tokenizer, first)
+    return {(key, 0 if text == "x" else 1): prediction for (key, text), (prediction, _) in pairs.items()}
+
+
 def caption_test_sets(model, tokenizer) -> list[dict]:
-    """The caption set (references near the model's answers, three caption lists, one reference holding a
-    special-token string) and the same first shard with one reference empty."""
+    """The caption set (three caption lists, one reference holding a special-token string) and its first
+    shard with one reference empty; every other reference is near the answer lalmbench gives to that very
+    example, from a first pass over the same examples."""
     clips = caption_clips()
     keys = [key for rows in clips for key, _ in rows]
-    first_pass = {"name": "captions", "shards": write_caption_shards("captions", clips, dict.fromkeys(keys, "x")),
-                  "prompt": PROMPT, "key": "caption", "metric": "iWER", "metric_args": {}, "batch_size": 4,
-                  "num_workers": 2}
-    _, pairs, _, _ = lalmbench_evaluation(model, tokenizer, first_pass)
-    references = {key: near_reference(prediction) for (key, _), (prediction, _) in pairs.items()}
-    captions = dict(references)
-    for key in ("cap0_0", "cap1_0", "cap2_1"):  # caption lists: one example per caption
-        words = references[key].split()
-        captions[key] = [references[key], " ".join(words[: max(1, len(words) // 2)])]
-    captions["cap0_3"] = "<|im_end|> " + references["cap0_3"]
-    with_empty = {**references, "cap0_2": ""}
-    return [{**first_pass, "shards": write_caption_shards("captions", clips, captions)},
-            {**first_pass, "name": "captions-empty", "num_workers": 0,
-             "shards": write_caption_shards("captions-empty", clips[:1], with_empty)}]
+    common = {"prompt": PROMPT, "key": "caption", "metric": "iWER", "metric_args": {}, "batch_size": 4}
+    sets = []
+    for test, shape in (({"name": "captions", "num_workers": 2, "clips": clips},
+                         {key: [""] * 2 if key in LISTS else "" for key in keys}),
+                        ({"name": "captions-empty", "num_workers": 0, "clips": clips[:1]},
+                         dict.fromkeys((key for key, _ in clips[0]), ""))):
+        answers = answers_of(model, tokenizer, {**common, **test}, shape)
+        # a list's second caption: the first half of its reference, so that the two copies' texts differ
+        captions = {key: [near_reference(answers[key, 0]), half(near_reference(answers[key, 1]))]
+                    if isinstance(value, list) else near_reference(answers[key, 0]) for key, value in shape.items()}
+        if test["name"] == "captions":
+            captions[SPECIAL] = "<|im_end|> " + captions[SPECIAL]
+        else:
+            captions["cap0_2"] = ""
+        shards = write_caption_shards(test["name"], test["clips"], captions)
+        sets.append({**common, "name": test["name"], "num_workers": test["num_workers"], "shards": shards})
+    return sets
 
 
 def label_shards() -> list[str]:
