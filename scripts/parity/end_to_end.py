@@ -110,22 +110,15 @@ def our_steps(folder: Path) -> dict[int, tuple[float, float]]:
         return {int(row["step"]): (float(row["loss"]), float(row["grad_norm"])) for row in csv.DictReader(handle)}
 
 
-def published_predictions(folder: Path) -> dict[str, collections.Counter]:
-    """task -> the (prediction, reference) pairs of its predictions_<task>.csv (batch order: compared as a multiset)."""
+def predictions(folder: Path, prediction: str, reference: str) -> dict[str, collections.Counter]:
+    """task -> the (prediction, reference) pairs of its predictions_<task>.csv, read from the named columns
+    (the published system writes predict/labels, lalmbench prediction/reference); batch order differs, so
+    they are compared as a multiset."""
     found = {}
     for path in folder.glob("**/predictions_*.csv"):
         with open(path) as handle:
             found[path.stem[len("predictions_"):]] = collections.Counter(
-                (row["predict"], row["labels"]) for row in csv.DictReader(handle))
-    return found
-
-
-def our_predictions(folder: Path) -> dict[str, collections.Counter]:
-    found = {}
-    for path in folder.glob("**/predictions_*.csv"):
-        with open(path) as handle:
-            found[path.stem[len("predictions_"):]] = collections.Counter(
-                (row["prediction"], row["reference"]) for row in csv.DictReader(handle))
+                (row[prediction], row[reference]) for row in csv.DictReader(handle))
     return found
 
 
@@ -156,7 +149,8 @@ def compare_runs(tally: Tally, seed: int, published: Path, ours: Path) -> None:
         identical = sum(torch.equal(a, b) for a, b in pairs)
         tally.compare(f"seed {seed} trained tensors: largest |diff| ({identical} of {len(pairs)} bit-identical)",
                       0.0, largest, 0.0)
-    their_predictions, my_predictions = published_predictions(published), our_predictions(ours)
+    their_predictions = predictions(published, "predict", "labels")
+    my_predictions = predictions(ours, "prediction", "reference")
     for task in sorted(set(their_predictions) & set(my_predictions)):
         same = sum((their_predictions[task] & my_predictions[task]).values())
         total = sum(their_predictions[task].values())
